@@ -12,8 +12,9 @@ order) with one method, then the demo's evaluation (:func:`~agl_trl.demo.pipelin
 Resumable: one JSON line per finished (scenario, method, seed) in ``<out>/peers.jsonl``; a rerun skips those.
 ``--report`` (or ``benchmarks/peers_report.py``) turns the file into docs/peers.md and a Pareto plot.
 
-    python benchmarks/peers.py --quick            # < 30 min on 2 idle CPU cores
-    python benchmarks/peers.py                    # 3 seeds, every method, the stress scenario
+    python benchmarks/peers.py --quick            # < 30 min on 2 idle CPU cores (runs/peers)
+    python benchmarks/peers.py                    # 3 seeds, every method, the stress scenario (resumes --quick)
+    python benchmarks/peers.py --scale demo       # the same at `make demo` sizes (~5 h)
     python benchmarks/peers.py --tiny --out /tmp/p  # smoke run on a random tiny Llama (used by the tests)
 """
 
@@ -78,7 +79,7 @@ class BenchConfig:
     stress_methods: list[str] = field(default_factory=lambda: list(STRESS_METHODS))
     stress_seeds: list[int] | None = None  # None: the same seeds as the standard scenario
     stress_lr_factor: float = 2.5
-    stress_steps_factor: float = 2.0
+    stress_steps_factor: float = 1.5
     peers: PeerSettings = field(default_factory=PeerSettings)
     mode: str = "full"
 
@@ -88,37 +89,35 @@ class BenchConfig:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def tiny_overrides() -> list[str]:
-    """The demo test's tiny settings (a random 2-layer Llama; seconds per stage)."""
-    return [
-        "align.n_unsafe=6", "align.n_safe=6", "align.answer_tokens=6", "align.steps=2", "align.batch_size=4",
-        "fisher.n_probe=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
-        "task.n_train=12", "task.n_eval=6", "task.steps=2", "task.batch_size=4", "task.answer_tokens=6",
-        "eval.n_unsafe=4", "eval.n_safe=4", "eval.max_new_tokens=6", "eval.batch_size=8",
-    ]  # fmt: skip
-
-
-def build_config(mode: str, seeds: int | None, methods: Sequence[str] | None, overrides: Sequence[str]) -> BenchConfig:
-    from agl_trl.demo.config import DemoConfig, apply_overrides, default_config, quick_config
+def build_config(
+    mode: str,
+    seeds: int | None,
+    methods: Sequence[str] | None,
+    overrides: Sequence[str],
+    scale: str = "quick",
+) -> BenchConfig:
+    from agl_trl.demo.config import apply_overrides, default_config, quick_config, tiny_config
 
     if mode == "tiny":
-        demo = apply_overrides(DemoConfig(seed=0, model="tiny-llama", quick=True), tiny_overrides())
+        demo = tiny_config(0)
         cfg = BenchConfig(demo=demo, seeds=[0, 1], stress_methods=["plain", "agl", "safe_lora"], mode=mode)
     elif mode == "quick":
-        demo = quick_config(0)
         # budget (2 idle CPU cores, from the demo's measured stage times): demo --quick stages + shared artefacts
-        # ~8 min, 12 trained runs of 24 steps with evaluation ~15 min, 2 stress runs of 36 steps ~3 min
+        # ~8 min, 14 trained runs of 24 steps with evaluation ~15 min, 2 stress runs of 36 steps ~3 min
         cfg = BenchConfig(
-            demo=demo,
+            demo=quick_config(0),
             seeds=[0, 1],
             methods=["plain", "agl", "ewc", "l2", "kl_ref", "safe_lora", "asft"],
             stress_methods=["plain", "agl"],
             stress_seeds=[0],
-            stress_steps_factor=1.5,
             mode=mode,
         )
     else:
-        cfg = BenchConfig(demo=default_config(0), mode=mode)
+        # every method and ablation, 3 seeds, the stress scenario for every peer. scale="quick": the task sizes of
+        # `agl-trl demo --quick` (a superset of --quick: the same --out resumes it; ~1 h 15 min on 2 idle cores);
+        # scale="demo": those of `make demo` (~5 h: 60 runs of ~5 min)
+        demo = quick_config(0) if scale == "quick" else default_config(0)
+        cfg = BenchConfig(demo=demo, mode=mode if scale == "quick" else f"{mode}-demo-scale")
     demo_overrides = [o for o in overrides if not o.startswith("peers.")]
     apply_overrides(cfg.demo, demo_overrides)
     for item in overrides:
@@ -218,7 +217,7 @@ def prepare_shared(
     from agl_trl.evaluation.report import jsonable
 
     demo_dir = demo_dir or out / "demo"  # an existing `agl-trl demo --out` folder with the same settings is reused
-    run_demo(  # also sets torch's CPU threads (demo.pipeline.auto_threads when None) for every run that follows
+    run_demo(
         cfg.demo, demo_dir, model_loader=loader, progress=progress, log=lambda m: print(m, flush=True), threads=threads
     )
     aligned_dir = demo_dir / "aligned" / "model"
@@ -317,13 +316,6 @@ def _default_loader() -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def agl_fields(cfg: BenchConfig, shared: Shared, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    settings = {**asdict(cfg.demo.agl), **(overrides or {})}
-    fields = {f"agl_{k}": v for k, v in settings.items()}
-    fields.update(agl_fisher_path=str(shared.fisher_dir), agl_save_fisher=False)
-    return fields
-
-
 def make_penalty(method: str, cfg: BenchConfig, shared: Shared) -> Any:
     from agl_trl import baselines as bl
     from agl_trl.evaluation.generation import Generation
@@ -355,7 +347,7 @@ def make_penalty(method: str, cfg: BenchConfig, shared: Shared) -> Any:
 
 def run_one(cfg: BenchConfig, shared: Shared, out: Path, scenario: str, method: str, seed: int, progress: bool) -> dict:
     """Train (or project, for Safe LoRA), evaluate, and return the result row of one (scenario, method, seed)."""
-    from agl_trl.demo.pipeline import evaluate_generations, kl_to_aligned, load_model, train_lora
+    from agl_trl.demo.pipeline import agl_trainer_fields, evaluate_generations, kl_to_aligned, load_model, train_lora
     from agl_trl.evaluation.metrics import model_metrics
     from agl_trl.evaluation.report import jsonable
 
@@ -386,9 +378,9 @@ def run_one(cfg: BenchConfig, shared: Shared, out: Path, scenario: str, method: 
         model.train()
         kwargs: dict[str, Any] = {}
         if method == "agl":
-            kwargs["agl"] = agl_fields(cfg, shared)
+            kwargs["agl"] = agl_trainer_fields(cfg.demo, shared.fisher_dir)
         elif method in ABLATIONS:
-            kwargs["agl"] = agl_fields(cfg, shared, ABLATIONS[method])
+            kwargs["agl"] = agl_trainer_fields(cfg.demo, shared.fisher_dir, ABLATIONS[method])
         elif method != "plain":
             kwargs["penalty"] = make_penalty(method, cfg, shared)
         with PeakRSS() as rss:  # the demo trains on CPU (use_cpu=True): resident memory is the training memory
@@ -511,8 +503,14 @@ def run_benchmark(
     todo = [run for run in runs_of(cfg) if run not in done]
     print(f"peers: {len(done)} runs already in {results}, {len(todo)} to go", flush=True)
     if todo:
-        shared = prepare_shared(cfg, out, loader, progress, Path(demo_dir) if demo_dir else None, threads)
         import torch
+
+        from agl_trl.demo.pipeline import auto_threads
+
+        torch.set_num_threads(threads or auto_threads())  # for every stage and run (run_demo restores it on return)
+        shared = prepare_shared(
+            cfg, out, loader, progress, Path(demo_dir) if demo_dir else None, torch.get_num_threads()
+        )
 
         environment = {
             "torch_threads": torch.get_num_threads(),
@@ -541,10 +539,19 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--quick",
         action="store_true",
-        help="2 seeds, 7 methods (no ablations), 2 stress runs, the demo's --quick sizes (< 30 min)",
+        help="2 seeds, 7 methods (no ablations), 2 stress runs, the demo's --quick sizes (< 30 min); the full run "
+        "with the same --out adds the rest",
     )
     mode.add_argument("--tiny", action="store_true", help="smoke run on a random tiny Llama (no SmolLM2)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/peers, runs/peers-quick)")
+    parser.add_argument(
+        "--scale",
+        choices=("quick", "demo"),
+        default="quick",
+        help="full run's task sizes: those of `agl-trl demo --quick` (default, ~1 h 15 min) or of `make demo` (~5 h)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: runs/peers; runs/peers-demo-scale for --scale demo)"
+    )
     parser.add_argument(
         "--demo-dir",
         default=None,
@@ -570,7 +577,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     try:
-        cfg = build_config(mode, args.seeds, methods, args.overrides)
+        cfg = build_config(mode, args.seeds, methods, args.overrides, scale=args.scale)
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2
@@ -580,7 +587,10 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         def loader() -> tuple[Any, Any]:
             return tiny_llama(vocab_size=512, seed=0)
 
-    out = Path(args.out or {"full": "runs/peers", "quick": "runs/peers-quick", "tiny": "runs/peers-tiny"}[mode])
+    default_out = (
+        "runs/peers-tiny" if mode == "tiny" else "runs/peers" if args.scale == "quick" else "runs/peers-demo-scale"
+    )
+    out = Path(args.out or default_out)
     try:
         rows = run_benchmark(
             cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads

@@ -107,6 +107,19 @@ def quick_config(seed: int = 0) -> DemoConfig:
     return cfg
 
 
+TINY_OVERRIDES = (
+    "align.n_unsafe=6", "align.n_safe=6", "align.answer_tokens=6", "align.steps=2", "align.batch_size=4",
+    "fisher.n_probe=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
+    "task.n_train=12", "task.n_eval=6", "task.steps=2", "task.batch_size=4", "task.answer_tokens=6",
+    "eval.n_unsafe=4", "eval.n_safe=4", "eval.max_new_tokens=6", "eval.batch_size=8",
+)  # fmt: skip
+
+
+def tiny_config(seed: int = 0) -> DemoConfig:
+    """Seconds per stage on a random tiny Llama (``agl_trl.models.tiny_llama``): the tests' and smoke runs' sizes."""
+    return apply_overrides(DemoConfig(seed=seed, model="tiny-llama", quick=True), list(TINY_OVERRIDES))
+
+
 def apply_overrides(cfg: DemoConfig, overrides: list[str]) -> DemoConfig:
     """Apply ``section.field=value`` overrides (value parsed as JSON when possible, else a string)."""
     for item in overrides:

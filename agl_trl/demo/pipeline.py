@@ -135,13 +135,17 @@ def train_lora(
     agl: dict[str, Any] | None = None,
     progress: bool = True,
     penalty: Any = None,
+    callbacks: Sequence[Any] = (),
+    training_overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """LoRA SFT of ``model`` on prompt/answer rows with ``trl.SFTTrainer`` (or ``AGLSFTTrainer`` when ``agl``).
 
     ``agl``: ``agl_*`` config fields (e.g. ``agl_fisher_path``, ``agl_lambda_align``). ``penalty``: instead, any
     ``penalty(model, step) -> (loss, metrics)`` (the baselines of :mod:`agl_trl.baselines`), added through the same
-    mixin (:func:`agl_trl.trainers.mixin.enable_penalty`). Returns (trained PeftModel, training record: step times,
-    loss curve, AGL/penalty metric curves).
+    mixin (:func:`agl_trl.trainers.mixin.enable_penalty`). ``callbacks``: extra ``TrainerCallback``s (the scaling
+    sweep measures forgetting from one). ``training_overrides``: ``SFTConfig`` fields that replace the defaults below
+    (e.g. ``lr_scheduler_type="constant"``). Returns (trained PeftModel, training record: step times, loss curve,
+    AGL/penalty metric curves).
     """
     if agl is not None and penalty is not None:
         raise ValueError("train_lora: give either `agl` settings or a `penalty`, not both")
@@ -178,6 +182,7 @@ def train_lora(
         "max_length": 256,
         "disable_tqdm": not progress,
         "dataloader_num_workers": 0,
+        **(training_overrides or {}),
     }
     set_seed(cfg.seed)
     timer = _StepTimer()
@@ -196,6 +201,8 @@ def train_lora(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_lora_config(cfg)
         )
     trainer.add_callback(timer)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -216,6 +223,16 @@ def train_lora(
     }
     _rm(out_dir / "trainer")
     return trainer.model, record
+
+
+def agl_trainer_fields(
+    cfg: DemoConfig, fisher_dir: str | Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``agl_*`` config fields of the demo's AGL run (``overrides``: AGL settings that replace the tuned ones),
+    reading the saved Fisher artifact ``fisher_dir`` and never re-saving it."""
+    fields = {f"agl_{k}": v for k, v in {**asdict(cfg.agl), **(overrides or {})}.items()}
+    fields.update(agl_fisher_path=str(fisher_dir), agl_save_fisher=False)
+    return fields
 
 
 def _rm(path: Path) -> None:
@@ -481,8 +498,7 @@ def _run(
         return kl_to_aligned(model, tokenizer, reference, c.eval.batch_size, progress)
 
     # ---- stages run in order, each model measured as soon as it is trained
-    agl_fields = {f"agl_{k}": v for k, v in asdict(c.agl).items()}
-    agl_fields.update(agl_fisher_path=str(out / "fisher" / "artifact"), agl_save_fisher=False)
+    agl_fields = agl_trainer_fields(c, out / "fisher" / "artifact")
     gen_info: dict[str, dict[str, Any]] = {}
     kl_info: dict[str, dict[str, Any]] = {}
 

@@ -60,6 +60,16 @@ def test_runs_order_plain_first_and_safe_lora_after_it() -> None:
     assert peers.build_config("tiny", 1, None, ["peers.lambda_l2=0.5"]).peers.lambda_l2 == 0.5
 
 
+def test_quick_run_is_the_start_of_the_full_run() -> None:
+    quick, full = peers.build_config("quick", None, None, []), peers.build_config("full", None, None, [])
+    assert peers.config_key(quick) == peers.config_key(full)  # one results file: the full run resumes --quick
+    assert set(peers.runs_of(quick)) < set(peers.runs_of(full))
+    assert len(peers.runs_of(full)) == 3 * len(peers.ALL_METHODS) + 3 * len(peers.STRESS_METHODS)
+    demo_scale = peers.build_config("full", None, None, [], scale="demo")
+    assert peers.config_key(demo_scale) != peers.config_key(full)
+    assert demo_scale.demo.task.steps > full.demo.task.steps
+
+
 @pytest.mark.slow
 def test_peers_tiny_end_to_end_resumes_and_reports(tmp_path: Path) -> None:
     from agl_trl.models import tiny_llama

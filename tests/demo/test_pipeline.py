@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from agl_trl.demo.config import DemoConfig, apply_overrides
+from agl_trl.demo.config import tiny_config as base_tiny_config
 from agl_trl.demo.pipeline import run_demo
 from agl_trl.demo.report import summary_table
 from agl_trl.models import tiny_llama
@@ -16,17 +17,7 @@ STAGES = ("align_data", "aligned", "fisher", "lora", "agl", "gen_aligned", "gen_
 
 
 def tiny_config() -> DemoConfig:
-    cfg = DemoConfig(seed=0, model="tiny-llama", quick=True)
-    return apply_overrides(
-        cfg,
-        [
-            "align.n_unsafe=6", "align.n_safe=6", "align.answer_tokens=6", "align.steps=2", "align.batch_size=4",
-            "fisher.n_probe=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
-            "task.n_train=12", "task.n_eval=6", "task.steps=2", "task.batch_size=4", "task.answer_tokens=6",
-            "eval.n_unsafe=4", "eval.n_safe=4", "eval.max_new_tokens=6", "eval.batch_size=8",
-            "agl.lambda_align=5.0",
-        ],
-    )  # fmt: skip
+    return apply_overrides(base_tiny_config(0), ["agl.lambda_align=5.0"])
 
 
 def loader_counting(calls: list[int]):
