@@ -1,0 +1,222 @@
+"""The forgetting sweep behind ``agl-trl scaling --sweep``: plain LoRA and AGL on the demo's set-up, forgetting
+measured at several fine-tuning budgets, written as a run log (``agl_trl.scaling.io``) for the fit.
+
+Set-up (shared with ``agl-trl demo`` and ``benchmarks/peers.py``, cached under ``<demo_dir>``): the aligned SmolLM2,
+its Fisher artifact, the aligned model's greedy answers to the DriftCaps eval subset, and the demo's benign task.
+Per (method, seed) **one** run of ``max(budget_steps)`` steps at a **constant** learning rate (no warm-up): with a
+constant schedule the state after ``k`` steps is exactly that of a ``k``-step run, so the checkpoints of one run are
+the budgets of separate runs, at a sixth of the cost. At each budget step a callback measures
+(:func:`agl_trl.scaling.measure.measure_forgetting`, the adapter disabled as the aligned reference):
+
+- ``responses``: the aligned model's own answers to the held-out DriftCaps eval prompts (unsafe and safe);
+- ``general``: the project's held-out prose (``agl_trl/evaluation/data/heldout_text_v1.jsonl``),
+
+with ``budget`` = non-padding training tokens seen (``steps`` is logged too). Resumable: the rows of a (method,
+seed) are appended when its run ends, and a rerun skips the pairs already in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .io import RunRecord
+
+METHODS = ("lora", "agl")
+LOG_NAME = "runs.jsonl"
+
+
+@dataclass
+class SweepConfig:
+    """What the sweep runs: the demo's settings (aligned model, task, AGL), methods, seeds and budgets (steps)."""
+
+    demo: Any  # agl_trl.demo.config.DemoConfig
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    budget_steps: list[int] = field(default_factory=lambda: [3, 6, 12, 24, 48, 96])
+    learning_rate: float | None = None  # None: the demo task's learning rate
+    max_text_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown sweep methods {unknown}; known: {list(METHODS)}")
+        if not self.budget_steps or min(self.budget_steps) < 1 or len(set(self.budget_steps)) < 3:
+            raise ValueError(f"budget_steps needs >= 3 distinct positive step counts, got {self.budget_steps}")
+        self.budget_steps = sorted(set(self.budget_steps))
+
+    def key(self) -> str:
+        """A hash of everything a row depends on except the method and seed (those may grow on resume)."""
+        payload = {
+            "demo": {k: v for k, v in self.demo.to_dict().items() if k != "seed"},
+            "budget_steps": self.budget_steps,
+            "learning_rate": self.learning_rate,
+            "max_text_tokens": self.max_text_tokens,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def quick_sweep_config(seeds: int = 2) -> SweepConfig:
+    """The sweep on ``agl-trl demo --quick``'s aligned model and task (about 25 minutes on 2 idle CPU cores)."""
+    from agl_trl.demo.config import quick_config
+
+    return SweepConfig(demo=quick_config(0), seeds=list(range(seeds)))
+
+
+def tiny_sweep_config(seeds: int = 1) -> SweepConfig:
+    """Seconds on a random tiny Llama: the tests' sizes."""
+    from agl_trl.demo.config import tiny_config
+
+    return SweepConfig(demo=tiny_config(0), seeds=list(range(seeds)), budget_steps=[1, 2, 3, 4])
+
+
+def load_heldout_texts() -> list[str]:
+    """The project's general held-out prose (48 paragraphs, data card ``evaluation/data/HELDOUT_TEXT.md``)."""
+    from agl_trl.evaluation.driftcaps import DATA_DIR
+
+    path = DATA_DIR / "heldout_text_v1.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _forgetting_callback(
+    tokenizer: Any,
+    responses: Sequence[Any],
+    texts: Sequence[str],
+    budget_steps: Sequence[int],
+    max_text_tokens: int,
+    batch_size: int,
+    sink: list[dict[str, Any]],
+) -> Any:
+    from transformers import TrainerCallback
+
+    from .measure import measure_forgetting
+
+    wanted = set(budget_steps)
+
+    class ForgettingCallback(TrainerCallback):
+        """Measures forgetting at the budget steps (the PEFT model, its adapter disabled as the reference)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if state.global_step not in wanted:
+                return
+            started = time.perf_counter()
+            result = measure_forgetting(
+                model, tokenizer, responses=responses, general_texts=texts, batch_size=batch_size,
+                max_length=max_text_tokens,
+            )  # fmt: skip
+            for loss in result.values():
+                sink.append(
+                    {
+                        "steps": state.global_step,
+                        "tokens": int(state.num_input_tokens_seen),
+                        **loss.to_dict(),
+                        "measure_seconds": round(time.perf_counter() - started, 2),
+                    }
+                )
+
+    return ForgettingCallback()
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    out: str | Path,
+    loader: Callable[[], tuple[Any, Any]] | None = None,
+    demo_dir: str | Path | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Run every missing (method, seed) and append its rows to ``<out>/runs.jsonl``; returns the log's path.
+
+    ``demo_dir``: an ``agl-trl demo`` folder with the same settings to reuse (default ``<out>/demo``); ``loader``:
+    the unaligned base model (default SmolLM2-135M-Instruct; tests inject a tiny Llama).
+    """
+    import torch
+
+    from agl_trl.demo.pipeline import agl_trainer_fields, auto_threads, load_model, run_demo, train_lora
+    from agl_trl.demo.task import generate_task
+    from agl_trl.evaluation.generation import Generation
+
+    say = log or (lambda _m: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG_NAME
+    key = cfg.key()
+    previous = _read_rows(log_path)
+    other = sorted({r.get("sweep_key") for r in previous} - {key}, key=str)
+    if other:
+        raise ValueError(
+            f"{log_path} holds runs made with other settings (sweep keys {other}, now {key}); a run log must compare "
+            "like with like: use another --out"
+        )
+    done = {(r["method"], r["seed"]) for r in previous}
+    todo = [(m, s) for s in cfg.seeds for m in cfg.methods if (m, s) not in done]
+    say(f"scaling sweep: {len(done)} runs in {log_path}, {len(todo)} to go")
+    if not todo:
+        return log_path
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or auto_threads())
+    try:
+        demo_dir = Path(demo_dir) if demo_dir else out / "demo"
+        run_demo(cfg.demo, demo_dir, model_loader=loader, progress=progress, log=log, threads=torch.get_num_threads())
+        aligned_dir = demo_dir / "aligned" / "model"
+        reference = json.loads((demo_dir / "gen_aligned" / "responses.json").read_text(encoding="utf-8"))
+        responses = [Generation(r["prompt_ids"], r["response_ids"], r["response"]) for r in reference]
+        texts = load_heldout_texts()
+        c = cfg.demo
+        task_train, _ = generate_task(c.task.n_train, c.task.n_eval, seed=c.seed)
+        rows = [{"prompt": it.prompt, "answer": it.answer} for it in task_train]
+        lr = cfg.learning_rate or c.task.learning_rate
+        for method, seed in todo:
+            say(f"scaling sweep: {method} seed {seed}, {max(cfg.budget_steps)} steps, budgets {cfg.budget_steps}")
+            model, tokenizer = load_model(aligned_dir)
+            model.train()
+            measured: list[dict[str, Any]] = []
+            callback = _forgetting_callback(
+                tokenizer, responses, texts, cfg.budget_steps, cfg.max_text_tokens, c.eval.batch_size, measured
+            )
+            run_dir = out / "runs" / method / f"seed{seed}"
+            agl = agl_trainer_fields(c, demo_dir / "fisher" / "artifact") if method == "agl" else None
+            _, record = train_lora(
+                model, tokenizer, rows, run_dir, replace(c, seed=seed), max(cfg.budget_steps), lr, c.task.batch_size,
+                agl=agl, progress=progress, callbacks=[callback],
+                training_overrides={"lr_scheduler_type": "constant", "include_num_input_tokens_seen": "non_padding"},
+            )  # fmt: skip
+            if len(measured) != 2 * len(cfg.budget_steps):
+                raise RuntimeError(
+                    f"{method} seed {seed}: {len(measured)} measurements for {len(cfg.budget_steps)} budgets x 2 "
+                    "metrics; the training stopped early"
+                )
+            lines = [
+                {
+                    **RunRecord(method, float(m["tokens"]), m["increase"], m["metric"], c.lora.r, seed).to_dict(),
+                    **m,
+                    "learning_rate": lr,
+                    "step_seconds_median": record["step_seconds_median"],
+                    "sweep_key": key,
+                }
+                for m in measured
+            ]
+            with log_path.open("a", encoding="utf-8") as handle:  # a (method, seed) lands whole or not at all
+                handle.write("".join(json.dumps(line) + "\n" for line in lines))
+            del model
+    finally:
+        torch.set_num_threads(previous_threads)
+    return log_path
+
+
+def settings_of(cfg: SweepConfig) -> dict[str, Any]:
+    """The sweep's settings as plain data (for the report)."""
+    return {**asdict(cfg), "demo": cfg.demo.to_dict()}
