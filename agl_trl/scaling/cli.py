@@ -38,7 +38,7 @@ from .fit import (
     fit_shared_exponents,
     holdout_extrapolation,
 )
-from .io import BudgetPoint, RunLogError, aggregate, metrics_in, read_run_log
+from .io import BudgetPoint, RunLogError, aggregate, budget_unit_of, metrics_in, read_run_log
 from .plot import MethodSeries, plot_scaling
 
 LAW = "L(D) = L0 + A * D^beta"
@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weighted", action="store_true", help="weight points by 1/SEM^2 over seeds (needs >= 2 seeds)")
     p.add_argument("--baseline", default="lora", help="denominator method of the A ratio (default: lora)")
     p.add_argument("--treatment", default="agl", help="numerator method of the A ratio (default: agl)")
-    p.add_argument("--budget-unit", default="tokens", help="axis label for the budget (default: tokens)")
+    p.add_argument(
+        "--budget-unit",
+        default=None,
+        help="axis label for the budget (default: the log's budget_unit column, or tokens)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-plot", action="store_true", help="skip scaling.png")
     return p
@@ -312,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         records = read_run_log(args.log)
+        args.budget_unit = args.budget_unit or budget_unit_of(args.log) or "tokens"
         metrics = [args.metric] if args.metric else metrics_in(records)
         data = {metric: aggregate(records, metric) for metric in metrics}
     except RunLogError as exc:

@@ -14,7 +14,8 @@ rank       no        LoRA rank (trainable parameters are proportional to it), in
 seed       no        seed of the run; rows that differ only in seed are averaged
 =========  ========  =====================================================================================
 
-Other columns are ignored. :func:`aggregate` averages seeds per (method, metric, budget, rank) with their spread.
+Other columns are ignored by the fit; a ``budget_unit`` column with one value for every row (e.g. ``examples``)
+labels the budget axis (:func:`budget_unit_of`). :func:`aggregate` averages seeds per (method, metric, budget, rank) with their spread.
 """
 
 from __future__ import annotations
@@ -165,6 +166,23 @@ def read_run_log(path: str | Path) -> list[RunRecord]:
             yield i, row
 
     return parse_rows(rows(), str(path))
+
+
+def budget_unit_of(path: str | Path) -> str | None:
+    """The log's ``budget_unit`` column when every row has the same one (e.g. ``examples``), else None."""
+    path = Path(path)
+    if _is_csv(path):
+        with path.open(newline="", encoding="utf-8") as handle:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            units = {row.get("budget_unit") for row in csv.DictReader(handle, delimiter=delimiter)}
+    else:
+        units = set()
+        for text in path.read_text(encoding="utf-8").splitlines():
+            if text.strip():
+                row = json.loads(text)
+                units.add(row.get("budget_unit") if isinstance(row, dict) else None)
+    unit = units.pop() if len(units) == 1 else None
+    return unit if isinstance(unit, str) and unit.strip() else None
 
 
 def write_run_log(path: str | Path, records: Sequence[RunRecord], append: bool = True) -> Path:

@@ -11,7 +11,8 @@ the budgets of separate runs, at a sixth of the cost. At each budget step a call
 - ``responses``: the aligned model's own answers to the held-out DriftCaps eval prompts (unsafe and safe);
 - ``general``: the project's held-out prose (``agl_trl/evaluation/data/heldout_text_v1.jsonl``),
 
-with ``budget`` = non-padding training tokens seen (``steps`` is logged too). Resumable: the rows of a (method,
+with ``budget`` = training examples seen (steps x batch size, ``budget_unit: examples``): the same at a given step
+for every seed, so seeds average per budget; the non-padding tokens seen are logged too (``tokens``). Resumable: the rows of a (method,
 seed) are appended when its run ends, and a rerun skips the pairs already in the log.
 """
 
@@ -201,7 +202,10 @@ def run_sweep(
                 )
             lines = [
                 {
-                    **RunRecord(method, float(m["tokens"]), m["increase"], m["metric"], c.lora.r, seed).to_dict(),
+                    **RunRecord(
+                        method, float(m["steps"] * c.task.batch_size), m["increase"], m["metric"], c.lora.r, seed
+                    ).to_dict(),
+                    "budget_unit": "examples",
                     **m,
                     "learning_rate": lr,
                     "step_seconds_median": record["step_seconds_median"],

@@ -93,3 +93,18 @@ def test_missing_file_and_unknown_metric(tmp_path):
     records = read_run_log(write(tmp_path / "r.jsonl", json.dumps({"method": "a", "budget": 1, "loss": 0.1}) + "\n"))
     with pytest.raises(RunLogError, match=f"no runs with metric 'general'; the log has: {DEFAULT_METRIC}"):
         aggregate(records, "general")
+
+
+def test_budget_unit_of_reads_a_uniform_column(tmp_path: Path) -> None:
+    from agl_trl.scaling.io import budget_unit_of
+
+    log = tmp_path / "a.jsonl"
+    log.write_text('{"method": "a", "budget": 1, "loss": 1, "budget_unit": "examples"}\n' * 2)
+    assert budget_unit_of(log) == "examples"
+    log.write_text(log.read_text() + '{"method": "a", "budget": 2, "loss": 1}\n')
+    assert budget_unit_of(log) is None  # not every row says it
+    csv_log = tmp_path / "b.csv"
+    csv_log.write_text("method,budget,loss,budget_unit\na,1,1,steps\na,2,1,steps\n")
+    assert budget_unit_of(csv_log) == "steps"
+    csv_log.write_text("method,budget,loss\na,1,1\n")
+    assert budget_unit_of(csv_log) is None

@@ -49,7 +49,9 @@ def test_sweep_rows_resume_and_prefix_property(tmp_path: Path) -> None:
                 (r for r in rows if r["method"] == method and r["metric"] == metric), key=lambda r: r["steps"]
             )
             assert [r["steps"] for r in mine] == [1, 2, 3, 4]
-            tokens = [r["budget"] for r in mine]
+            assert [r["budget"] for r in mine] == [s * cfg.demo.task.batch_size for s in (1, 2, 3, 4)]
+            assert {r["budget_unit"] for r in mine} == {"examples"}
+            tokens = [r["tokens"] for r in mine]
             assert tokens == sorted(tokens) and tokens[0] > 0 and len(set(tokens)) == 4  # tokens seen grow
             assert len({round(r["aligned_nll"], 6) for r in mine}) == 1  # one reference: the adapter disabled
             assert mine[-1]["model_nll"] != mine[-1]["aligned_nll"]  # the fine-tune moved the model
@@ -71,7 +73,7 @@ def test_sweep_rows_resume_and_prefix_property(tmp_path: Path) -> None:
                 s for s in shorter if (s["method"], s["metric"], s["steps"]) == (r["method"], r["metric"], r["steps"])
             )
             assert twin["model_nll"] == pytest.approx(r["model_nll"], rel=1e-5, abs=1e-6)
-            assert twin["budget"] == r["budget"]
+            assert twin["tokens"] == r["tokens"]
 
 
 def test_cli_sweep_then_fit(tmp_path: Path) -> None:
@@ -83,5 +85,6 @@ def test_cli_sweep_then_fit(tmp_path: Path) -> None:
     result = json.loads((out / "scaling.json").read_text())
     assert set(result["metrics"]) == {"responses", "general"}
     assert set(result["metrics"]["responses"]["methods"]) == {"lora", "agl"}
+    assert result["settings"]["budget_unit"] == "examples"  # from the log's budget_unit column
     assert main(["--sweep", "--log", str(out / "runs.jsonl"), "--out", str(out)]) == 2  # one source only
     assert main(["--out", str(out)]) == 2
