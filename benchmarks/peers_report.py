@@ -239,7 +239,9 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, source: Path | None 
         f"{100 * first['aligned_over_refusal']:.1f}% over-refusal. Drift = aligned refusal - refusal (points); drift "
         "reduction = 1 - drift / drift of plain LoRA (same seed); KL drift = mean per-token KL(aligned || model) on "
         "the aligned model's own eval answers; step-time ratio = median step time / plain LoRA's (same seed); peak "
-        "memory = peak resident memory above the level before training (the demo trains on CPU), sampled every 10 ms. "
+        "memory = peak resident memory above the level before training (the demo trains on CPU), sampled every 10 ms; "
+        "freed memory that the allocator keeps makes it depend on what ran before in the process (several hundred "
+        "MB), so only larger differences mean something. "
         "Mean ± SD over seeds. "
         "With a keyword judge and about a hundred prompts a refusal rate carries ~5 points of sampling error.",
         "",
