@@ -20,9 +20,9 @@ _LAZY: dict[str, str] = {
     "AGLORPOConfig": "agl_trl.config",
     "AGLCPOConfig": "agl_trl.config",
     # trainers
-    "AGLLossMixin": "agl_trl.trainers.mixin",
-    "attach_agl": "agl_trl.trainers.mixin",
-    "enable_agl": "agl_trl.trainers.mixin",
+    "AGLLossMixin": "agl_trl.trainers",
+    "attach_agl": "agl_trl.trainers",
+    "enable_agl": "agl_trl.trainers",
     "AGLSFTTrainer": "agl_trl.trainers",
     "AGLDPOTrainer": "agl_trl.trainers",
     "AGLKTOTrainer": "agl_trl.trainers",

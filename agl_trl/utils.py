@@ -1,30 +1,84 @@
-"""Small helpers shared across agl_trl."""
+"""Small helpers shared across agl_trl (torch-free): JSONL files, the package version, lazy imports."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def read_prefixed(cls: type[T], source: Any, prefix: str) -> T:
-    """Build dataclass ``cls`` from ``<prefix><field>`` entries of a config object, an Axolotl cfg or a dict.
+def package_version() -> str:
+    """The installed agl-trl version (``"unknown"`` when not installed), recorded in result files."""
+    try:
+        from importlib.metadata import version
 
-    Missing or ``None`` entries keep the dataclass default, so the same settings classes serve TRL configs
-    (``agl_lambda_align``), Axolotl YAML keys and plain dicts.
+        return version("agl-trl")
+    except Exception:
+        return "unknown"
+
+
+class JSONLError(ValueError):
+    """A JSONL line that is not a JSON object; the message names the file and the 1-based line.
+
+    ``json_error`` is the parser's message for a line that is not valid JSON; ``got`` the type name of a line
+    that parsed to something other than an object. Callers with their own error type re-raise from these fields.
     """
-    values = {}
-    for f in fields(cls):
-        key = prefix + f.name
-        value = source.get(key) if isinstance(source, dict) else getattr(source, key, None)
-        if value is not None:
-            values[f.name] = value
-    return cls(**values)
+
+    def __init__(self, path: str | Path, lineno: int, json_error: str | None = None, got: str | None = None):
+        self.path, self.lineno, self.json_error, self.got = Path(path), lineno, json_error, got
+        problem = f"invalid JSON ({json_error})" if json_error is not None else "expected a JSON object per line"
+        super().__init__(f"{path}:{lineno}: {problem}")
 
 
-def raise_on_invalid(settings: Any, checks: list[tuple[str, bool, str]], prefix: str) -> None:
-    """Raise ValueError for the first failed ``(field, ok, expected)`` check, naming the prefixed field and value."""
-    for name, ok, expected in checks:
-        if not ok:
-            raise ValueError(f"{prefix}{name} must be {expected}, got {getattr(settings, name)!r}.")
+def iter_jsonl(path: str | Path, *, skip_invalid: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, object)`` for each non-blank line of a JSONL file, lazily (1-based line numbers).
+
+    A line that is not a JSON object raises :class:`JSONLError`, or is dropped with ``skip_invalid=True`` (a line
+    cut by an interrupted append).
+    """
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if skip_invalid:
+                    continue
+                raise JSONLError(path, lineno, json_error=exc.msg) from exc
+            if not isinstance(row, dict):
+                if skip_invalid:
+                    continue
+                raise JSONLError(path, lineno, got=type(row).__name__)
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path, *, missing_ok: bool = False, skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """The objects of a JSONL file (blank lines skipped); see :func:`iter_jsonl` for bad lines.
+
+    ``missing_ok=True``: a missing file reads as no rows (a results log not written yet).
+    """
+    if missing_ok and not Path(path).is_file():
+        return []
+    return [row for _, row in iter_jsonl(path, skip_invalid=skip_invalid)]
+
+
+def append_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    """Append ``rows`` as JSON lines in one write (creating parent directories); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, default=str) + "\n" for row in rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def import_object(path: str) -> Any:
+    """The object named ``"package.module:attribute"`` (imported on call: for classes built on first access)."""
+    import importlib
+
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -267,7 +267,7 @@ def prepare_shared(
 
     kl_sequences = shared / "kl_reference.json"
     if not kl_sequences.is_file():
-        from agl_trl.evaluation.generation import generate
+        from agl_trl.generation import generate
 
         print("[shared] aligned answers to the probe prompts (KL to reference) ...", flush=True)
         model, tokenizer = load_model(aligned_dir)
@@ -318,8 +318,8 @@ def _default_loader() -> tuple[Any, Any]:
 
 def make_penalty(method: str, cfg: BenchConfig, shared: Shared) -> Any:
     from agl_trl import baselines as bl
-    from agl_trl.evaluation.generation import Generation
     from agl_trl.fisher import FisherArtifact
+    from agl_trl.generation import Generation
 
     p = cfg.peers
     if method == "ewc":

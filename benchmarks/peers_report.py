@@ -16,6 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agl_trl.utils import read_jsonl  # noqa: E402
+
 LABELS = {
     "plain": "plain LoRA",
     "agl": "AGL (demo settings)",
@@ -44,13 +48,7 @@ PNG_NAME = "peers_pareto.png"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    rows = read_jsonl(path, skip_invalid=True)  # a line cut by an interrupted write is dropped
     if not rows:
         raise ValueError(f"{path} has no result rows; run benchmarks/peers.py first")
     return rows

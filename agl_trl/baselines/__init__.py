@@ -1,7 +1,7 @@
 """The peer methods AGL is benchmarked against, written by the project (one module per method, see each docstring).
 
 During training (callables ``penalty(model, step) -> (loss, metrics)``, attached to any TRL trainer with
-:func:`agl_trl.trainers.mixin.enable_penalty` / :func:`~agl_trl.trainers.mixin.attach_penalty`, the plumbing AGL uses):
+:func:`agl_trl.trainers.enable_penalty` / :func:`~agl_trl.trainers.attach_penalty`, the plumbing AGL uses):
 
 - :func:`ewc_penalty` -- EWC: AGL's regulariser on a diagonal Fisher artifact.
 - :class:`L2UpdatePenalty` -- L2-SP towards the aligned weights, lambda * sum ||s B A||^2.

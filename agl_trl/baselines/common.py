@@ -2,7 +2,7 @@
 
 Every during-training baseline is a callable ``penalty(model, step) -> (fp32 scalar loss, metrics)``, the signature of
 :class:`~agl_trl.regularizers.AGLRegularizer`, so it plugs into a TRL trainer through the same mixin
-(:func:`agl_trl.trainers.mixin.attach_penalty` / :func:`~agl_trl.trainers.mixin.enable_penalty`): train-only, fp32,
+(:func:`agl_trl.trainers.attach_penalty` / :func:`~agl_trl.trainers.enable_penalty`): train-only, fp32,
 gradient-accumulation scaling and ``agl/<name>`` logging come from there.
 """
 

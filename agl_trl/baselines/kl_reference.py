@@ -2,7 +2,7 @@
 
 The classic "stay close to the reference policy" anchor (the KL term of RLHF/PPO, used as a forgetting control in
 e.g. "Language Model Alignment with Elastic Reset" and the LwF line): on every regularised step a batch of probe
-sequences (prompt + the aligned model's own greedy answer, :class:`~agl_trl.evaluation.generation.Generation`) is run
+sequences (prompt + the aligned model's own greedy answer, :class:`~agl_trl.generation.Generation`) is run
 twice through the *same* PEFT model, once with the adapters disabled (= the aligned model W0, no grad) and once with
 them enabled, and the KL between the next-token distributions is averaged over the response tokens (the positions
 whose next token is a response token, as in the judge-free drift metric :mod:`agl_trl.evaluation.kl`).
@@ -25,8 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from agl_trl.baselines.common import check_lambda, graph_free_zero
-from agl_trl.evaluation.generation import Generation
-from agl_trl.evaluation.kl import _batch as pad_sequences
+from agl_trl.generation import Generation, generate, pad_sequences
 from agl_trl.lora import adapters_disabled
 
 
@@ -81,8 +80,6 @@ class KLToReferencePenalty:
 
         ``model``: the aligned model, or a PEFT model whose adapters are disabled for the generation (the reference).
         """
-        from agl_trl.evaluation.generation import generate
-
         with adapters_disabled(model):
             sequences = generate(
                 model, tokenizer, list(prompts), max_new_tokens, generation_batch_size, progress=progress,

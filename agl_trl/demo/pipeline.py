@@ -272,8 +272,8 @@ def evaluate_generations(
     Writes ``responses.json`` and ``task.json`` into ``directory``; returns ``{"judge", "task"}``.
     """
     from agl_trl.evaluation.coherence import check_coherence
-    from agl_trl.evaluation.generation import generate
     from agl_trl.evaluation.judges import make_judge
+    from agl_trl.generation import generate
 
     e = cfg.eval
     prompts = [it.prompt for it in eval_subset]
@@ -315,14 +315,15 @@ def kl_to_aligned(
 
     ``model`` is a PEFT model on the aligned weights; the reference is the same model with its adapter disabled.
     """
-    from agl_trl.evaluation.generation import Generation
-    from agl_trl.evaluation.kl import adapter_disabled, kl_between
+    from agl_trl.evaluation.kl import kl_between
+    from agl_trl.generation import Generation
+    from agl_trl.lora import adapters_disabled
 
     sequences = [Generation(r["prompt_ids"], r["response_ids"], r["response"]) for r in reference]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     result = kl_between(
-        lambda: adapter_disabled(model), lambda: contextlib.nullcontext(model), sequences, batch_size, pad_id,
-        progress,
+        lambda: adapters_disabled(model, require_adapter=True), lambda: contextlib.nullcontext(model), sequences,
+        batch_size, pad_id, progress,
     )  # fmt: skip
     labels = [r["label"] for r in reference]
     by_label = {}
@@ -384,7 +385,7 @@ def _run(
 
     # ---- 1. safety data: refusals for unsafe probe prompts, the base model's own answers for the safe ones
     def align_data(directory: Path) -> dict[str, Any]:
-        from agl_trl.evaluation.generation import generate_responses
+        from agl_trl.generation import generate_responses
 
         unsafe = stratified_subset(probe, c.align.n_unsafe, "unsafe")
         safe = stratified_subset(probe, c.align.n_safe, "safe")

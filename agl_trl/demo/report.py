@@ -27,7 +27,7 @@ def build_results(
     """A ``drift.json`` dict (schema ``agl-trl/drift``) from the cached generations, via the evaluation metrics."""
     from agl_trl.evaluation.metrics import add_drift, add_drift_reduction, model_metrics
     from agl_trl.evaluation.report import jsonable
-    from agl_trl.evaluation.runner import _version
+    from agl_trl.utils import package_version
 
     models: dict[str, Any] = {}
     responses: dict[str, Any] = {}
@@ -57,7 +57,7 @@ def build_results(
             "schema": "agl-trl/drift",
             "schema_version": 1,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "agl_trl_version": _version(),
+            "agl_trl_version": package_version(),
             "config": {
                 "model": str(out / "aligned" / "model"),
                 "adapters": {n: str(out / n / "adapter") for n in models if n != "aligned"},

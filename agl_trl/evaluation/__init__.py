@@ -1,4 +1,5 @@
-"""DriftCaps evaluation: data, greedy generation, refusal judges, coherence, KL drift, metrics, reports, callback.
+"""DriftCaps evaluation: data, greedy generation (re-exported from :mod:`agl_trl.generation`), refusal judges,
+coherence, KL drift, metrics, reports, callback.
 
 Submodules import torch/transformers lazily through their own imports; importing this package is cheap.
 """
@@ -8,13 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# name -> submodule of this package, or an absolute module path (names that live in a lower layer)
 _EXPORTS = {
     "PromptItem": "driftcaps",
     "load_driftcaps": "driftcaps",
     "load_refusal_templates": "driftcaps",
     "load_judge_examples": "driftcaps",
-    "generate_responses": "generation",
-    "generate": "generation",
+    "generate_responses": "agl_trl.generation",
+    "generate": "agl_trl.generation",
     "Judge": "judges",
     "KeywordJudge": "judges",
     "ClassifierJudge": "judges",
@@ -37,5 +39,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = _EXPORTS[name]
+        return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,9 +28,10 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from agl_trl.generation import Generation, generate
+
 from .coherence import check_coherence
 from .driftcaps import PromptItem, load_driftcaps
-from .generation import Generation, generate
 from .judges import Judge, make_judge
 from .kl import kl_on_generations
 

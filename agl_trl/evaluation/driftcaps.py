@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agl_trl.utils import iter_jsonl
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v1.jsonl"
 REFUSAL_TEMPLATES_FILE = DATA_DIR / "refusal_templates.json"
@@ -56,22 +58,6 @@ class PromptItem:
         return asdict(self)
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append((lineno, row))
-    return rows
-
-
 def _missing_data(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{what} not found at {path}. The DriftCaps data ships inside the agl-trl package "
@@ -100,7 +86,7 @@ def load_driftcaps(
         raise _missing_data(file, "DriftCaps prompt file")
     items: list[PromptItem] = []
     seen: set[str] = set()
-    for lineno, row in _read_jsonl(file):
+    for lineno, row in iter_jsonl(file):
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
             raise ValueError(f"{file}:{lineno}: missing keys {missing}")
@@ -176,7 +162,7 @@ def load_judge_examples(path: str | Path | None = None) -> list[dict[str, Any]]:
     if not file.is_file():
         raise _missing_data(file, "Judge examples file")
     rows = []
-    for lineno, row in _read_jsonl(file):
+    for lineno, row in iter_jsonl(file):
         if not isinstance(row.get("response"), str) or not isinstance(row.get("refusal"), bool):
             raise ValueError(f"{file}:{lineno}: need a string 'response' and a boolean 'refusal'")
         rows.append({"prompt": row.get("prompt", ""), **row})

@@ -293,7 +293,7 @@ class ClassifierJudge:
     def _generate_verdicts(
         self, prompts: Sequence[str], responses: Sequence[str], texts: list[str] | None, offset: int
     ) -> list[bool]:
-        from .generation import generate
+        from agl_trl.generation import generate
 
         if texts is not None:
             chats: list[Any] = texts[offset : offset + len(prompts)]

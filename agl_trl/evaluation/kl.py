@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .generation import Generation, Prompt, eval_mode, generate, model_device
+from agl_trl.generation import (
+    Generation,
+    Prompt,
+    eval_mode,
+    generate,
+    model_device,
+    pad_sequences,
+    selected_logprobs,
+)
+from agl_trl.lora import adapters_disabled
 
 
 @dataclass
@@ -37,41 +45,13 @@ class KLResult:
         return {"mean": self.mean, "n_tokens": self.n_tokens}
 
 
-def has_adapter(model: Any) -> bool:
-    """True for a PEFT model or a transformers model with a loaded PEFT adapter."""
-    return (
-        hasattr(model, "disable_adapter")
-        and hasattr(model, "peft_config")
-        or bool(getattr(model, "_hf_peft_config_loaded", False))
-    )
-
-
-@contextlib.contextmanager
-def adapter_disabled(model: Any) -> Iterator[Any]:
-    """Run ``model`` as its base model (PEFT adapter layers bypassed) inside the block."""
-    if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):  # peft.PeftModel
-        with model.disable_adapter():
-            yield model
-    elif getattr(model, "_hf_peft_config_loaded", False):  # transformers PEFT integration
-        model.disable_adapters()
-        try:
-            yield model
-        finally:
-            model.enable_adapters()
-    else:
-        raise ValueError(
-            "reference=None needs a PEFT model (the reference is the same model with its adapter disabled); "
-            "pass reference=<aligned model> otherwise"
-        )
-
-
 @contextlib.contextmanager
 def as_reference(model: Any, reference: Any | None) -> Iterator[Any]:
     """Yield the module that computes the reference distribution: ``reference``, or ``model`` without adapter."""
     if reference is not None:
         yield reference
     else:
-        with adapter_disabled(model):
+        with adapters_disabled(model, require_adapter=True):
             yield model
 
 
@@ -88,24 +68,6 @@ def reference_generations(
     """Greedy responses of the reference (``reference`` or ``model`` with its adapter disabled)."""
     with as_reference(model, reference) as ref:
         return generate(ref, tokenizer, prompts, max_new_tokens, batch_size, system_prompt, True, progress, "reference")
-
-
-def _batch(sequences: Sequence[Generation], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    target = torch.zeros((len(sequences), width - 1), dtype=torch.bool)  # logits[t] predicts token t+1
-    for row, s in enumerate(sequences):  # RIGHT padding: default positions are correct for teacher forcing
-        seq = list(s.prompt_ids) + list(s.response_ids)
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attn[row, : len(seq)] = 1
-        target[row, len(s.prompt_ids) - 1 : len(seq) - 1] = True
-    return ids.to(device), attn.to(device), target.to(device)
-
-
-def _selected_logprobs(module: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    logits = module(input_ids=ids, attention_mask=attn).logits[:, :-1]
-    return F.log_softmax(logits[target].float(), dim=-1)
 
 
 ContextFactory = Callable[[], contextlib.AbstractContextManager[Any]]
@@ -132,11 +94,11 @@ def kl_between(
     for start in tqdm(range(0, len(order), batch_size), desc="kl", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         with reference() as ref, eval_mode(ref):
-            ids, attn, target = _batch([sequences[i] for i in idx], pad_id, model_device(ref))
-            ref_lp = _selected_logprobs(ref, ids, attn, target)
+            ids, attn, target = pad_sequences([sequences[i] for i in idx], pad_id, model_device(ref))
+            ref_lp = selected_logprobs(ref, ids, attn, target)
         with model() as mod, eval_mode(mod):
             device = model_device(mod)
-            lp = _selected_logprobs(mod, ids.to(device), attn.to(device), target.to(device))
+            lp = selected_logprobs(mod, ids.to(device), attn.to(device), target.to(device))
         kl = (ref_lp.exp() * (ref_lp - lp.to(ref_lp.device))).sum(-1).clamp_min(0.0)
         for row, chunk in zip(idx, torch.split(kl, target.sum(-1).tolist()), strict=True):
             per_sum[row] = float(chunk.sum())

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agl_trl.utils import read_jsonl
+
 from .driftcaps import PromptItem, limit_items, load_driftcaps
 
 PROMPT_COLUMNS = (
@@ -138,7 +140,7 @@ def load_local(
         with open(file, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     elif suffix == ".jsonl":
-        rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(file)
     elif suffix == ".json":
         rows = json.loads(file.read_text(encoding="utf-8"))
         if not isinstance(rows, list):

@@ -17,37 +17,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from agl_trl.generation import Generation, generate
+from agl_trl.lora import adapters_disabled, has_adapter
+from agl_trl.models import load_pretrained
+from agl_trl.utils import package_version
+
 from .coherence import check_coherence
 from .driftcaps import PromptItem
-from .generation import Generation, generate
 from .judges import Judge, make_judge
-from .kl import adapter_disabled, has_adapter, kl_between
+from .kl import kl_between
 from .metrics import add_drift, add_drift_reduction, model_metrics
 from .report import jsonable
 
 BASE = "base"
-
-
-def load_model(source: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """``"default"`` -> SmolLM2-135M-Instruct (offline GGUF); otherwise a local directory or hub id."""
-    if str(source) == "default":
-        from ..models import load_default_model
-
-        return load_default_model(dtype=dtype)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
-        raise OSError(
-            f"could not load model {source!r}: {exc}. Pass a local model directory, 'default' (the offline "
-            "SmolLM2-135M-Instruct), or a hub id with hub access."
-        ) from exc
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model, tokenizer
 
 
 def attach_adapters(model: Any, adapters: Mapping[str, str | Path]) -> Any:
@@ -75,7 +57,7 @@ def _context(model: Any, adapter: str | None) -> Any:
     def ctx() -> Iterator[Any]:
         if adapter is None:
             if has_adapter(model):
-                with adapter_disabled(model):
+                with adapters_disabled(model):
                     yield model
             else:
                 yield model
@@ -127,7 +109,7 @@ def evaluate_models(
 
     source = "<in-memory model>" if not isinstance(model, (str, Path)) else str(model)
     if isinstance(model, (str, Path)):
-        base, tokenizer = load_model(model, dtype)
+        base, tokenizer = load_pretrained(model, dtype=dtype)
     else:
         if tokenizer is None:
             raise ValueError("pass tokenizer= with a loaded model")
@@ -148,7 +130,7 @@ def evaluate_models(
         else:
             ref_source = str(reference) if isinstance(reference, (str, Path)) else "<in-memory reference>"
             if isinstance(reference, (str, Path)):
-                extra_ref_model, _ = load_model(reference, dtype)
+                extra_ref_model, _ = load_pretrained(reference, dtype=dtype)
             else:
                 extra_ref_model = reference
             ref_name = "reference"
@@ -210,7 +192,7 @@ def evaluate_models(
         "schema": "agl-trl/drift",
         "schema_version": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "agl_trl_version": _version(),
+        "agl_trl_version": package_version(),
         "config": {
             "model": source,
             "adapters": adapter_dirs,
@@ -240,12 +222,3 @@ def evaluate_models(
         "responses": responses_out,
     }
     return jsonable(results)
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("agl-trl")
-    except Exception:
-        return "unknown"

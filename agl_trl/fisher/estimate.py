@@ -16,55 +16,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
 from agl_trl.fisher.artifact import FisherArtifact, ModuleFisher, model_fingerprint
-from agl_trl.fisher.probe import build_sequences, collate, generate_responses, records_hash
+from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, records_hash
 from agl_trl.lora import LoraModule, adapters_disabled, find_lora_modules, no_cpu_4bit_repacking
-from agl_trl.utils import raise_on_invalid, read_prefixed
+from agl_trl.settings import FisherSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FisherSettings:
-    """How to estimate the Fisher (field docs: agl_trl.config.AGLArgs, prefixed ``agl_fisher_``)."""
-
-    estimator: str = "kfac"
-    targets: str = "sampled"
-    max_rank: int = 64
-    explained_variance: float = 0.95
-    max_samples: int = 256
-    batch_size: int = 4
-    max_length: int = 512
-    max_new_tokens: int = 64
-    sketch: str = "auto"
-    memory_budget_gb: float = 4.0
-    seed: int = 0
-
-    def validate(self) -> FisherSettings:
-        checks = [
-            ("estimator", self.estimator in ("kfac", "diagonal"), "'kfac' or 'diagonal'"),
-            ("targets", self.targets in ("sampled", "empirical"), "'sampled' (true Fisher) or 'empirical'"),
-            ("max_rank", int(self.max_rank) >= 1, "an integer >= 1"),
-            ("explained_variance", 0.0 < self.explained_variance <= 1.0, "in (0, 1]"),
-            ("max_samples", int(self.max_samples) >= 1, "an integer >= 1"),
-            ("batch_size", int(self.batch_size) >= 1, "an integer >= 1"),
-            ("max_length", int(self.max_length) >= 2, "an integer >= 2"),
-            ("max_new_tokens", int(self.max_new_tokens) >= 1, "an integer >= 1"),
-            ("sketch", self.sketch in ("auto", "exact", "nystrom"), "'auto', 'exact' or 'nystrom'"),
-            ("memory_budget_gb", self.memory_budget_gb > 0, "> 0"),
-        ]
-        raise_on_invalid(self, checks, "agl_fisher_")
-        return self
-
-    @classmethod
-    def from_prefixed(cls, source: Any, prefix: str = "agl_fisher_") -> FisherSettings:
-        return read_prefixed(cls, source, prefix).validate()
 
 
 class _Factor:
@@ -253,7 +216,7 @@ def estimate_fisher(
     """
     from tqdm.auto import tqdm
 
-    settings = (settings or FisherSettings()).validate()
+    settings = settings if settings is not None else FisherSettings()  # validated when built
     modules = find_lora_modules(model)
     if not modules:
         raise ValueError(
@@ -283,7 +246,7 @@ def estimate_fisher(
     tokens = 0
     try:
         with adapters_disabled(model), no_cpu_4bit_repacking(model):
-            records = generate_responses(
+            records = fill_missing_responses(
                 model, tokenizer, records, settings.max_new_tokens, max(settings.batch_size, 8), show_progress
             )
             sequences = build_sequences(tokenizer, records, settings.max_length)[rank::world]

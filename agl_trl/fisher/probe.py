@@ -16,6 +16,9 @@ from typing import Any
 
 import torch
 
+from agl_trl.generation import encode_prompt, generate_responses
+from agl_trl.utils import read_jsonl
+
 
 @dataclass
 class ProbeSequence:
@@ -49,11 +52,10 @@ def load_probe_records(source: str, split: str = "train", max_samples: int | Non
         records = [{"prompt": item.prompt, "response": None} for item in load_driftcaps(split="probe")]
     elif Path(source).exists():
         path = Path(source)
-        text = path.read_text()
         if path.suffix == ".jsonl":
-            raw = [json.loads(line) for line in text.splitlines() if line.strip()]
+            raw = read_jsonl(path)
         else:
-            data = json.loads(text)
+            data = json.loads(path.read_text())
             raw = data if isinstance(data, list) else data.get("data", data.get("records", []))
         records = [_normalise(r) for r in raw]
     else:
@@ -85,8 +87,6 @@ def records_hash(records: list[dict[str, Any]]) -> str:
 
 def prompt_ids(tokenizer, prompt: str | list[dict[str, str]]) -> list[int]:
     """Token ids of the prompt up to the assistant's answer: the same encoding the evaluation uses."""
-    from agl_trl.evaluation.generation import encode_prompt
-
     return encode_prompt(tokenizer, prompt)
 
 
@@ -109,16 +109,14 @@ def build_sequences(tokenizer, records: list[dict[str, Any]], max_length: int) -
     return sequences
 
 
-def generate_responses(
+def fill_missing_responses(
     model, tokenizer, records: list[dict[str, Any]], max_new_tokens: int, batch_size: int, show_progress: bool
 ) -> list[dict[str, Any]]:
-    """Fill missing responses (``None``) with the model's greedy answers (the evaluation's batched generator)."""
-    from agl_trl.evaluation.generation import generate_responses as greedy_responses
-
+    """Fill missing responses (``None``) with the model's greedy answers (the batched generator of evaluation)."""
     todo = [i for i, r in enumerate(records) if r.get("response") is None]
     if not todo:
         return records
-    texts = greedy_responses(
+    texts = generate_responses(
         model,
         tokenizer,
         [records[i]["prompt"] for i in todo],

@@ -22,49 +22,11 @@ from torch import nn
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError, ModuleFisher
 from agl_trl.lora import LoraModule, find_lora_modules
 from agl_trl.regularizers import functional as F
-from agl_trl.utils import raise_on_invalid, read_prefixed
+from agl_trl.settings import AGLSettings
 
 logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "kl_estimate", "leakage", "tau")
-
-
-@dataclass
-class AGLSettings:
-    """Weights and knobs of the AGL objective (defaults: docs/method.md; tuned values: docs/benchmarks.md)."""
-
-    lambda_align: float = 1.0
-    lambda_task: float = 0.01
-    lambda_collision: float = 0.1
-    mu: float = 0.5
-    beta: float = 4.0
-    gate: str = "soft"
-    gate_damping: float = 0.1
-    riem_block: int = 64
-    tau_quantile: float = 0.9
-    tau_momentum: float = 0.9
-
-    def validate(self) -> AGLSettings:
-        """Raise ValueError naming the field, the value and the fix for any impossible setting."""
-        for name in ("lambda_align", "lambda_task", "lambda_collision", "beta"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and value >= 0 and value == value and value != float("inf")):
-                raise ValueError(f"agl_{name} must be a finite number >= 0, got {value!r}.")
-        checks = [
-            ("mu", 0.0 <= self.mu <= 1.0, "a number in [0, 1] (share of E_riem in the collision term)"),
-            ("gate", self.gate in ("soft", "hard"), "'soft' or 'hard'"),
-            ("gate_damping", self.gate_damping > 0, "> 0 (gamma as a fraction of the largest curvature)"),
-            ("riem_block", int(self.riem_block) >= 1, "an integer >= 1 (rows/columns sampled for E_riem)"),
-            ("tau_quantile", 0.0 < self.tau_quantile < 1.0, "in (0, 1)"),
-            ("tau_momentum", 0.0 <= self.tau_momentum < 1.0, "in [0, 1)"),
-        ]
-        raise_on_invalid(self, checks, "agl_")
-        return self
-
-    @classmethod
-    def from_prefixed(cls, source: Any, prefix: str = "agl_") -> AGLSettings:
-        """Build from any object (config dataclass, Axolotl cfg, dict) with ``<prefix><field>`` entries."""
-        return read_prefixed(cls, source, prefix).validate()
 
 
 @dataclass
@@ -97,7 +59,7 @@ class AGLRegularizer:
 
     def __init__(self, artifact: FisherArtifact, settings: AGLSettings | None = None, seed: int = 0):
         self.artifact = artifact
-        self.settings = (settings or AGLSettings()).validate()
+        self.settings = settings if settings is not None else AGLSettings()  # validated when built
         self.seed = seed
         self._groups: list[_Group] = []
         self._bound_to: tuple[int, ...] | None = None

@@ -21,13 +21,14 @@ labels the budget axis (:func:`budget_unit_of`). :func:`aggregate` averages seed
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from agl_trl.utils import JSONLError, append_jsonl, iter_jsonl, read_jsonl
 
 REQUIRED_COLUMNS = ("method", "budget", "loss")
 OPTIONAL_COLUMNS = ("metric", "rank", "seed")
@@ -154,16 +155,14 @@ def read_run_log(path: str | Path) -> list[RunRecord]:
             return parse_rows(((i, r) for i, r in enumerate(reader, start=2)), str(path))
 
     def rows() -> Iterable[tuple[int, Mapping[str, Any]]]:
-        for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise RunLogError(f"{path}:{i}: not valid JSON ({exc.msg}); one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise RunLogError(f"{path}:{i}: expected a JSON object per line, got {type(row).__name__}")
-            yield i, row
+        try:
+            yield from iter_jsonl(path)
+        except JSONLError as exc:
+            if exc.json_error is not None:
+                raise RunLogError(
+                    f"{path}:{exc.lineno}: not valid JSON ({exc.json_error}); one JSON object per line"
+                ) from None
+            raise RunLogError(f"{path}:{exc.lineno}: expected a JSON object per line, got {exc.got}") from None
 
     return parse_rows(rows(), str(path))
 
@@ -176,11 +175,7 @@ def budget_unit_of(path: str | Path) -> str | None:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
             units = {row.get("budget_unit") for row in csv.DictReader(handle, delimiter=delimiter)}
     else:
-        units = set()
-        for text in path.read_text(encoding="utf-8").splitlines():
-            if text.strip():
-                row = json.loads(text)
-                units.add(row.get("budget_unit") if isinstance(row, dict) else None)
+        units = {row.get("budget_unit") for row in read_jsonl(path)}
     unit = units.pop() if len(units) == 1 else None
     return unit if isinstance(unit, str) and unit.strip() else None
 
@@ -188,11 +183,9 @@ def budget_unit_of(path: str | Path) -> str | None:
 def write_run_log(path: str | Path, records: Sequence[RunRecord], append: bool = True) -> Path:
     """Write (by default append) ``records`` to a ``.jsonl`` run log; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a" if append else "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_dict()) + "\n")
-    return path
+    if not append and path.exists():
+        path.write_text("", encoding="utf-8")
+    return append_jsonl(path, [record.to_dict() for record in records])
 
 
 def metrics_in(records: Sequence[RunRecord]) -> list[str]:

@@ -8,7 +8,8 @@ Two metrics (the ``metric`` column of a run log):
 
 ``increase = mean NLL_model - mean NLL_aligned`` in nats/token, token-weighted over all sequences. It is 0 for the
 aligned model itself; on the aligned model's greedy responses it is > 0 for any model that moved away from it.
-Batching and the aligned/PEFT-adapter switching are those of :mod:`agl_trl.evaluation.kl`.
+Batching is that of :mod:`agl_trl.generation`; the aligned/PEFT-adapter switching that of
+:mod:`agl_trl.evaluation.kl`.
 
 Typical use inside a budget sweep::
 
@@ -28,8 +29,8 @@ from typing import Any
 
 import torch
 
-from ..evaluation.generation import Generation, Prompt, encode_prompt, eval_mode, model_device
-from ..evaluation.kl import ContextFactory, _batch, _selected_logprobs, as_reference, reference_generations
+from ..evaluation.kl import ContextFactory, as_reference, reference_generations
+from ..generation import Generation, Prompt, encode_prompt, eval_mode, model_device, pad_sequences, selected_logprobs
 from .io import RunRecord
 
 RESPONSES = "responses"
@@ -85,7 +86,7 @@ def text_sequences(tokenizer: Any, texts: Sequence[str], max_length: int = 256) 
 def _token_nll(module: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     device = model_device(module)
     ids, attn, target = ids.to(device), attn.to(device), target.to(device)
-    logprobs = _selected_logprobs(module, ids, attn, target)
+    logprobs = selected_logprobs(module, ids, attn, target)
     next_ids = ids[:, 1:][target]
     return -logprobs.gather(-1, next_ids[:, None]).squeeze(-1)
 
@@ -106,7 +107,7 @@ def nll_between(
     sums = [0.0, 0.0]
     n_tokens = 0
     for start in range(0, len(order), batch_size):
-        ids, attn, target = _batch(
+        ids, attn, target = pad_sequences(
             [sequences[i] for i in order[start : start + batch_size]], pad_id, torch.device("cpu")
         )
         for k, factory in enumerate((model, reference)):

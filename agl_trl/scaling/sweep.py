@@ -147,7 +147,7 @@ def run_sweep(
 
     from agl_trl.demo.pipeline import agl_trainer_fields, auto_threads, load_model, run_demo, train_lora
     from agl_trl.demo.task import generate_task
-    from agl_trl.evaluation.generation import Generation
+    from agl_trl.generation import Generation
 
     say = log or (lambda _m: None)
     out = Path(out)

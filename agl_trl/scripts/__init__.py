@@ -5,4 +5,3 @@ Each is also runnable directly: ``python -m agl_trl.scripts.sft --config recipe.
 """
 
 TRAINING_SCRIPTS = ("sft", "dpo", "kto", "orpo", "cpo")
-SCRIPTS = (*TRAINING_SCRIPTS, "fisher")

@@ -50,7 +50,7 @@ def artifact_directory(script_args: FisherScriptArguments) -> Path:
     if script_args.fisher_output_dir:
         return Path(script_args.fisher_output_dir)
     if script_args.output_dir:
-        from agl_trl.trainers.mixin import FISHER_SUBDIR
+        from agl_trl.fisher import FISHER_SUBDIR
 
         return Path(script_args.output_dir) / FISHER_SUBDIR
     raise ValueError(
@@ -66,8 +66,7 @@ def main(script_args: FisherScriptArguments, agl_args: AGLArgs, model_args: Any)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import get_peft_config, get_quantization_config
 
-    from agl_trl.config import fisher_settings
-    from agl_trl.fisher import estimate_fisher, load_probe_records
+    from agl_trl.fisher import resolve_artifact
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required.")
@@ -104,16 +103,21 @@ def main(script_args: FisherScriptArguments, agl_args: AGLArgs, model_args: Any)
         tokenizer.pad_token = tokenizer.eos_token
     peft_model = get_peft_model(model, peft_config)
 
-    settings = fisher_settings(agl_args)
-    records = load_probe_records(
-        agl_args.agl_probe_dataset, split=agl_args.agl_probe_split, max_samples=settings.max_samples
+    settings = agl_args.agl_settings()
+    resolved = resolve_artifact(
+        peft_model,
+        tokenizer,
+        settings.fisher,
+        probe=settings.artifact.probe_dataset,
+        probe_split=settings.artifact.probe_split,
+        save_to=directory,
+        is_main=state.is_main_process,
     )
-    artifact = estimate_fisher(peft_model, tokenizer, records, settings, show_progress=state.is_main_process)
     if state.is_main_process:
-        artifact.save(directory)
-        tokens = artifact.metadata.get("tokens")
+        tokens = resolved.artifact.metadata.get("tokens")
         print(
-            f"[agl-trl] Fisher artifact ({len(artifact.modules)} modules, {tokens} probe tokens) saved to {directory}"
+            f"[agl-trl] Fisher artifact ({len(resolved.artifact.modules)} modules, {tokens} probe tokens) saved to "
+            f"{directory}"
         )
     state.wait_for_everyone()
     return directory

@@ -11,7 +11,20 @@ from typing import Any
 
 from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
-from agl_trl.trainers.mixin import AGLCallback, AGLLossMixin, attach_agl, enable_agl
+from agl_trl.trainers.install import (
+    AGLCallback,
+    as_agl_trainer,
+    attach_agl,
+    attach_penalty,
+    check_parallelism,
+    enable_agl,
+    enable_penalty,
+    initialise_agl,
+)
+from agl_trl.trainers.mixin import AGLLossMixin, scale_for_ga, trainer_divides_loss_by_ga
+from agl_trl.trainers.runtime import AGLRuntime
+from agl_trl.trainers.state import AGL_STATE_FILE, save_agl_state
+from agl_trl.utils import import_object
 
 
 class AGLSFTTrainer(AGLLossMixin, SFTTrainer):
@@ -38,35 +51,47 @@ class AGLKTOTrainer(AGLLossMixin, KTOTrainer):
         attach_agl(self, self.args)
 
 
-def _make_experimental_trainer(name: str) -> type:
-    if name == "AGLORPOTrainer":
-        from trl.experimental.orpo import ORPOTrainer as base
-    else:
-        from trl.experimental.cpo import CPOTrainer as base
+def agl_trainer_class(base: type, name: str | None = None) -> type:
+    """``base`` (a TRL trainer class) with the AGL regulariser added to its loss, configured from ``self.args``."""
+    name = name or f"AGL{base.__name__}"
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         base.__init__(self, *args, **kwargs)
         attach_agl(self, self.args)
 
-    cls = type(name, (AGLLossMixin, base), {"__init__": __init__, "__module__": __name__})
-    cls.__doc__ = f"``trl.experimental.{base.__name__}`` + AGL (configure with ``AGL{base.__name__[:-7]}Config``)."
-    cls.__qualname__ = name
-    return cls
+    doc = f"``trl.experimental.{base.__name__}`` + AGL (configure with ``AGL{base.__name__[:-7]}Config``)."
+    return type(
+        name, (AGLLossMixin, base), {"__init__": __init__, "__module__": __name__, "__qualname__": name, "__doc__": doc}
+    )
 
 
-_LAZY_TRAINERS = ("AGLORPOTrainer", "AGLCPOTrainer")
+# built on first access: importing trl.experimental is slow and prints a warning
+EXPERIMENTAL_TRAINERS = {
+    "AGLORPOTrainer": "trl.experimental.orpo:ORPOTrainer",
+    "AGLCPOTrainer": "trl.experimental.cpo:CPOTrainer",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_TRAINERS:
-        cls = _make_experimental_trainer(name)
-        globals()[name] = cls
+    if name in EXPERIMENTAL_TRAINERS:
+        globals()[name] = cls = agl_trainer_class(import_object(EXPERIMENTAL_TRAINERS[name]), name)
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "AGL_STATE_FILE",
     "AGLCallback",
+    "AGLRuntime",
+    "agl_trainer_class",
+    "as_agl_trainer",
+    "attach_penalty",
+    "check_parallelism",
+    "enable_penalty",
+    "initialise_agl",
+    "save_agl_state",
+    "scale_for_ga",
+    "trainer_divides_loss_by_ga",
     "AGLLossMixin",
     "AGLSFTTrainer",
     "AGLDPOTrainer",

@@ -7,7 +7,7 @@ import torch
 
 from agl_trl.baselines import KLToReferencePenalty, L2UpdatePenalty
 from agl_trl.lora import find_lora_modules
-from agl_trl.trainers.mixin import AGLLossMixin, attach_penalty, enable_penalty
+from agl_trl.trainers import AGLLossMixin, attach_penalty, enable_penalty
 
 PROMPTS = ["Write a poem about the sea.", "What is two plus two?", "Name a colour.", "Tell me a story."]
 ANSWERS = ["The sea is blue and wide.", "Four.", "Red.", "Once upon a time there was a cat."]

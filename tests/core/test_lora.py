@@ -101,3 +101,47 @@ def test_int8_base_layers_are_found_and_regularised(tmp_path):
     loss, metrics = AGLRegularizer(artifact)(model, step=0)
     loss.backward()
     assert metrics["r_align"] > 0 and all(float(m.lora_B.grad.abs().sum()) > 0 for m in modules)
+
+
+@pytest.mark.parametrize("modules_to_save", [None, ["lm_head"]])
+def test_adapters_disabled_matches_peft_disable_adapter(modules_to_save):
+    """The one switch gives PEFT's ``disable_adapter()`` forward, keeps ``requires_grad`` and restores the state."""
+    from agl_trl.models import tiny_llama
+
+    model, _ = tiny_llama()
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, modules_to_save=modules_to_save
+    )
+    model = get_peft_model(model, config)
+    if modules_to_save:  # make the trained copy differ from the original module
+        wrapper = model.base_model.model.lm_head
+        wrapper.modules_to_save["default"].weight.data += 0.5
+    model.eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():
+            expected = model(input_ids=ids).logits
+        with adapters_disabled(model) as base:
+            assert base is model
+            got = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert torch.equal(got, expected) and not torch.equal(got, adapted)
+    assert torch.equal(after, adapted)
+    for name, param in model.named_parameters():
+        if name in grads and "lora_" in name:
+            assert param.requires_grad == grads[name]
+
+
+def test_adapters_disabled_without_adapter():
+    from agl_trl.models import tiny_llama
+
+    model, _ = tiny_llama()
+    with adapters_disabled(model) as base:  # a plain model is its own base model
+        assert base is model
+    with (
+        pytest.raises(ValueError, match="reference=None needs a PEFT model"),
+        adapters_disabled(model, require_adapter=True),
+    ):
+        pass

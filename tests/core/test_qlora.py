@@ -62,7 +62,7 @@ def test_fisher_on_4bit_base_with_generated_probe_responses(qlora_model):
 
 def test_training_gradients_are_unchanged_by_an_evaluation_pass(qlora_model):
     """An evaluation (no-grad, eval mode) between training steps must not change the 4-bit layers' backward."""
-    from agl_trl.evaluation.generation import generate_responses
+    from agl_trl.generation import generate_responses
 
     model, tokenizer = qlora_model
     ids = torch.tensor([tokenizer("the sea is blue and deep")["input_ids"]])

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from agl_trl.evaluation.generation import encode_prompt, generate, generate_responses
-from agl_trl.evaluation.kl import adapter_disabled, kl_drift, kl_on_generations, reference_generations
+from agl_trl.evaluation.kl import kl_drift, kl_on_generations, reference_generations
+from agl_trl.generation import encode_prompt, generate, generate_responses
+from agl_trl.lora import adapters_disabled
 
 PROMPTS = [
     "hi",
@@ -91,5 +92,5 @@ def test_kl_with_peft_adapter_disabled_reference(tiny_model):
     )
     res = kl_drift(rnd, tok, PROMPTS, max_new_tokens=6, batch_size=2, progress=False)
     assert res.mean > 1e-5 and not math.isnan(res.mean)
-    with pytest.raises(ValueError, match="PEFT"), adapter_disabled(model):
+    with pytest.raises(ValueError, match="PEFT"), adapters_disabled(model, require_adapter=True):
         pass

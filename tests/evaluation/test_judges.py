@@ -161,7 +161,7 @@ def test_classifier_judge_needs_mapping_for_unknown_labels():
 
 
 def test_classifier_judge_causal_lm_verdicts(tiny_model):
-    from agl_trl.evaluation.generation import generate
+    from agl_trl.generation import generate
 
     model, tok = tiny_model
     prompts, responses = ["q1", "q2 longer prompt"], ["r1", "another response"]

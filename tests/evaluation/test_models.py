@@ -53,3 +53,25 @@ def test_default_model_loads_and_generates():
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.hidden_size == 576
     assert tok.chat_template and tok.pad_token is not None
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_load_pretrained_directory_and_adapter(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from agl_trl.demo.pipeline import load_model
+
+    model, tok = models.tiny_llama()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 13]])
+    for adapter in (None, tmp_path / "adapter"):
+        loaded, loaded_tok = models.load_pretrained(tmp_path / "model", adapter)
+        expected, _ = load_model(tmp_path / "model", adapter)  # the demo's loader gives the same model
+        assert not loaded.training and loaded_tok.pad_token is not None
+        assert isinstance(loaded, PeftModel) == (adapter is not None)
+        with torch.no_grad():
+            assert torch.equal(loaded(input_ids=ids).logits, expected(input_ids=ids).logits)
+    with pytest.raises(OSError, match="could not load model"):
+        models.load_pretrained(tmp_path / "missing")

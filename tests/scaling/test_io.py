@@ -108,3 +108,23 @@ def test_budget_unit_of_reads_a_uniform_column(tmp_path: Path) -> None:
     assert budget_unit_of(csv_log) == "steps"
     csv_log.write_text("method,budget,loss\na,1,1\n")
     assert budget_unit_of(csv_log) is None
+
+
+def test_read_and_append_jsonl(tmp_path: Path) -> None:
+    from agl_trl.utils import JSONLError, append_jsonl, iter_jsonl, read_jsonl
+
+    path = append_jsonl(tmp_path / "sub" / "rows.jsonl", [{"a": 1}, {"b": Path("x")}])
+    append_jsonl(path, [{"c": 3}])
+    assert path.read_text(encoding="utf-8") == '{"a": 1}\n{"b": "x"}\n{"c": 3}\n'
+    assert read_jsonl(path) == [{"a": 1}, {"b": "x"}, {"c": 3}]
+    assert read_jsonl(tmp_path / "none.jsonl", missing_ok=True) == []
+    with pytest.raises(FileNotFoundError):
+        read_jsonl(tmp_path / "none.jsonl")
+    write(path, '{"a": 1}\n\n[1, 2]\n{"cut": \n')
+    assert [n for n, _ in iter_jsonl(path, skip_invalid=True)] == [1]
+    with pytest.raises(JSONLError, match=r"rows.jsonl:3: expected a JSON object per line") as err:
+        read_jsonl(path)
+    assert (err.value.lineno, err.value.got, err.value.json_error) == (3, "list", None)
+    write(path, '{"a": 1}\n{"cut": \n')
+    with pytest.raises(ValueError, match=r"rows.jsonl:2: invalid JSON \(Expecting value\)"):
+        read_jsonl(path)

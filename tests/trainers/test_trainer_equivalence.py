@@ -20,8 +20,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from agl_trl.config import AGLDPOConfig, AGLSFTConfig
-from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer
-from agl_trl.trainers.mixin import trainer_divides_loss_by_ga
+from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer, trainer_divides_loss_by_ga
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)

@@ -22,8 +22,8 @@ import agl_trl.config as config_module
 import agl_trl.trainers as trainers_module
 from agl_trl.config import AGLSFTConfig, fisher_settings
 from agl_trl.fisher import FisherArtifactError, estimate_fisher
-from agl_trl.trainers import AGLSFTTrainer
-from agl_trl.trainers.mixin import NO_LORA_MESSAGE, check_parallelism, enable_agl
+from agl_trl.trainers import AGLSFTTrainer, check_parallelism, enable_agl
+from agl_trl.trainers.install import NO_LORA_MESSAGE
 
 
 def kto_records(n: int = 12):

@@ -10,8 +10,8 @@ from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, randomise_lora_b, sft_
 from datasets import Dataset
 
 from agl_trl.config import AGLSFTConfig
-from agl_trl.trainers import AGLSFTTrainer
-from agl_trl.trainers.mixin import AGL_STATE_FILE, FISHER_SUBDIR
+from agl_trl.fisher import FISHER_SUBDIR
+from agl_trl.trainers import AGL_STATE_FILE, AGLSFTTrainer
 
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=5.0, agl_tau_momentum=0.5)
 

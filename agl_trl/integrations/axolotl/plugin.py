@@ -52,7 +52,7 @@ class AGLPlugin(BasePlugin):
             raise ValueError(
                 f"AGLPlugin does not support `rl: {rl}` (supported: SFT, {', '.join(filter(None, SUPPORTED_RL))})."
             )
-        from agl_trl.trainers.mixin import enable_agl
+        from agl_trl.trainers import enable_agl
 
         # trainer.__class__ -> AGL<Name>(AGLLossMixin, type(trainer)), then attach_agl(trainer, cfg)
         enable_agl(trainer, cfg)

@@ -1,4 +1,7 @@
-"""Greedy response generation for evaluation: chat template, LEFT padding, length-sorted batches.
+"""Greedy generation and teacher forcing of generated sequences: the bottom layer under evaluation, Fisher probes,
+the scaling measurements and the KL baseline.
+
+Generation uses the chat template, LEFT padding and length-sorted batches.
 
 Sorting prompts by token length before batching keeps padding (wasted compute) small; left padding keeps every
 prompt's last token adjacent to the generated ones, so batched greedy decoding matches one-at-a-time decoding up to
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 Prompt = str | Sequence[dict[str, str]]
@@ -169,3 +173,26 @@ def generate_responses(
     """Greedy response texts for ``prompts`` (chat template, left padding, length-sorted batches)."""
     gens = generate(model, tokenizer, prompts, max_new_tokens, batch_size, system_prompt, batched, progress, desc)
     return [g.text for g in gens]
+
+
+def pad_sequences(sequences: Sequence[Generation], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Right-padded teacher-forcing batch ``(input_ids, attention_mask, target)`` of prompt + response sequences.
+
+    ``target[b, t]`` is True where ``logits[b, t]`` predicts a response token (position ``t + 1``).
+    """
+    width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    target = torch.zeros((len(sequences), width - 1), dtype=torch.bool)  # logits[t] predicts token t+1
+    for row, s in enumerate(sequences):  # RIGHT padding: default positions are correct for teacher forcing
+        seq = list(s.prompt_ids) + list(s.response_ids)
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[row, : len(seq)] = 1
+        target[row, len(s.prompt_ids) - 1 : len(seq) - 1] = True
+    return ids.to(device), attn.to(device), target.to(device)
+
+
+def selected_logprobs(module: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """fp32 next-token log-probabilities of ``module`` at the ``target`` positions: (n_target, vocab)."""
+    logits = module(input_ids=ids, attention_mask=attn).logits[:, :-1]
+    return F.log_softmax(logits[target].float(), dim=-1)

@@ -23,8 +23,9 @@ Deterministic and stable under re-generation: within each (kind, category) group
 for unsafe prompts, so both phrasings of one core land in the same split) goes to ``probe`` when
 ``floor((i + 1) * 11 / 20) > floor(i * 11 / 20)``, else to ``eval``: about 55% probe, 45% eval, interleaved.
 
-Run ``python agl_trl/evaluation/data/build_driftcaps.py`` to rewrite the JSONL next to this file; the script
-also checks keys, id uniqueness and exact/near duplicates and prints counts.
+Run ``python tools/build_driftcaps.py`` to rewrite ``agl_trl/evaluation/data/driftcaps_v1.jsonl`` (the script lives
+outside the package, so it does not ship in the wheel); it also checks keys, id uniqueness and exact/near
+duplicates and prints counts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections import Counter
 from difflib import SequenceMatcher
 from pathlib import Path
 
-OUT_PATH = Path(__file__).with_name("driftcaps_v1.jsonl")
+OUT_PATH = Path(__file__).resolve().parents[1] / "agl_trl" / "evaluation" / "data" / "driftcaps_v1.jsonl"
 
 STYLES = ("direct", "roleplay", "fiction", "stepwise", "hypothetical", "educational", "polite", "terse")
 HOW_STYLE_POOL = ("direct", "roleplay", "fiction", "stepwise", "hypothetical", "educational", "polite")

@@ -1,0 +1,158 @@
+"""Where a Fisher artifact comes from: the one function every caller uses (trainers, ``agl-trl fisher``, demo, peers).
+
+:func:`resolve_artifact` returns, in this order of preference:
+
+1. the saved artifact at ``fisher_path``, verified against the model (an error if it does not fit: the user asked
+   for that one);
+2. an earlier artifact from ``candidates`` (e.g. the one a checkpoint recorded, then ``<output_dir>/agl_fisher/``)
+   that fits the model *and* was estimated with the same settings on the same probe data (a warning says why one
+   that does not fit is skipped);
+3. a fresh estimate on the probe data (the RNG state is restored afterwards, so training sees the same random
+   numbers as without AGL), saved atomically to ``save_to`` by the main process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError
+from agl_trl.fisher.estimate import estimate_fisher
+from agl_trl.fisher.probe import load_probe_records, records_hash
+from agl_trl.settings import FisherSettings
+
+logger = logging.getLogger(__name__)
+
+FISHER_SUBDIR = "agl_fisher"
+"""Sub-folder of a training run's ``output_dir`` where its estimated artifact is saved (and found again)."""
+
+NO_TOKENIZER_MESSAGE = (
+    "AGL needs the trainer's tokenizer to estimate the Fisher, but `processing_class` is None. Pass "
+    "`processing_class=tokenizer` to the trainer, or give a saved artifact with `agl_fisher_path`."
+)
+
+
+@dataclass
+class ResolvedArtifact:
+    """The artifact in use, where it lives on disk (``None``: not saved) and how it was obtained."""
+
+    artifact: FisherArtifact
+    directory: str | None
+    source: str  # "path" | a candidate's label (e.g. "checkpoint", "output_dir") | "estimated"
+
+
+def fork_rng() -> contextlib.AbstractContextManager:
+    """Restore the CPU (and current CUDA device's) RNG state on exit."""
+    devices: list[int] = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        devices = [torch.cuda.current_device()]
+    return torch.random.fork_rng(devices=devices)
+
+
+def load_verified(directory: str | os.PathLike, model: torch.nn.Module) -> FisherArtifact:
+    """Load the artifact in ``directory`` and check that it fits ``model`` (raises :class:`FisherArtifactError`)."""
+    artifact = FisherArtifact.load(directory)
+    artifact.verify(model)
+    return artifact
+
+
+def _reusable(
+    directory: Path, model: torch.nn.Module, label: str, settings: FisherSettings, probe_hash: str
+) -> FisherArtifact | None:
+    """The artifact in ``directory`` if it fits the model, the settings and the probe data; else ``None``."""
+    if not (directory / "fisher.json").is_file():
+        return None
+    try:
+        artifact = load_verified(directory, model)
+    except FisherArtifactError as exc:
+        logger.warning("AGL: not reusing the Fisher artifact in %s (%s): %s Estimating a new one.", directory, label, exc)
+        return None
+    saved = artifact.metadata.get("settings")
+    if saved is not None and saved != asdict(settings):
+        logger.warning(
+            "AGL: not reusing the Fisher artifact in %s (%s): it was estimated with other agl_fisher_* settings "
+            "(%s, now %s). Estimating a new one.",
+            directory,
+            label,
+            saved,
+            asdict(settings),
+        )
+        return None
+    saved_hash = artifact.metadata.get("probe_hash")
+    if saved_hash is not None and saved_hash != probe_hash:
+        logger.warning(
+            "AGL: not reusing the Fisher artifact in %s (%s): it was estimated on other probe data. Estimating a new "
+            "one.",
+            directory,
+            label,
+        )
+        return None
+    return artifact
+
+
+def resolve_artifact(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    settings: FisherSettings,
+    *,
+    fisher_path: str | os.PathLike | None = None,
+    probe: str | Sequence[dict[str, Any]] | None = None,
+    probe_split: str = "train",
+    candidates: Sequence[tuple[str | os.PathLike, str]] = (),
+    save_to: str | os.PathLike | None = None,
+    is_main: bool = True,
+    show_progress: bool = True,
+) -> ResolvedArtifact:
+    """The Fisher artifact for ``model`` (a PEFT model with its LoRA adapters), by the rules of the module docstring.
+
+    Args:
+        settings: how to estimate (also what a reused artifact must have been estimated with).
+        fisher_path: a saved artifact to use as it is.
+        probe: the probe data: a source for :func:`~agl_trl.fisher.load_probe_records` (``"driftcaps"``, a local
+            file, a Hub id) or the records themselves.
+        candidates: ``(directory, label)`` of earlier artifacts to reuse if they fit, in order.
+        save_to: where an estimated artifact is saved (by the main process; every rank takes part in estimating).
+        is_main: whether this process is the main one (saves, logs, shows progress).
+    """
+    if fisher_path:
+        return ResolvedArtifact(load_verified(fisher_path, model), str(fisher_path), "path")
+    if probe is None:
+        raise ValueError(
+            "No Fisher artifact and no probe data to estimate one: set `agl_fisher_path` or `agl_probe_dataset`."
+        )
+    if isinstance(probe, str):
+        records = load_probe_records(probe, split=probe_split, max_samples=settings.max_samples)
+        if not records:
+            raise ValueError(
+                f"The probe dataset `agl_probe_dataset`={probe!r} (split {probe_split!r}) has no records: give a "
+                "non-empty probe set or a saved artifact with `agl_fisher_path`."
+            )
+    else:
+        records = list(probe)[: settings.max_samples]
+    probe_hash = records_hash(records)
+    for directory, label in candidates:
+        artifact = _reusable(Path(directory), model, label, settings, probe_hash)
+        if artifact is not None:
+            logger.info("AGL: reusing the Fisher artifact in %s (%s)", directory, label)
+            return ResolvedArtifact(artifact, str(directory), label)
+
+    if tokenizer is None:
+        raise ValueError(NO_TOKENIZER_MESSAGE)
+    if is_main:
+        logger.info("AGL: estimating the Fisher (%s) from %d probe records", settings.estimator, len(records))
+    with fork_rng():  # the estimator samples and seeds: keep the caller's RNG stream untouched
+        artifact = estimate_fisher(model, tokenizer, records, settings, show_progress=show_progress and is_main)
+    if save_to is not None and is_main:
+        artifact.save(save_to)
+        logger.info("AGL: saved the Fisher artifact to %s", save_to)
+    return ResolvedArtifact(artifact, None if save_to is None else str(save_to), "estimated")
+
+
+__all__ = ["FISHER_SUBDIR", "ResolvedArtifact", "fork_rng", "load_verified", "resolve_artifact"]

@@ -1,0 +1,359 @@
+"""Every AGL setting in one place: name, default, help, choices and the one validator (no torch, trl or pydantic).
+
+Three dataclasses own the settings, and validate themselves when built (``__post_init__``), so an object that exists
+is valid and is passed on as it is:
+
+* :class:`AGLSettings` -- the regulariser (keys ``agl_<name>``);
+* :class:`FisherSettings` -- how the Fisher is estimated (keys ``agl_fisher_<name>``);
+* :class:`ArtifactSettings` -- where the Fisher artifact comes from (keys ``agl_<name>``).
+
+:class:`AGLTrainingSettings` bundles them with ``agl_enabled`` for a training run. The front ends are generated from
+:func:`setting_fields`: ``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs) and
+``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both call :func:`check_value`, so a rule
+written here holds in every front end with the same message.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+BUILTIN_PROBE = "driftcaps"
+GATE_CHOICES = ("soft", "hard")
+ESTIMATOR_CHOICES = ("kfac", "diagonal")
+TARGETS_CHOICES = ("sampled", "empirical")
+SKETCH_CHOICES = ("auto", "exact", "nystrom")
+
+Check = Callable[[Any], str | None]  # value -> None if fine, else the fix to print
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Value rules (each returns the fix, or None)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _weight(value: float) -> str | None:
+    return "weights must be >= 0 (use 0 to switch a term off)." if value < 0 else None
+
+
+def _within(low: float, high: float, low_open: bool, high_open: bool, fix: str) -> Check:
+    def check(value: float) -> str | None:
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return None if above and below else fix
+
+    return check
+
+
+def _positive(fix: str) -> Check:
+    return lambda value: None if value > 0 else fix
+
+
+def _at_least(minimum: int) -> Check:
+    return lambda value: None if value >= minimum else f"must be >= {minimum}."
+
+
+def _optional_text(fix: str) -> Check:
+    return lambda value: fix if value is not None and (not isinstance(value, str) or not value.strip()) else None
+
+
+def _probe_source(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return "give 'driftcaps', a local .jsonl/.json file or a Hub dataset id."
+    if value.endswith((".jsonl", ".json")) and not os.path.isfile(os.path.expanduser(value)):
+        return "this local file does not exist; fix the path (or use 'driftcaps')."
+    return None
+
+
+def _split_name(value: str) -> str | None:
+    return None if isinstance(value, str) and value else "give a split name such as 'train'."
+
+
+def setting(default: Any, help: str, check: Check | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field carrying its help text, its choices and its rule (read by :func:`setting_fields`)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The settings
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Validated:
+    """Mixin: validate every field at construction (and on ``dataclasses.replace``)."""
+
+    KEY_PREFIX = "agl_"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            meta = f.metadata
+            check_value(self.KEY_PREFIX + f.name, getattr(self, f.name), f.type, meta["choices"], meta["check"])
+
+    def validate(self) -> Any:
+        """Re-check every field (after an in-place change); returns ``self``."""
+        self.__post_init__()
+        return self
+
+    @classmethod
+    def from_prefixed(cls, source: Any, prefix: str | None = None) -> Any:
+        """Build from any object (config, Axolotl cfg, dict) with ``<prefix><field>`` entries; ``None`` = default."""
+        return read_prefixed(cls, source, cls.KEY_PREFIX if prefix is None else prefix)
+
+
+@dataclass
+class AGLSettings(_Validated):
+    """Weights and knobs of the AGL objective (docs/method.md; values measured on SmolLM2: docs/benchmarks.md)."""
+
+    lambda_align: float = setting(
+        1.0, "Weight of R_A, the Fisher-weighted penalty on the alignment-critical part of the update.", _weight
+    )
+    lambda_task: float = setting(
+        0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
+    )
+    lambda_collision: float = setting(0.1, "Weight of the collision term mu * E_riem + (1 - mu) * E_geo.", _weight)
+    mu: float = setting(
+        0.5,
+        "Blend of the collision term in [0, 1]: mu * Riemannian overlap + (1 - mu) * geodesic.",
+        _within(0.0, 1.0, False, False, "must lie in [0, 1] (1 = Riemannian overlap only, 0 = geodesic only)."),
+    )
+    beta: float = setting(
+        4.0, "Strength of the metric eta = 1 + beta * sigmoid(...) in the Riemannian overlap (>= 0).", _weight
+    )
+    gate: str = setting(
+        "soft",
+        "Spectral gate splitting the update: 'soft' (G = lam / (lam + gamma), default) or 'hard' (projector; makes the "
+        "geodesic term identically 0).",
+        choices=GATE_CHOICES,
+    )
+    gate_damping: float = setting(
+        0.1,
+        "Gate damping gamma as a fraction of the largest Fisher eigenvalue product (> 0).",
+        _positive("must be > 0 (e.g. 0.1)."),
+    )
+    riem_block: int = setting(
+        64, "Rows/columns of the random sub-block on which the Riemannian overlap is evaluated (>= 1).", _at_least(1)
+    )
+    tau_quantile: float = setting(
+        0.9,
+        "Quantile of |dW| tracked as the adaptive threshold tau, in (0, 1).",
+        _within(0.0, 1.0, True, True, "must lie strictly between 0 and 1 (e.g. 0.9)."),
+    )
+    tau_momentum: float = setting(
+        0.9,
+        "Momentum of the running tau estimate, in [0, 1).",
+        _within(0.0, 1.0, False, True, "must lie in [0, 1) (e.g. 0.9)."),
+    )
+
+
+@dataclass
+class FisherSettings(_Validated):
+    """How the Fisher of the aligned model is estimated (keys ``agl_fisher_<name>``)."""
+
+    KEY_PREFIX = "agl_fisher_"
+
+    estimator: str = setting(
+        "kfac",
+        "Fisher estimator: 'kfac' (Kronecker-factored, default) or 'diagonal' (EWC-style baseline).",
+        choices=ESTIMATOR_CHOICES,
+    )
+    targets: str = setting(
+        "sampled",
+        "Targets: 'sampled' from the model (true Fisher, default) or 'empirical' (the probe responses).",
+        choices=TARGETS_CHOICES,
+    )
+    max_rank: int = setting(64, "Maximum number of eigen-directions kept per Kronecker factor (>= 1).", _at_least(1))
+    explained_variance: float = setting(
+        0.95,
+        "Keep the fewest eigen-directions explaining this fraction of a factor's trace, in (0, 1].",
+        _within(0.0, 1.0, True, False, "must lie in (0, 1] (e.g. 0.95)."),
+    )
+    max_samples: int = setting(256, "Maximum number of probe records used for the estimate (>= 1).", _at_least(1))
+    batch_size: int = setting(4, "Batch size of the Fisher estimation passes (>= 1).", _at_least(1))
+    max_length: int = setting(512, "Maximum tokens per probe sequence (prompt + response) (>= 2).", _at_least(2))
+    max_new_tokens: int = setting(64, "Tokens generated per probe prompt that has no response (>= 1).", _at_least(1))
+    sketch: str = setting(
+        "auto",
+        "How large factors are reduced: 'auto' (exact when it fits `agl_fisher_memory_budget_gb`), 'exact' or "
+        "'nystrom'.",
+        choices=SKETCH_CHOICES,
+    )
+    memory_budget_gb: float = setting(
+        4.0,
+        "Memory budget (GiB) for exact factors before 'auto' switches to a sketch (> 0).",
+        _positive("must be > 0 GiB (e.g. 4)."),
+    )
+    seed: int = setting(0, "Seed of the Fisher estimation (sampled targets, probe subsampling).", _at_least(0))
+
+
+@dataclass
+class ArtifactSettings(_Validated):
+    """Where a training run's Fisher artifact comes from (resolved by :func:`agl_trl.fisher.resolve_artifact`)."""
+
+    fisher_path: str | None = setting(
+        None,
+        "Directory of a saved Fisher artifact (from `agl-trl fisher`). If unset, reuse <output_dir>/agl_fisher/ "
+        "when present, else estimate from `agl_probe_dataset` before training.",
+        _optional_text("give the directory of a saved Fisher artifact, or leave it unset."),
+    )
+    probe_dataset: str | None = setting(
+        BUILTIN_PROBE,
+        "Probe data used to estimate the Fisher when no artifact is given: 'driftcaps' (built-in probe split), a "
+        "local .jsonl/.json file, or a Hub dataset id with a `prompt` (+ optional `response`) column.",
+        _probe_source,
+    )
+    probe_split: str = setting(
+        "train", "Split of a Hub `agl_probe_dataset` to read (DriftCaps always uses its probe split).", _split_name
+    )
+    save_fisher: bool = setting(
+        True, "Save an estimated Fisher artifact to <output_dir>/agl_fisher/ (main process only)."
+    )
+
+
+ENABLED_HELP = "Add the AlignGuard-LoRA regulariser to the training loss (--no_agl_enabled: plain TRL)."
+
+NO_FISHER_SOURCE = (
+    "with AGL enabled and no `agl_fisher_path`, a probe dataset is needed to estimate the Fisher: set "
+    "`agl_probe_dataset` (e.g. 'driftcaps') or `agl_fisher_path`, or disable AGL with `agl_enabled: false`."
+)
+
+
+@dataclass
+class AGLTrainingSettings:
+    """Everything a trainer needs to run AGL: on/off, the artifact's source, the regulariser, the estimator."""
+
+    enabled: bool = True
+    artifact: ArtifactSettings = field(default_factory=ArtifactSettings)
+    regularizer: AGLSettings = field(default_factory=AGLSettings)
+    fisher: FisherSettings = field(default_factory=FisherSettings)
+
+    def __post_init__(self) -> None:
+        check_value("agl_enabled", self.enabled, bool)
+        if self.enabled and self.artifact.fisher_path is None and self.artifact.probe_dataset is None:
+            raise invalid("agl_probe_dataset", None, NO_FISHER_SOURCE)
+
+    @classmethod
+    def from_prefixed(cls, source: Any, none_is_default: bool = True) -> AGLTrainingSettings:
+        """Build (and validate, once) from the ``agl_*`` keys of a config, an Axolotl cfg or a dict.
+
+        ``none_is_default``: a ``None`` entry takes the default (Axolotl's cfg answers ``None`` for unset keys);
+        ``False`` keeps it (a TRL config, where ``agl_probe_dataset=None`` means "no probe").
+        """
+        values = {f.key: _read(source, f.key) for f in setting_fields()}
+        if none_is_default:
+            values = {k: v for k, v in values.items() if v is not None}
+        enabled = values.pop("agl_enabled", True)
+        groups = {}
+        for name, cls_ in (("artifact", ArtifactSettings), ("regularizer", AGLSettings), ("fisher", FisherSettings)):
+            prefix = cls_.KEY_PREFIX
+            groups[name] = cls_(**{f.name: values[prefix + f.name] for f in fields(cls_) if prefix + f.name in values})
+        return cls(enabled=enabled, **groups)
+
+    def to_prefixed(self) -> dict[str, Any]:
+        """The ``agl_*`` keys of these settings (for a TRL config or an Axolotl YAML)."""
+        out: dict[str, Any] = {"agl_enabled": self.enabled}
+        for group in (self.artifact, self.regularizer, self.fisher):
+            out.update({group.KEY_PREFIX + k: v for k, v in asdict(group).items()})
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The one key table and the one validator, used by every front end
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One ``agl_*`` key: its type, default, help, choices and rule."""
+
+    key: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    rule: Check | None
+
+    def validate(self, value: Any) -> Any:
+        """``value`` if valid for this key, else the :func:`invalid` error."""
+        check_value(self.key, value, self.type, self.choices, self.rule)
+        return value
+
+
+@functools.cache
+def setting_fields() -> tuple[SettingField, ...]:
+    """Every ``agl_*`` key in the order front ends list them: enabled, artifact source, regulariser, Fisher."""
+    table = [SettingField("agl_enabled", bool, True, ENABLED_HELP, None, None)]
+    hints = {"float": float, "int": int, "str": str, "bool": bool, "str | None": str | None}
+    for cls in (ArtifactSettings, AGLSettings, FisherSettings):
+        for f in fields(cls):
+            meta = f.metadata
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            table.append(
+                SettingField(
+                    cls.KEY_PREFIX + f.name, hints[f.type], default, meta["help"], meta["choices"], meta["check"]
+                )
+            )
+    return tuple(table)
+
+
+SETTING_KEYS: tuple[str, ...] = tuple(f.key for f in setting_fields())
+"""Every ``agl_*`` key, in declaration order."""
+
+
+def invalid(key: str, value: Any, fix: str) -> ValueError:
+    """The error every front end raises: ``Invalid `key`=value: fix``."""
+    return ValueError(f"Invalid `{key}`={value!r}: {fix}")
+
+
+def check_value(
+    key: str, value: Any, kind: Any, choices: tuple[str, ...] | None = None, rule: Check | None = None
+) -> None:
+    """Raise :func:`invalid` unless ``value`` is a valid ``kind`` (a type or its name), in ``choices``, and passes
+    ``rule``."""
+    if kind in ("bool", bool) and not isinstance(value, bool):
+        raise invalid(key, value, "expected true or false.")
+    if kind in ("float", float) and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    ):
+        raise invalid(key, value, "expected a finite number.")
+    if kind in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise invalid(key, value, "expected an integer.")
+    if choices and value not in choices:
+        raise invalid(key, value, f"choose one of {', '.join(repr(c) for c in choices)}.")
+    fix = rule(value) if rule is not None else None
+    if fix:
+        raise invalid(key, value, fix)
+
+
+def _read(source: Any, key: str) -> Any:
+    return source.get(key) if isinstance(source, dict) else getattr(source, key, None)
+
+
+def read_prefixed(cls: type, source: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from the ``<prefix><field>`` entries of ``source``; missing or ``None`` = default."""
+    values = {f.name: _read(source, prefix + f.name) for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+__all__ = [
+    "AGLSettings",
+    "AGLTrainingSettings",
+    "ArtifactSettings",
+    "BUILTIN_PROBE",
+    "ESTIMATOR_CHOICES",
+    "FisherSettings",
+    "GATE_CHOICES",
+    "SETTING_KEYS",
+    "SKETCH_CHOICES",
+    "SettingField",
+    "TARGETS_CHOICES",
+    "check_value",
+    "invalid",
+    "read_prefixed",
+    "setting_fields",
+]

@@ -1,0 +1,170 @@
+"""Installing AGL (or a peer penalty) on a trainer: one path for both.
+
+:func:`attach_agl` / :func:`attach_penalty` configure a trainer whose class has
+:class:`~agl_trl.trainers.mixin.AGLLossMixin` first in its MRO; :func:`enable_agl` / :func:`enable_penalty` first turn
+any trainer object into one (what the Axolotl plugin does). Either way :func:`install` checks the set-up (LoRA layers
+present, no ZeRO-3/FSDP sharding), stores the :class:`~agl_trl.trainers.runtime.AGLRuntime` as ``trainer._agl`` and
+registers :class:`AGLCallback`, which initialises it at train start and saves ``agl_state.json`` with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from agl_trl.settings import AGLTrainingSettings
+from agl_trl.trainers.mixin import AGLLossMixin
+from agl_trl.trainers.runtime import AGLRuntime, unwrapped_model
+from agl_trl.trainers.state import save_agl_state
+
+logger = logging.getLogger(__name__)
+
+NO_LORA_MESSAGE = (
+    "AGL regularises LoRA adapters, but the model has no active LoRA layers. Pass a peft_config "
+    "(e.g. `peft_config=LoraConfig(...)` in Python, or `--use_peft` / `use_peft: true` in a recipe), or disable AGL "
+    "with `agl_enabled=False`."
+)
+
+
+def check_parallelism(trainer: Any) -> None:
+    """Refuse set-ups where LoRA parameters are sharded outside the forward pass (ZeRO-3, FSDP).
+
+    The regulariser reads the LoRA factors in ``compute_loss``, outside the model's forward. Under DeepSpeed ZeRO-3
+    and FSDP those parameters are partitioned there (empty local shards), and gathering them with
+    ``deepspeed.zero.GatheredParameters`` does not route gradients back to the shards. DDP and ZeRO-1/2 keep full
+    parameters on every rank and are supported.
+    """
+    if getattr(trainer, "is_fsdp_enabled", False):
+        raise NotImplementedError(
+            "AGL does not support FSDP yet: the regulariser reads LoRA parameters outside the forward pass, where "
+            "FSDP shards them. Use DDP (`--num_processes N` without an FSDP config) or DeepSpeed ZeRO-1/2 "
+            "(`--accelerate_config zero2`); QLoRA keeps an 8B model within one GPU."
+        )
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
+        if getattr(plugin, "zero_stage", None) == 3:
+            raise NotImplementedError(
+                "AGL does not support DeepSpeed ZeRO-3 yet: the regulariser reads LoRA parameters outside the "
+                "forward pass, where ZeRO-3 partitions them. Use ZeRO-2 (`--accelerate_config zero2`) or DDP."
+            )
+
+
+class AGLCallback(TrainerCallback):
+    """Initialises AGL at ``on_train_begin`` and saves ``agl_state.json`` into every checkpoint."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        initialise_agl(self.trainer)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            save_agl_state(self.trainer, checkpoint)
+
+
+def initialise_agl(trainer: Any) -> AGLRuntime | None:
+    """Obtain the artifact, build the regulariser and restore its state (once; see ``AGLRuntime.initialise``)."""
+    rt: AGLRuntime | None = getattr(trainer, "_agl", None)
+    return rt.initialise(trainer) if rt is not None else None
+
+
+def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
+    """Check the set-up, store ``runtime`` as ``trainer._agl`` and register :class:`AGLCallback` (once)."""
+    from agl_trl.lora import find_lora_modules
+
+    if not isinstance(trainer, AGLLossMixin):
+        raise TypeError(
+            f"AGL needs a trainer with AGLLossMixin in its MRO, got {type(trainer).__name__}. Use an AGL trainer "
+            "class (AGLSFTTrainer, ...) or `agl_trl.trainers.enable_agl(trainer, cfg)` / `enable_penalty`."
+        )
+    trainer._agl = runtime
+    if not runtime.enabled:
+        return runtime
+    check_parallelism(trainer)
+    if not find_lora_modules(unwrapped_model(trainer)):
+        raise ValueError(NO_LORA_MESSAGE)
+    if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.add_callback(AGLCallback(trainer))
+    return runtime
+
+
+def settings_of(source: Any) -> AGLTrainingSettings:
+    """The validated settings of ``source``: settings objects, an AGL config, an Axolotl cfg or a dict."""
+    if isinstance(source, AGLTrainingSettings):
+        return source
+    if callable(getattr(source, "agl_settings", None)):  # an AGL config: validated when it was built
+        return source.agl_settings()
+    if not isinstance(source, dict) and not hasattr(source, "agl_enabled"):
+        logger.warning(
+            "AGL: %s has no agl_* fields; using the defaults. Use an AGL config (e.g. AGLSFTConfig) to set them.",
+            type(source).__name__,
+        )
+    return AGLTrainingSettings.from_prefixed(source, none_is_default=True)
+
+
+def attach_agl(trainer: Any, settings_source: Any = None) -> AGLRuntime:
+    """Configure AGL on a constructed trainer whose class has :class:`AGLLossMixin` first in its MRO.
+
+    ``settings_source``: :class:`~agl_trl.settings.AGLTrainingSettings`, or anything with ``agl_*`` attributes or
+    keys (an AGL config, an Axolotl cfg, a dict); defaults to ``trainer.args``. Missing fields take their defaults.
+    Cheap: the Fisher is obtained when training starts.
+    """
+    return install(
+        trainer, AGLRuntime(config=settings_of(trainer.args if settings_source is None else settings_source))
+    )
+
+
+def attach_penalty(trainer: Any, penalty: Any) -> AGLRuntime:
+    """Install ``penalty`` (``penalty(model, step) -> (fp32 scalar loss, metrics)``) as the trainer's regulariser.
+
+    The penalty replaces the AGL regulariser (no Fisher artifact is obtained) and goes through the same
+    ``compute_loss`` path: added in training mode only, evaluated in fp32 outside autocast, scaled by the
+    gradient-accumulation rule, metrics logged as ``agl/<name>``; ``state_dict``/``load_state_dict`` are used when
+    the penalty has them.
+    """
+    if not callable(penalty):
+        raise TypeError(f"penalty must be callable as penalty(model, step) -> (loss, metrics), got {penalty!r}")
+    return install(trainer, AGLRuntime(config=AGLTrainingSettings(enabled=True), regularizer=penalty))
+
+
+def as_agl_trainer(trainer: Any) -> Any:
+    """Turn ``trainer`` into an instance of ``AGL<Name>(AGLLossMixin, type(trainer))`` in place (keeps every other
+    override of its class)."""
+    base = type(trainer)
+    if not isinstance(trainer, AGLLossMixin):
+        trainer.__class__ = type(f"AGL{base.__name__}", (AGLLossMixin, base), {"__module__": base.__module__})
+    return trainer
+
+
+def enable_agl(trainer: Any, settings_source: Any = None) -> Any:
+    """Turn an existing trainer object into an AGL trainer in place and attach AGL (used by the Axolotl plugin)."""
+    attach_agl(as_agl_trainer(trainer), settings_source)
+    return trainer
+
+
+def enable_penalty(trainer: Any, penalty: Any) -> Any:
+    """Like :func:`enable_agl`, with a custom penalty instead of the AGL regulariser (see :func:`attach_penalty`)."""
+    attach_penalty(as_agl_trainer(trainer), penalty)
+    return trainer
+
+
+__all__ = [
+    "AGLCallback",
+    "NO_LORA_MESSAGE",
+    "as_agl_trainer",
+    "attach_agl",
+    "attach_penalty",
+    "check_parallelism",
+    "enable_agl",
+    "enable_penalty",
+    "initialise_agl",
+    "install",
+    "settings_of",
+]
