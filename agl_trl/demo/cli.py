@@ -40,9 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from agl_trl.demo.config import apply_overrides, default_config, quick_config
     from agl_trl.demo.pipeline import run_demo
     from agl_trl.demo.report import summary_table
+    from agl_trl.experiments import apply_overrides, default_config, quick_config
 
     cfg = quick_config(args.seed) if args.quick else default_config(args.seed)
     try:

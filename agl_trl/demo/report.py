@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agl_trl.demo.config import DemoConfig
+from agl_trl.experiments.config import ExperimentConfig
 
 # the issue's success criteria (docs/demo.md)
 TARGET_DRIFT_POINTS = 20.0
@@ -22,21 +22,19 @@ def build_results(
     eval_subset: Sequence[Any],
     gen_info: Mapping[str, Mapping[str, Any]],
     kl_info: Mapping[str, Mapping[str, Any]],
-    cfg: DemoConfig,
+    cfg: ExperimentConfig,
 ) -> dict[str, Any]:
     """A ``drift.json`` dict (schema ``agl-trl/drift``) from the cached generations, via the evaluation metrics."""
-    from agl_trl.evaluation.metrics import add_drift, add_drift_reduction, model_metrics
+    from agl_trl.evaluation.metrics import add_drift, add_drift_reduction
     from agl_trl.evaluation.report import jsonable
+    from agl_trl.experiments.measure import response_metrics
     from agl_trl.utils import package_version
 
     models: dict[str, Any] = {}
     responses: dict[str, Any] = {}
     for name in gen_info:
         rows = json.loads((out / f"gen_{name}" / "responses.json").read_text(encoding="utf-8"))
-        metrics = model_metrics(
-            [r["category"] for r in rows], [r["label"] for r in rows], [r["refusal"] for r in rows],
-            [r["coherent"] for r in rows],
-        )  # fmt: skip
+        metrics = response_metrics(rows)
         role = {"aligned": "reference", "lora": "baseline"}.get(name, "model")
         adapter = None if name == "aligned" else str(out / name / "adapter")
         kl = kl_info.get(name)
@@ -256,7 +254,7 @@ def _plot_training(records: Mapping[str, Mapping[str, Any]], path: Path) -> Path
 
 def write_demo_report(
     out: Path,
-    cfg: DemoConfig,
+    cfg: ExperimentConfig,
     drift_results: Mapping[str, Any],
     gen_info: Mapping[str, Mapping[str, Any]],
     kl_info: Mapping[str, Mapping[str, Any]],

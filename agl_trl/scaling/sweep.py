@@ -18,13 +18,13 @@ seed) are appended when its run ends, and a rerun skips the pairs already in the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agl_trl.utils import read_jsonl
 
 from .io import RunRecord
 
@@ -36,7 +36,7 @@ LOG_NAME = "runs.jsonl"
 class SweepConfig:
     """What the sweep runs: the demo's settings (aligned model, task, AGL), methods, seeds and budgets (steps)."""
 
-    demo: Any  # agl_trl.demo.config.DemoConfig
+    demo: Any  # agl_trl.experiments.ExperimentConfig
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     budget_steps: list[int] = field(default_factory=lambda: [3, 6, 12, 24, 48, 96])
@@ -53,25 +53,28 @@ class SweepConfig:
 
     def key(self) -> str:
         """A hash of everything a row depends on except the method and seed (those may grow on resume)."""
-        payload = {
-            "demo": {k: v for k, v in self.demo.to_dict().items() if k != "seed"},
-            "budget_steps": self.budget_steps,
-            "learning_rate": self.learning_rate,
-            "max_text_tokens": self.max_text_tokens,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        from agl_trl.experiments import settings_key
+
+        return settings_key(
+            {
+                "demo": {k: v for k, v in self.demo.to_dict().items() if k != "seed"},
+                "budget_steps": self.budget_steps,
+                "learning_rate": self.learning_rate,
+                "max_text_tokens": self.max_text_tokens,
+            }
+        )
 
 
 def quick_sweep_config(seeds: int = 2) -> SweepConfig:
     """The sweep on ``agl-trl demo --quick``'s aligned model and task (about 25 minutes on 2 idle CPU cores)."""
-    from agl_trl.demo.config import quick_config
+    from agl_trl.experiments import quick_config
 
     return SweepConfig(demo=quick_config(0), seeds=list(range(seeds)))
 
 
 def tiny_sweep_config(seeds: int = 1) -> SweepConfig:
     """Seconds on a random tiny Llama: the tests' sizes."""
-    from agl_trl.demo.config import tiny_config
+    from agl_trl.experiments import tiny_config
 
     return SweepConfig(demo=tiny_config(0), seeds=list(range(seeds)), budget_steps=[1, 2, 3, 4])
 
@@ -80,8 +83,7 @@ def load_heldout_texts() -> list[str]:
     """The project's general held-out prose (48 paragraphs, data card ``evaluation/data/HELDOUT_TEXT.md``)."""
     from agl_trl.evaluation.driftcaps import DATA_DIR
 
-    path = DATA_DIR / "heldout_text_v1.jsonl"
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row["text"] for row in read_jsonl(DATA_DIR / "heldout_text_v1.jsonl")]
 
 
 def _forgetting_callback(
@@ -123,12 +125,6 @@ def _forgetting_callback(
     return ForgettingCallback()
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def run_sweep(
     cfg: SweepConfig,
     out: str | Path,
@@ -145,54 +141,41 @@ def run_sweep(
     """
     import torch
 
-    from agl_trl.demo.pipeline import agl_trainer_fields, auto_threads, load_model, run_demo, train_lora
-    from agl_trl.demo.task import generate_task
+    from agl_trl.experiments import ResultsLog, agl_fields, auto_threads, prepare_setup, train_lora
     from agl_trl.generation import Generation
+    from agl_trl.models import load_pretrained
 
     say = log or (lambda _m: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_NAME
-    key = cfg.key()
-    previous = _read_rows(log_path)
-    other = sorted({r.get("sweep_key") for r in previous} - {key}, key=str)
-    if other:
-        raise ValueError(
-            f"{log_path} holds runs made with other settings (sweep keys {other}, now {key}); a run log must compare "
-            "like with like: use another --out"
-        )
-    done = {(r["method"], r["seed"]) for r in previous}
+    results = ResultsLog(out / LOG_NAME, cfg.key(), key_field="sweep_key")
+    done = results.done(("method", "seed"))
     todo = [(m, s) for s in cfg.seeds for m in cfg.methods if (m, s) not in done]
-    say(f"scaling sweep: {len(done)} runs in {log_path}, {len(todo)} to go")
+    say(f"scaling sweep: {len(done)} runs in {results.path}, {len(todo)} to go")
     if not todo:
-        return log_path
+        return results.path
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or auto_threads())
     try:
-        demo_dir = Path(demo_dir) if demo_dir else out / "demo"
-        run_demo(cfg.demo, demo_dir, model_loader=loader, progress=progress, log=log, threads=torch.get_num_threads())
-        aligned_dir = demo_dir / "aligned" / "model"
-        reference = json.loads((demo_dir / "gen_aligned" / "responses.json").read_text(encoding="utf-8"))
-        responses = [Generation(r["prompt_ids"], r["response_ids"], r["response"]) for r in reference]
+        setup = prepare_setup(cfg.demo, Path(demo_dir) if demo_dir else out / "demo", loader, progress, log)
+        responses = [Generation(r["prompt_ids"], r["response_ids"], r["response"]) for r in setup.reference_rows]
         texts = load_heldout_texts()
         c = cfg.demo
-        task_train, _ = generate_task(c.task.n_train, c.task.n_eval, seed=c.seed)
-        rows = [{"prompt": it.prompt, "answer": it.answer} for it in task_train]
         lr = cfg.learning_rate or c.task.learning_rate
         for method, seed in todo:
             say(f"scaling sweep: {method} seed {seed}, {max(cfg.budget_steps)} steps, budgets {cfg.budget_steps}")
-            model, tokenizer = load_model(aligned_dir)
+            model, tokenizer = load_pretrained(setup.aligned_dir)
             model.train()
             measured: list[dict[str, Any]] = []
             callback = _forgetting_callback(
                 tokenizer, responses, texts, cfg.budget_steps, cfg.max_text_tokens, c.eval.batch_size, measured
             )
-            run_dir = out / "runs" / method / f"seed{seed}"
-            agl = agl_trainer_fields(c, demo_dir / "fisher" / "artifact") if method == "agl" else None
             _, record = train_lora(
-                model, tokenizer, rows, run_dir, replace(c, seed=seed), max(cfg.budget_steps), lr, c.task.batch_size,
-                agl=agl, progress=progress, callbacks=[callback],
+                model, tokenizer, setup.task_rows, out / "runs" / method / f"seed{seed}", lora=c.lora, seed=seed,
+                steps=max(cfg.budget_steps), learning_rate=lr, batch_size=c.task.batch_size,
+                agl=agl_fields(c.agl, setup.fisher_dir) if method == "agl" else None, progress=progress,
+                callbacks=[callback],
                 training_overrides={"lr_scheduler_type": "constant", "include_num_input_tokens_seen": "non_padding"},
             )  # fmt: skip
             if len(measured) != 2 * len(cfg.budget_steps):
@@ -200,7 +183,7 @@ def run_sweep(
                     f"{method} seed {seed}: {len(measured)} measurements for {len(cfg.budget_steps)} budgets x 2 "
                     "metrics; the training stopped early"
                 )
-            lines = [
+            results.append(  # a (method, seed) lands whole or not at all
                 {
                     **RunRecord(
                         method, float(m["steps"] * c.task.batch_size), m["increase"], m["metric"], c.lora.r, seed
@@ -209,16 +192,13 @@ def run_sweep(
                     **m,
                     "learning_rate": lr,
                     "step_seconds_median": record["step_seconds_median"],
-                    "sweep_key": key,
                 }
                 for m in measured
-            ]
-            with log_path.open("a", encoding="utf-8") as handle:  # a (method, seed) lands whole or not at all
-                handle.write("".join(json.dumps(line) + "\n" for line in lines))
+            )
             del model
     finally:
         torch.set_num_threads(previous_threads)
-    return log_path
+    return results.path
 
 
 def settings_of(cfg: SweepConfig) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agl_trl.demo.cli import main
-from agl_trl.demo.config import apply_overrides, default_config, quick_config
-from agl_trl.demo.pipeline import stratified_subset
-from agl_trl.demo.stages import MARKER, StageRunner, stage_key
+from agl_trl.experiments.config import apply_overrides, default_config, quick_config
+from agl_trl.experiments import stratified_subset
+from agl_trl.experiments.stages import MARKER, StageRunner, stage_key
 from agl_trl.evaluation.driftcaps import PromptItem
 
 
@@ -73,8 +73,8 @@ def test_interrupted_stage_leaves_no_marker_and_reruns(tmp_path: Path) -> None:
 
 
 def test_overrides() -> None:
-    cfg = apply_overrides(default_config(), ["agl.lambda_align=2.5", "fisher.probe=mixed", "eval.n_safe=null"])
-    assert cfg.agl.lambda_align == 2.5 and cfg.fisher.probe == "mixed" and cfg.eval.n_safe is None
+    cfg = apply_overrides(default_config(), ["agl.lambda_align=2.5", "probe.kind=mixed", "eval.n_safe=null"])
+    assert cfg.agl.lambda_align == 2.5 and cfg.probe.kind == "mixed" and cfg.eval.n_safe is None
     with pytest.raises(ValueError, match="unknown setting"):
         apply_overrides(default_config(), ["agl.lambda_nope=1"])
     with pytest.raises(ValueError, match="section"):
@@ -103,7 +103,7 @@ def test_stratified_subset_round_robin_over_categories_in_file_order() -> None:
 
 
 def test_auto_threads_uses_one_thread_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agl_trl.demo import pipeline
+    from agl_trl.experiments import training as pipeline
 
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(pipeline.os, "getloadavg", lambda: (3.5, 3.0, 2.0))

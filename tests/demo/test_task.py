@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agl_trl.demo.task import OPERATIONS, TaskItem, exact_match, generate_task, normalize_answer, score
+from agl_trl.experiments.task import OPERATIONS, TaskItem, exact_match, generate_task, normalize_answer, score
 
 
 def _recompute(item: TaskItem) -> str:

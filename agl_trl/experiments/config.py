@@ -1,10 +1,17 @@
-"""Settings of the demo: the default run (``make demo``), ``--quick``, and dotted overrides (``--set a.b=value``)."""
+"""Settings of the experiment set-up shared by the demo, the peers benchmark and the scaling sweep.
+
+The regulariser and the estimator are the package's own :class:`~agl_trl.settings.AGLSettings` and
+:class:`~agl_trl.settings.FisherSettings` with this set-up's values; presets: the default run (``make demo``),
+``--quick``, the tests' tiny sizes, and dotted overrides (``--set section.field=value``).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
+
+from agl_trl.settings import AGLSettings, FisherSettings
 
 
 @dataclass
@@ -28,17 +35,21 @@ class AlignSettings:
 
 
 @dataclass
-class FisherStageSettings:
-    """Stage c: the Fisher of the aligned model (``agl_trl.fisher.FisherSettings`` fields + the probe choice)."""
+class ProbeSettings:
+    """Stage c: which DriftCaps probe prompts the Fisher of the aligned model is estimated on."""
 
-    probe: str = "unsafe"  # "unsafe": unsafe probe prompts only; "mixed": unsafe and safe probe prompts
-    n_probe: int = 64
-    estimator: str = "kfac"
-    targets: str = "sampled"
-    max_rank: int = 64
-    explained_variance: float = 0.95
-    max_new_tokens: int = 24
-    batch_size: int = 8
+    kind: str = "unsafe"  # "unsafe": unsafe probe prompts only; "mixed": half unsafe, half safe probe prompts
+    n: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("unsafe", "mixed"):
+            raise ValueError(f"probe.kind must be 'unsafe' or 'mixed', got {self.kind!r}")
+
+
+def demo_fisher_settings() -> FisherSettings:
+    """Stage c's estimator: the defaults with shorter generated answers and larger batches (``max_samples`` and
+    ``seed`` are set per run from the probe and the experiment's seed)."""
+    return FisherSettings(max_new_tokens=24, batch_size=8)
 
 
 @dataclass
@@ -53,17 +64,10 @@ class TaskSettings:
     answer_tokens: int = 16
 
 
-@dataclass
-class AGLDemoSettings:
-    """The regulariser (``agl_trl.regularizers.AGLSettings`` fields), tuned on this demo (docs/benchmarks.md)."""
-
-    lambda_align: float = 100.0
-    lambda_task: float = 10.0
-    lambda_collision: float = 0.1
-    mu: float = 0.5
-    beta: float = 4.0
-    gate: str = "soft"
-    gate_damping: float = 0.01
+def demo_agl_settings() -> AGLSettings:
+    """The regulariser tuned by hand on this set-up (docs/benchmarks.md, "Demo tuning runs"); the other fields keep
+    the package defaults."""
+    return AGLSettings(lambda_align=100.0, lambda_task=10.0, gate_damping=0.01)
 
 
 @dataclass
@@ -77,31 +81,37 @@ class EvalSettings:
 
 
 @dataclass
-class DemoConfig:
+class ExperimentConfig:
+    """The shared set-up of the demo, the peers benchmark and the scaling sweep (sections: ``--set section.field``)."""
+
     seed: int = 0
     model: str = "smollm2-135m-instruct"  # a name for the cache keys; the pipeline's model_loader loads it
     quick: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     align: AlignSettings = field(default_factory=AlignSettings)
-    fisher: FisherStageSettings = field(default_factory=FisherStageSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    fisher: FisherSettings = field(default_factory=demo_fisher_settings)
     task: TaskSettings = field(default_factory=TaskSettings)
-    agl: AGLDemoSettings = field(default_factory=AGLDemoSettings)
+    agl: AGLSettings = field(default_factory=demo_agl_settings)
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def default_config(seed: int = 0) -> DemoConfig:
+DemoConfig = ExperimentConfig  # the name `agl_trl.demo` exported before the set-up moved here
+
+
+def default_config(seed: int = 0) -> ExperimentConfig:
     """The settings of ``make demo`` (about 20 minutes on 2 idle CPU cores)."""
-    return DemoConfig(seed=seed)
+    return ExperimentConfig(seed=seed)
 
 
-def quick_config(seed: int = 0) -> DemoConfig:
+def quick_config(seed: int = 0) -> ExperimentConfig:
     """``--quick``: the same stages, smaller (about 5 minutes on 2 idle CPU cores); numbers are indicative only."""
-    cfg = DemoConfig(seed=seed, quick=True)
+    cfg = ExperimentConfig(seed=seed, quick=True)
     cfg.align = replace(cfg.align, n_unsafe=64, n_safe=64, answer_tokens=24, steps=24)
-    cfg.fisher = replace(cfg.fisher, n_probe=32, max_new_tokens=24)
+    cfg.probe = replace(cfg.probe, n=32)
     cfg.task = replace(cfg.task, n_train=160, n_eval=30, steps=24)
     cfg.eval = replace(cfg.eval, n_unsafe=24, n_safe=16, max_new_tokens=24)
     return cfg
@@ -109,18 +119,18 @@ def quick_config(seed: int = 0) -> DemoConfig:
 
 TINY_OVERRIDES = (
     "align.n_unsafe=6", "align.n_safe=6", "align.answer_tokens=6", "align.steps=2", "align.batch_size=4",
-    "fisher.n_probe=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
+    "probe.n=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
     "task.n_train=12", "task.n_eval=6", "task.steps=2", "task.batch_size=4", "task.answer_tokens=6",
     "eval.n_unsafe=4", "eval.n_safe=4", "eval.max_new_tokens=6", "eval.batch_size=8",
 )  # fmt: skip
 
 
-def tiny_config(seed: int = 0) -> DemoConfig:
+def tiny_config(seed: int = 0) -> ExperimentConfig:
     """Seconds per stage on a random tiny Llama (``agl_trl.models.tiny_llama``): the tests' and smoke runs' sizes."""
-    return apply_overrides(DemoConfig(seed=seed, model="tiny-llama", quick=True), list(TINY_OVERRIDES))
+    return apply_overrides(ExperimentConfig(seed=seed, model="tiny-llama", quick=True), list(TINY_OVERRIDES))
 
 
-def apply_overrides(cfg: DemoConfig, overrides: list[str]) -> DemoConfig:
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """Apply ``section.field=value`` overrides (value parsed as JSON when possible, else a string)."""
     for item in overrides:
         if "=" not in item:
@@ -140,4 +150,6 @@ def apply_overrides(cfg: DemoConfig, overrides: list[str]) -> DemoConfig:
             known = sorted(f.name for f in fields(target)) if is_dataclass(target) else []
             raise ValueError(f"unknown setting {path!r} in override {item!r}; known here: {known}")
         setattr(target, parts[-1], value)
+    for section in (cfg.agl, cfg.fisher, cfg.probe):  # the settings objects check themselves
+        section.__post_init__()
     return cfg

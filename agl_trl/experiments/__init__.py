@@ -1,0 +1,64 @@
+"""The experiment harness behind the demo, the peers benchmark and the scaling sweep.
+
+One set-up (:func:`prepare_setup`: aligned model, its answers, its Fisher, the task), one way to train a LoRA with or
+without a regulariser (:func:`train_lora`), one way to measure a model (:func:`evaluate_generations`,
+:func:`kl_to_aligned`), cached stages (:class:`StageRunner`) and a resumable results log (:class:`ResultsLog`).
+"""
+
+from agl_trl.experiments.config import (
+    DemoConfig,
+    ExperimentConfig,
+    apply_overrides,
+    default_config,
+    quick_config,
+    tiny_config,
+)
+from agl_trl.experiments.log import ResultsLog, settings_key
+from agl_trl.experiments.measure import evaluate_generations, kl_to_aligned, read_json, response_metrics, write_json
+from agl_trl.experiments.setup import (
+    ModelLoader,
+    Setup,
+    default_loader,
+    eval_stage_key,
+    eval_subset_of,
+    prepare_setup,
+    probe_prompts,
+    stratified_subset,
+)
+from agl_trl.experiments.stages import StageRunner, stage_key
+from agl_trl.experiments.task import TaskItem, generate_task, score
+from agl_trl.experiments.training import PeakRSS, agl_fields, auto_threads, lora_config, train_lora
+
+__all__ = [
+    "DemoConfig",
+    "ExperimentConfig",
+    "ModelLoader",
+    "PeakRSS",
+    "ResultsLog",
+    "Setup",
+    "StageRunner",
+    "TaskItem",
+    "agl_fields",
+    "apply_overrides",
+    "auto_threads",
+    "default_config",
+    "default_loader",
+    "eval_stage_key",
+    "eval_subset_of",
+    "evaluate_generations",
+    "generate_task",
+    "kl_to_aligned",
+    "lora_config",
+    "prepare_setup",
+    "probe_prompts",
+    "quick_config",
+    "read_json",
+    "response_metrics",
+    "score",
+    "settings_key",
+    "stage_key",
+    "stratified_subset",
+    "tiny_config",
+    "train_lora",
+    "write_json",
+]

@@ -1,0 +1,192 @@
+"""Train a LoRA on prompt/answer rows with TRL's ``SFTTrainer``: plainly, with AGL, or with a peer penalty.
+
+One function (:func:`train_lora`) serves every experiment (the demo's safety and task fine-tunes, every peers run,
+the scaling sweep), so methods differ only in the regulariser they add. Also here: the experiments' CPU threads
+rule (:func:`auto_threads`) and the two meters every run records (step times, peak resident memory).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agl_trl.experiments.config import LoraSettings
+from agl_trl.settings import AGLTrainingSettings
+
+
+def auto_threads() -> int:
+    """All cores, or 1 when the 1-minute load average already fills them (spinning OpenMP threads then slow every
+    step several-fold: 3.3 s vs 5.5-7 s per SmolLM2 LoRA step at load 6 on 2 cores, docs/demo.md)."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if load >= cores else cores
+
+
+def lora_config(lora: LoraSettings) -> Any:
+    """The ``peft.LoraConfig`` of an experiment's LoRA settings (causal LM)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+
+
+def step_timer() -> Any:
+    """A ``TrainerCallback`` whose ``times`` list holds the wall time of every optimizer step."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.times.append(time.perf_counter() - self._start)
+
+    return StepTimer()
+
+
+class PeakRSS:
+    """Peak resident memory (bytes) above the level at entry, sampled every 10 ms in a thread."""
+
+    def __enter__(self) -> PeakRSS:
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self._process.memory_info().rss
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(0.01)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.start
+
+
+def agl_fields(settings: Any, fisher_dir: str | Path) -> dict[str, Any]:
+    """The ``agl_*`` config fields of an AGL run with regulariser ``settings`` (an ``AGLSettings``) on the saved
+    artifact ``fisher_dir``, which is read and never re-saved."""
+    return AGLTrainingSettings(regularizer=settings).to_prefixed() | {
+        "agl_fisher_path": str(fisher_dir),
+        "agl_save_fisher": False,
+    }
+
+
+def train_lora(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    out_dir: Path,
+    *,
+    lora: LoraSettings,
+    seed: int,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    agl: dict[str, Any] | None = None,
+    penalty: Any = None,
+    callbacks: Sequence[Any] = (),
+    training_overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """LoRA SFT of ``model`` on prompt/answer rows with ``trl.SFTTrainer`` (``AGLSFTTrainer`` when ``agl``).
+
+    ``agl``: ``agl_*`` config fields (:func:`agl_fields`). ``penalty``: instead, any ``penalty(model, step) -> (loss,
+    metrics)`` (the peers of :mod:`agl_trl.baselines`), added through the same mixin
+    (:func:`agl_trl.trainers.enable_penalty`). ``callbacks``: extra ``TrainerCallback``s (the scaling sweep measures
+    forgetting from one). ``training_overrides``: ``SFTConfig`` fields that replace the defaults below. Returns
+    (trained PeftModel, training record: step times, loss curve, ``agl/*`` metric curves).
+    """
+    if agl is not None and penalty is not None:
+        raise ValueError("train_lora: give either `agl` settings or a `penalty`, not both")
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from agl_trl.config import AGLSFTConfig
+    from agl_trl.trainers import AGLSFTTrainer, enable_penalty
+
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": r["answer"]}],
+            }
+            for r in rows
+        ]
+    )
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out_dir / "trainer"),
+        "max_steps": steps,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "logging_steps": max(1, steps // 16),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": True,
+        "max_length": 256,
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+        **(training_overrides or {}),
+    }
+    set_seed(seed)
+    timer = step_timer()
+    config_cls, trainer_cls = (SFTConfig, SFTTrainer) if agl is None else (AGLSFTConfig, AGLSFTTrainer)
+    args = config_cls(**kwargs, **(agl or {}))
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora)
+    )
+    if penalty is not None:
+        enable_penalty(trainer, penalty)
+    trainer.add_callback(timer)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    history = [dict(h) for h in trainer.state.log_history]
+    times = timer.times
+    steady = times[1:] if len(times) > 2 else times
+    record = {
+        "steps": len(times),
+        "seconds": round(seconds, 2),
+        "step_seconds": [round(t, 4) for t in times],
+        "step_seconds_median": statistics.median(steady) if steady else None,
+        "loss_curve": [(h["step"], h["loss"]) for h in history if "loss" in h],
+        "agl_curves": {
+            key[4:]: [(h["step"], h[key]) for h in history if key in h]
+            for key in sorted({k for h in history for k in h if k.startswith("agl/")})
+        },
+        "final_train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+    }
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return trainer.model, record
+
+
+__all__ = ["PeakRSS", "agl_fields", "auto_threads", "lora_config", "step_timer", "train_lora"]
