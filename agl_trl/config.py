@@ -23,7 +23,7 @@ from agl_trl.settings import (
     AGLTrainingSettings,
     setting_fields,
 )
-from agl_trl.utils import import_object
+from agl_trl.utils import derived_class, lazy_getattr
 
 
 def _agl_post_init(self: Any) -> None:
@@ -112,27 +112,19 @@ def agl_config_class(base: type, name: str | None = None) -> type:
 
     where = "trl.experimental" if ".experimental." in base.__module__ else "trl"
     doc = f"``{where}.{base.__name__}`` plus the ``agl_*`` fields of :class:`AGLArgs`."
-    namespace = {"__post_init__": __post_init__, "__module__": __name__, "__qualname__": name, "__doc__": doc}
-    return dataclass(type(name, (base, AGLArgs), namespace))
+    return dataclass(derived_class(name, (base, AGLArgs), __name__, doc, __post_init__=__post_init__))
 
 
 AGLSFTConfig = agl_config_class(SFTConfig)
 AGLDPOConfig = agl_config_class(DPOConfig)
 AGLKTOConfig = agl_config_class(KTOConfig)
 
-# built on first access: importing trl.experimental is slow and prints a warning
-EXPERIMENTAL_CONFIGS = {
-    "AGLORPOConfig": "trl.experimental.orpo:ORPOConfig",
-    "AGLCPOConfig": "trl.experimental.cpo:CPOConfig",
-}
+# TRL's experimental trainers AGL wraps (kind -> module); their AGL config and trainer classes are built on first
+# access, since importing trl.experimental is slow and prints a warning
+EXPERIMENTAL_KINDS = {"ORPO": "trl.experimental.orpo", "CPO": "trl.experimental.cpo"}
+EXPERIMENTAL_CONFIGS = {f"AGL{kind}Config": f"{module}:{kind}Config" for kind, module in EXPERIMENTAL_KINDS.items()}
 
-
-def __getattr__(name: str) -> Any:
-    if name in EXPERIMENTAL_CONFIGS:
-        globals()[name] = cls = agl_config_class(import_object(EXPERIMENTAL_CONFIGS[name]), name)
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, globals(), EXPERIMENTAL_CONFIGS, agl_config_class)
 
 __all__ = [
     "AGLArgs",

@@ -159,20 +159,9 @@ def generate(
     return [r for r in results if r is not None]
 
 
-def generate_responses(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Prompt],
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    system_prompt: str | None = None,
-    batched: bool = True,
-    progress: bool = True,
-    desc: str = "generate",
-) -> list[str]:
-    """Greedy response texts for ``prompts`` (chat template, left padding, length-sorted batches)."""
-    gens = generate(model, tokenizer, prompts, max_new_tokens, batch_size, system_prompt, batched, progress, desc)
-    return [g.text for g in gens]
+def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *args: Any, **kwargs: Any) -> list[str]:
+    """The texts of :func:`generate` (same arguments): greedy, chat template, left padding, length-sorted batches."""
+    return [g.text for g in generate(model, tokenizer, prompts, *args, **kwargs)]
 
 
 def pad_sequences(sequences: Sequence[Generation], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:

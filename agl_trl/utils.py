@@ -82,3 +82,33 @@ def import_object(path: str) -> Any:
 
     module, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def lazy_getattr(module_name: str, namespace: dict[str, Any], table: dict[str, Any], build: Any = None) -> Any:
+    """A module ``__getattr__`` (PEP 562) that resolves ``table[name]`` on first access and caches it in ``namespace``.
+
+    ``table`` maps a name to a submodule (``"judges"``: ``<module_name>.judges``), a module (``"agl_trl.generation"``)
+    or an object path (``"trl.experimental.orpo:ORPOConfig"``); the value is the attribute of that name, or the named
+    object, passed through ``build(value, name)`` when given (classes derived on first access).
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in table:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        target = table[name]
+        if ":" in target:
+            value = import_object(target)
+        else:
+            import importlib
+
+            module = importlib.import_module(target if "." in target else f"{module_name}.{target}")
+            value = getattr(module, name)
+        namespace[name] = value = build(value, name) if build is not None else value
+        return value
+
+    return __getattr__
+
+
+def derived_class(name: str, bases: tuple[type, ...], module: str, doc: str, **members: Any) -> type:
+    """``type(name, bases, members)`` placed in ``module`` (picklable, documented): AGL subclasses of TRL classes."""
+    return type(name, bases, {"__module__": module, "__qualname__": name, "__doc__": doc, **members})

@@ -6,8 +6,7 @@ Submodules import torch/transformers lazily through their own imports; importing
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agl_trl.utils import lazy_getattr
 
 # name -> submodule of this package, or an absolute module path (names that live in a lower layer)
 _EXPORTS = {
@@ -37,8 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = _EXPORTS[name]
-        return getattr(importlib.import_module(module if "." in module else f".{module}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)

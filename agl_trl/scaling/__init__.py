@@ -5,15 +5,15 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agl_trl.utils import lazy_getattr
 
 _EXPORTS = {
     "PowerLawFit": "fit",
     "ScalingFitError": "fit",
     "fit_power_law": "fit",
     "fit_shared_exponents": "fit",
-    "holdout_extrapolation": "fit",
+    "holdout_extrapolation": "holdout",
+    "Extrapolation": "holdout",
     "amplitude_ratio": "fit",
     "RunRecord": "io",
     "RunLogError": "io",
@@ -28,7 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)

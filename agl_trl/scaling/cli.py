@@ -30,14 +30,13 @@ from .fit import (
     DEFAULT_BETA_RANGE,
     DEFAULT_GAMMA_RANGE,
     SPACES,
-    Extrapolation,
     PowerLawFit,
     ScalingFitError,
     amplitude_ratio,
     fit_power_law,
     fit_shared_exponents,
-    holdout_extrapolation,
 )
+from .holdout import Extrapolation, holdout_extrapolation
 from .io import BudgetPoint, RunLogError, aggregate, budget_unit_of, metrics_in, read_run_log
 from .plot import MethodSeries, plot_scaling
 

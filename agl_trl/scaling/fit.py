@@ -94,7 +94,7 @@ class _Group:
     w: np.ndarray  # (n,) weights of the residuals in the fit space
 
 
-def _as_array(name: str, values: Any) -> np.ndarray:
+def as_finite_array(name: str, values: Any) -> np.ndarray:
     arr = np.asarray(values, dtype=float).reshape(-1)
     if not np.all(np.isfinite(arr)):
         raise ScalingFitError(f"{name} contains NaN or inf; remove those runs from the log")
@@ -104,7 +104,7 @@ def _as_array(name: str, values: Any) -> np.ndarray:
 def _prepare(
     budget: Any, loss: Any, rank: Any, sigma: Any, space: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    d, y = _as_array("budget", budget), _as_array("loss", loss)
+    d, y = as_finite_array("budget", budget), as_finite_array("loss", loss)
     if d.shape != y.shape:
         raise ScalingFitError(f"budget and loss have different lengths ({d.size} vs {y.size})")
     if np.any(d <= 0):
@@ -115,12 +115,12 @@ def _prepare(
         raise ScalingFitError("a log-space fit needs every loss > 0; use space='linear' (CLI: --space linear)")
     n = None
     if rank is not None:
-        n = _as_array("rank", rank)
+        n = as_finite_array("rank", rank)
         if n.shape != d.shape or np.any(n <= 0):
             raise ScalingFitError("rank must have one value > 0 per point")
     w = np.ones_like(y)
     if sigma is not None:
-        s = _as_array("sigma", sigma)
+        s = as_finite_array("sigma", sigma)
         if s.shape != y.shape or np.any(s <= 0):
             raise ScalingFitError("sigma must have one value > 0 per point (drop it for an unweighted fit)")
         s = s / y if space == "log" else s  # sigma of log L ~ sigma_L / L
@@ -457,51 +457,3 @@ def amplitude_ratio(numerator: PowerLawFit, denominator: PowerLawFit) -> tuple[f
         denominator.stderr.get("A", math.nan) / denominator.A if denominator.A else math.nan,
     )
     return float(ratio), float(abs(ratio) * rel)
-
-
-@dataclass
-class Extrapolation:
-    """The largest budget held out of the fit and predicted from the other points."""
-
-    budget: float
-    observed: float  # mean over the held-out points (ranks)
-    predicted: float
-    abs_error: float  # mean |predicted - observed| over the held-out points
-    rel_error: float  # mean |predicted - observed| / |observed|
-    n_fit_points: int
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.__dict__.items()}
-
-
-def holdout_extrapolation(
-    budget: Any, loss: Any, rank: Any = None, sigma: Any = None, **fit_kwargs: Any
-) -> Extrapolation:
-    """Fit without the points at the largest budget, then predict them; raises if fewer than 3 budgets remain."""
-    d = _as_array("budget", budget)
-    y = _as_array("loss", loss)
-    top = d.max()
-    keep = d < top
-    if len(np.unique(d[keep])) < 3:
-        raise ScalingFitError(
-            "held-out extrapolation needs at least 4 distinct budgets (3 to fit, the largest to predict)"
-        )
-
-    def subset(values: Any, mask: np.ndarray) -> Any:
-        return None if values is None else np.asarray(values, dtype=float).reshape(-1)[mask]
-
-    fit_kwargs = {**fit_kwargs, "bootstrap": 0}
-    fit = fit_power_law(d[keep], y[keep], subset(rank, keep), subset(sigma, keep), **fit_kwargs)
-    held = ~keep
-    pred = fit.predict(d[held], subset(rank, held))
-    err = np.abs(pred - y[held])
-    with np.errstate(divide="ignore"):
-        rel = err / np.abs(y[held])
-    return Extrapolation(
-        budget=float(top),
-        observed=float(y[held].mean()),
-        predicted=float(pred.mean()),
-        abs_error=float(err.mean()),
-        rel_error=float(rel.mean()),
-        n_fit_points=int(keep.sum()),
-    )

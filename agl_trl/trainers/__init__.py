@@ -11,6 +11,7 @@ from typing import Any
 
 from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
+from agl_trl.config import EXPERIMENTAL_KINDS
 from agl_trl.trainers.install import (
     AGLCallback,
     as_agl_trainer,
@@ -24,7 +25,7 @@ from agl_trl.trainers.install import (
 from agl_trl.trainers.mixin import AGLLossMixin, scale_for_ga, trainer_divides_loss_by_ga
 from agl_trl.trainers.runtime import AGLRuntime
 from agl_trl.trainers.state import AGL_STATE_FILE, save_agl_state
-from agl_trl.utils import import_object
+from agl_trl.utils import derived_class, lazy_getattr
 
 
 class AGLSFTTrainer(AGLLossMixin, SFTTrainer):
@@ -60,24 +61,12 @@ def agl_trainer_class(base: type, name: str | None = None) -> type:
         attach_agl(self, self.args)
 
     doc = f"``trl.experimental.{base.__name__}`` + AGL (configure with ``AGL{base.__name__[:-7]}Config``)."
-    return type(
-        name, (AGLLossMixin, base), {"__init__": __init__, "__module__": __name__, "__qualname__": name, "__doc__": doc}
-    )
+    return derived_class(name, (AGLLossMixin, base), __name__, doc, __init__=__init__)
 
 
-# built on first access: importing trl.experimental is slow and prints a warning
-EXPERIMENTAL_TRAINERS = {
-    "AGLORPOTrainer": "trl.experimental.orpo:ORPOTrainer",
-    "AGLCPOTrainer": "trl.experimental.cpo:CPOTrainer",
-}
+EXPERIMENTAL_TRAINERS = {f"AGL{kind}Trainer": f"{module}:{kind}Trainer" for kind, module in EXPERIMENTAL_KINDS.items()}
 
-
-def __getattr__(name: str) -> Any:
-    if name in EXPERIMENTAL_TRAINERS:
-        globals()[name] = cls = agl_trainer_class(import_object(EXPERIMENTAL_TRAINERS[name]), name)
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, globals(), EXPERIMENTAL_TRAINERS, agl_trainer_class)
 
 __all__ = [
     "AGL_STATE_FILE",

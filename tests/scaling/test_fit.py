@@ -12,8 +12,8 @@ from agl_trl.scaling.fit import (
     amplitude_ratio,
     fit_power_law,
     fit_shared_exponents,
-    holdout_extrapolation,
 )
+from agl_trl.scaling.holdout import holdout_extrapolation
 
 L0, A, BETA = 0.02, 3e-3, 0.35
 BUDGETS = np.geomspace(1e5, 1e8, 10)
