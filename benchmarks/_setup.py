@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from agl_trl.experiments import PeakRSS  # noqa: E402 - re-exported for the benchmark scripts
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -53,7 +51,7 @@ def load_model_with_lora(rank: int = 16, seed: int = 0):
 
 def probe_records(count: int) -> list[dict]:
     """DriftCaps probe prompts paired with project-written refusals/answers (fixed responses: no generation)."""
-    from agl_trl.evaluation.driftcaps import load_driftcaps, load_refusal_templates
+    from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
 
     refusals = load_refusal_templates()
     items = load_driftcaps(split="probe")
@@ -80,29 +78,4 @@ def median_ratio(first: Callable[[], None], second: Callable[[], None], repeats:
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-class PeakRSS:
-    """Peak resident memory (bytes) above the level at entry, sampled every 10 ms in a thread."""
-
-    def __enter__(self) -> PeakRSS:
-        import psutil
-
-        self._process = psutil.Process()
-        self.start = self._process.memory_info().rss
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            time.sleep(0.01)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.start
+__all__ = ["LORA_TARGETS", "PeakRSS", "load_model_with_lora", "median_ratio", "probe_records"]

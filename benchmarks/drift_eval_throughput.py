@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from agl_trl.evaluation.driftcaps import load_driftcaps  # noqa: E402
+from agl_trl.driftcaps import load_driftcaps  # noqa: E402
 from agl_trl.generation import generate  # noqa: E402
 from agl_trl.models import load_default_model  # noqa: E402
 

@@ -10,6 +10,10 @@ During training (callables ``penalty(model, step) -> (loss, metrics)``, attached
 
 After training: :func:`safe_lora_project` -- Safe LoRA's projection of the adapter onto C = V V^T / ||V||_F.
 
+The peers benchmark's method registry (:mod:`agl_trl.baselines.registry`): the methods (:data:`ALL_METHODS`, the AGL
+:data:`ABLATIONS`, the :data:`PEERS`), their :class:`PeerSettings`, the artifacts they need
+(:func:`prepare_peer_artifacts`) and how each is built (:func:`make_penalty`, :func:`safe_lora_adapter`).
+
 Not implemented: Lisa (Huang et al., NeurIPS 2024) alternates optimizer steps on alignment data and task data with a
 proximal term; it changes the training loop and data stream, not the loss, so it does not fit the penalty interface.
 """
@@ -26,20 +30,42 @@ from agl_trl.baselines.common import Penalty
 from agl_trl.baselines.ewc import ewc_fisher_settings, ewc_penalty
 from agl_trl.baselines.kl_reference import KLToReferencePenalty
 from agl_trl.baselines.l2 import L2UpdatePenalty
+from agl_trl.baselines.registry import (
+    ABLATIONS,
+    ALL_METHODS,
+    PEERS,
+    PeerArtifacts,
+    PeerSettings,
+    make_penalty,
+    method_agl_settings,
+    method_settings,
+    prepare_peer_artifacts,
+    safe_lora_adapter,
+)
 from agl_trl.baselines.safe_lora import SafeLoRAReport, safe_lora_cosines, safe_lora_project
 
 __all__ = [
+    "ABLATIONS",
+    "ALL_METHODS",
+    "PEERS",
     "AlignmentDirection",
     "AsFTPenalty",
     "KLToReferencePenalty",
     "L2UpdatePenalty",
     "Penalty",
+    "PeerArtifacts",
+    "PeerSettings",
     "SafeLoRAReport",
     "alignment_directions",
     "direction_from_delta",
     "ewc_fisher_settings",
     "ewc_penalty",
     "load_directions",
+    "make_penalty",
+    "method_agl_settings",
+    "method_settings",
+    "prepare_peer_artifacts",
+    "safe_lora_adapter",
     "safe_lora_cosines",
     "safe_lora_project",
     "save_directions",

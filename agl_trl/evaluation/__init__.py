@@ -10,10 +10,10 @@ from agl_trl.utils import lazy_getattr
 
 # name -> submodule of this package, or an absolute module path (names that live in a lower layer)
 _EXPORTS = {
-    "PromptItem": "driftcaps",
-    "load_driftcaps": "driftcaps",
-    "load_refusal_templates": "driftcaps",
-    "load_judge_examples": "driftcaps",
+    "PromptItem": "agl_trl.driftcaps",
+    "load_driftcaps": "agl_trl.driftcaps",
+    "load_refusal_templates": "agl_trl.driftcaps",
+    "load_judge_examples": "agl_trl.driftcaps",
     "generate_responses": "agl_trl.generation",
     "generate": "agl_trl.generation",
     "Judge": "judges",

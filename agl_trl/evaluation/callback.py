@@ -28,10 +28,10 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from agl_trl.driftcaps import PromptItem, load_driftcaps
 from agl_trl.generation import Generation, generate
 
 from .coherence import check_coherence
-from .driftcaps import PromptItem, load_driftcaps
 from .judges import Judge, make_judge
 from .kl import kl_on_generations
 
@@ -94,7 +94,7 @@ class DriftCallback(TrainerCallback):
             items = load_driftcaps(split="eval")
             cats = sorted({it.category for it in items})
             per_cat = max(1, math.ceil(num_prompts / max(1, len(cats))))
-            from .driftcaps import limit_items
+            from agl_trl.driftcaps import limit_items
 
             return limit_items(items, per_cat)[:num_prompts]
         out = [

@@ -1,6 +1,6 @@
 """Prompt sets beyond DriftCaps: public benchmarks by hub id (never vendored) and local jsonl/csv files.
 
-Every loader returns :class:`~agl_trl.evaluation.driftcaps.PromptItem` objects with ``label`` "unsafe"/"safe", so
+Every loader returns :class:`~agl_trl.driftcaps.PromptItem` objects with ``label`` "unsafe"/"safe", so
 the same metrics and reports apply. Public sets need hub access (``datasets.load_dataset``); offline
 (``HF_HUB_OFFLINE=1`` / ``HF_DATASETS_OFFLINE=1``) a clear error says so and suggests a local file instead.
 
@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agl_trl.driftcaps import PromptItem, limit_items, load_driftcaps
 from agl_trl.utils import read_jsonl
-
-from .driftcaps import PromptItem, limit_items, load_driftcaps
 
 PROMPT_COLUMNS = (
     "prompt",

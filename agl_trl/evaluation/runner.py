@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from agl_trl.driftcaps import PromptItem
 from agl_trl.generation import Generation, generate
 from agl_trl.lora import adapters_disabled, has_adapter
 from agl_trl.models import load_pretrained
 from agl_trl.utils import package_version
 
 from .coherence import check_coherence
-from .driftcaps import PromptItem
 from .judges import Judge, make_judge
 from .kl import kl_between
 from .metrics import add_drift, add_drift_reduction, model_metrics

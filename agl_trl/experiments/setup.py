@@ -61,7 +61,7 @@ def stratified_subset(items: Sequence[Any], n: int | None, label: str) -> list[A
 
 def probe_prompts(cfg: ExperimentConfig) -> list[str]:
     """The Fisher stage's probe prompts: unsafe probe prompts, or half unsafe / half safe (``probe.kind``)."""
-    from agl_trl.evaluation.driftcaps import load_driftcaps
+    from agl_trl.driftcaps import load_driftcaps
 
     probe, p = load_driftcaps(split="probe"), cfg.probe
     if p.kind == "unsafe":
@@ -73,7 +73,7 @@ def probe_prompts(cfg: ExperimentConfig) -> list[str]:
 
 def eval_subset_of(cfg: ExperimentConfig) -> list[Any]:
     """The DriftCaps eval prompts every model is measured on (a fixed category-stratified subset)."""
-    from agl_trl.evaluation.driftcaps import load_driftcaps
+    from agl_trl.driftcaps import load_driftcaps
 
     items = load_driftcaps(split="eval")
     return stratified_subset(items, cfg.eval.n_unsafe, "unsafe") + stratified_subset(items, cfg.eval.n_safe, "safe")
@@ -132,7 +132,7 @@ def prepare_setup(
     ``loader``: ``() -> (model, tokenizer)`` of the *unaligned* base chat model (default :func:`default_loader`;
     tests inject a tiny Llama). ``cfg.model`` names it in the stage keys.
     """
-    from agl_trl.evaluation.driftcaps import load_driftcaps, load_refusal_templates
+    from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
 
     out, c, loader = Path(out), cfg, loader or default_loader

@@ -47,7 +47,7 @@ def load_probe_records(source: str, split: str = "train", max_samples: int | Non
     Records keep their response when they have one; otherwise the estimator generates it.
     """
     if source == "driftcaps":
-        from agl_trl.evaluation.driftcaps import load_driftcaps
+        from agl_trl.driftcaps import load_driftcaps
 
         records = [{"prompt": item.prompt, "response": None} for item in load_driftcaps(split="probe")]
     elif Path(source).exists():

@@ -72,7 +72,9 @@ def _reusable(
     try:
         artifact = load_verified(directory, model)
     except FisherArtifactError as exc:
-        logger.warning("AGL: not reusing the Fisher artifact in %s (%s): %s Estimating a new one.", directory, label, exc)
+        logger.warning(
+            "AGL: not reusing the Fisher artifact in %s (%s): %s Estimating a new one.", directory, label, exc
+        )
         return None
     saved = artifact.metadata.get("settings")
     if saved is not None and saved != asdict(settings):

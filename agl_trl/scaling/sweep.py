@@ -81,7 +81,7 @@ def tiny_sweep_config(seeds: int = 1) -> SweepConfig:
 
 def load_heldout_texts() -> list[str]:
     """The project's general held-out prose (48 paragraphs, data card ``evaluation/data/HELDOUT_TEXT.md``)."""
-    from agl_trl.evaluation.driftcaps import DATA_DIR
+    from agl_trl.driftcaps import DATA_DIR
 
     return [row["text"] for row in read_jsonl(DATA_DIR / "heldout_text_v1.jsonl")]
 

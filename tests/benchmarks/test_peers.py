@@ -1,18 +1,20 @@
-"""benchmarks/peers.py end to end on a tiny random Llama (slow), and the report's aggregation (fast)."""
+"""The peers benchmark (agl_trl.experiments.peers, benchmarks/peers.py) end to end on a tiny random Llama (slow),
+its method registry and the report's aggregation (fast), and the benchmark scripts' command lines."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+from agl_trl.baselines import registry
+from agl_trl.experiments import peers, peers_report
 
-import peers  # noqa: E402
-import peers_report  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def row(method: str, seed: int, drift: float, task: float, step: float, scenario: str = "standard") -> dict:
@@ -68,6 +70,28 @@ def test_quick_run_is_the_start_of_the_full_run() -> None:
     demo_scale = peers.build_config("full", None, None, [], scale="demo")
     assert peers.config_key(demo_scale) != peers.config_key(full)
     assert demo_scale.demo.task.steps > full.demo.task.steps
+
+
+def test_registry_settings_of_every_method() -> None:
+    agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
+    assert registry.method_settings("agl", agl, settings) == asdict(agl)
+    for method, overrides in registry.ABLATIONS.items():
+        assert registry.method_agl_settings(method, agl) == replace(agl, **overrides)
+        assert registry.method_settings(method, agl, settings) == {**asdict(agl), **overrides}
+    assert registry.method_agl_settings("ewc", agl) is None
+    assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": agl.lambda_align}
+    assert registry.method_settings("ewc", agl, replace(settings, lambda_ewc=2.0)) == {"lambda_ewc": 2.0}
+    assert registry.method_settings("plain", agl, settings) == {}
+    assert set(peers.ALL_METHODS) == {"plain", "agl", *registry.ABLATIONS, *registry.PEERS}
+
+
+@pytest.mark.parametrize("script", ["peers.py", "peers_report.py", "overhead.py", "fisher_cost.py"])
+def test_benchmark_scripts_run_from_the_repo_root(script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
 
 
 @pytest.mark.slow

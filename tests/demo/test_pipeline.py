@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from agl_trl.experiments.config import DemoConfig, apply_overrides
-from agl_trl.experiments.config import tiny_config as base_tiny_config
 from agl_trl.demo.pipeline import run_demo
 from agl_trl.demo.report import summary_table
+from agl_trl.experiments.config import DemoConfig, apply_overrides
+from agl_trl.experiments.config import tiny_config as base_tiny_config
 from agl_trl.models import tiny_llama
 
 STAGES = ("align_data", "aligned", "fisher", "lora", "agl", "gen_aligned", "gen_lora", "gen_agl", "kl_lora", "kl_agl")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from agl_trl.demo.cli import main
-from agl_trl.experiments.config import apply_overrides, default_config, quick_config
+from agl_trl.driftcaps import PromptItem
 from agl_trl.experiments import stratified_subset
+from agl_trl.experiments.config import apply_overrides, default_config, quick_config
 from agl_trl.experiments.stages import MARKER, StageRunner, stage_key
-from agl_trl.evaluation.driftcaps import PromptItem
 
 
 class Counter:

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from agl_trl.evaluation.driftcaps import (
+from agl_trl.driftcaps import (
     DRIFTCAPS_FILE,
     JUDGE_EXAMPLES_FILE,
     REFUSAL_TEMPLATES_FILE,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agl_trl.evaluation.driftcaps import JUDGE_EXAMPLES_FILE, load_judge_examples
+from agl_trl.driftcaps import JUDGE_EXAMPLES_FILE, load_judge_examples
 from agl_trl.evaluation.judges import ClassifierJudge, Judge, KeywordJudge, make_judge
 
 REFUSALS = [

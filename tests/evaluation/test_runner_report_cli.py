@@ -5,8 +5,8 @@ import math
 
 import pytest
 
+from agl_trl.driftcaps import load_driftcaps
 from agl_trl.evaluation.cli import main
-from agl_trl.evaluation.driftcaps import load_driftcaps
 from agl_trl.evaluation.report import SCHEMA, SCHEMA_VERSION, render_markdown, write_report
 from agl_trl.evaluation.runner import evaluate_models
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from agl_trl.utils import iter_jsonl
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent / "evaluation" / "data"  # shipped as package data
 DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v1.jsonl"
 REFUSAL_TEMPLATES_FILE = DATA_DIR / "refusal_templates.json"
 JUDGE_EXAMPLES_FILE = DATA_DIR / "judge_examples.jsonl"

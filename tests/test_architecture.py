@@ -1,0 +1,96 @@
+"""docs/architecture.md matches the tree: every path and public name it lists exists, and imports follow its layers."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+
+
+def _tree_paths() -> list[str]:
+    block = DOC.split("## The tree", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
+
+
+def _public_names() -> list[str]:
+    section = DOC.split("## Public names", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"`(agl_trl(?:\.\w+)+)`", section)
+
+
+def _layers() -> dict[str, int]:
+    comment = re.search(r"<!-- layers: (.*?) -->", DOC, re.S).group(1)
+    return {name: int(rank) for name, rank in (item.split("=") for item in comment.split())}
+
+
+@pytest.mark.parametrize("path", _tree_paths())
+def test_every_listed_path_exists(path: str) -> None:
+    assert (ROOT / path).exists(), f"docs/architecture.md lists {path}, which is not in the tree"
+
+
+def test_every_package_module_is_listed() -> None:
+    listed = _tree_paths()
+    for file in sorted((ROOT / "agl_trl").rglob("*.py")):
+        rel = file.relative_to(ROOT).as_posix()
+        assert any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in listed), f"{rel} is not in the tree"
+
+
+@pytest.mark.parametrize("dotted", _public_names())
+def test_every_public_name_imports(dotted: str) -> None:
+    module, _, name = dotted.rpartition(".")
+    try:
+        target = importlib.import_module(dotted)  # a module named in the list
+    except ImportError:
+        target = getattr(importlib.import_module(module), name, None)
+    assert target is not None, f"docs/architecture.md names {dotted}, which does not exist"
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(file: Path) -> list[str]:
+    module = file.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                found.append(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return [name for name in found if name.startswith("agl_trl.")]
+
+
+def test_imports_point_down_the_layers() -> None:
+    layers = _layers()
+    upward = []
+    for file in sorted((ROOT / "agl_trl").rglob("*.py")):
+        src = _unit(file.relative_to(ROOT).with_suffix("").as_posix().replace("/", "."))
+        if src == "__init__":
+            continue
+        for name in _imports(file):
+            dst = _unit(name)
+            if dst != src and layers[dst] > layers[src]:
+                upward.append(f"{file.relative_to(ROOT)} (layer {layers[src]}) imports {name} (layer {layers[dst]})")
+    assert not upward, "\n".join(upward)
+
+
+def test_no_private_name_is_imported_across_packages() -> None:
+    crossing = []
+    for file in sorted((ROOT / "agl_trl").rglob("*.py")):
+        src = _unit(file.relative_to(ROOT).with_suffix("").as_posix().replace("/", "."))
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith("agl_trl.") and _unit(module) != src:
+                crossing += [f"{file.relative_to(ROOT)}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not crossing, crossing
