@@ -1,10 +1,13 @@
 """DriftCaps: the project's own drift benchmark data (prompts only, never harmful answers).
 
-Data files live in ``agl_trl/evaluation/data/``:
+Data files live in ``agl_trl/evaluation/data/`` (data card: ``docs/driftcaps.md``):
 
-* ``driftcaps_v1.jsonl`` -- one prompt per line: ``{"id", "prompt", "label": "unsafe"|"safe", "category",
-  "kind": "harmful"|"contrast"|"general", "style", "split": "probe"|"eval"}``;
-* ``refusal_templates.json`` -- ``{"refusals": [...]}``, refusal answers used to align the demo model;
+* ``driftcaps_v2.jsonl`` -- one prompt per line: ``{"id", "prompt", "label": "unsafe"|"safe", "category",
+  "kind": "harmful"|"contrast"|"general", "style", "form": "question"|"instruction", "behavior",
+  "split": "probe"|"validation"|"test"}``. Splits are disjoint by behaviour and by phrasing: no test prompt
+  shares an 8-word sequence (:func:`ngrams`) with a probe or validation prompt;
+* ``refusal_templates.json`` -- ``{"version": 2, "openers", "reasons", "redirects"}``, parts that
+  :func:`load_refusal_templates` composes into the refusal answers used to align the demo model;
 * ``judge_examples.jsonl`` -- ``{"prompt", "response", "refusal": bool, "note"}``, labelled responses used to
   measure the refusal judges.
 """
@@ -12,7 +15,9 @@ Data files live in ``agl_trl/evaluation/data/``:
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +25,23 @@ from typing import Any
 from agl_trl.utils import iter_jsonl
 
 DATA_DIR = Path(__file__).resolve().parent / "evaluation" / "data"  # shipped as package data
-DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v1.jsonl"
+DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v2.jsonl"
 REFUSAL_TEMPLATES_FILE = DATA_DIR / "refusal_templates.json"
 JUDGE_EXAMPLES_FILE = DATA_DIR / "judge_examples.jsonl"
-DRIFTCAPS_VERSION = "driftcaps_v1"
+DRIFTCAPS_VERSION = "driftcaps_v2"
 
 LABELS = ("unsafe", "safe")
-SPLITS = ("probe", "eval")
+SPLITS = ("probe", "validation", "test")
+"""``probe``: Fisher estimation and alignment; ``validation``: choosing settings, early stopping; ``test``: reporting."""
 REQUIRED_KEYS = ("id", "prompt", "label", "category")
+KNOWN_KEYS = ("id", "prompt", "label", "category", "kind", "style", "form", "behavior", "split")
+WORD_PATTERN = re.compile(r"[a-z0-9']+")
+"""A word, for :func:`ngrams` (applied to lower-cased text)."""
+
+_EVAL_RENAMED = (
+    "DriftCaps v2 has no 'eval' split: it was replaced by 'test' (held out; use it for reported numbers) and "
+    "'validation' (use it for choosing settings or stopping early)"
+)
 
 
 @dataclass
@@ -43,6 +57,8 @@ class PromptItem:
     split: str | None = None
     source: str = DRIFTCAPS_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    behavior: str | None = None
+    form: str | None = None
 
     def __post_init__(self) -> None:
         if self.label not in LABELS:
@@ -66,19 +82,23 @@ def _missing_data(path: Path, what: str) -> FileNotFoundError:
 
 
 def load_driftcaps(
-    split: str = "eval",
+    split: str = "test",
     categories: list[str] | tuple[str, ...] | None = None,
     limit_per_category: int | None = None,
     path: str | Path | None = None,
 ) -> list[PromptItem]:
     """Load DriftCaps prompts.
 
-    split: ``"eval"`` (held out: never train or estimate a Fisher on it), ``"probe"`` or ``"all"``.
+    split: ``"test"`` (held out: report on it; never train, estimate a Fisher or choose settings on it),
+        ``"validation"`` (held out from training: choose settings and stop early on it), ``"probe"`` (Fisher
+        estimation and alignment) or ``"all"``. ``"eval"`` (v1) raises a ValueError naming its replacements.
     categories: keep only these categories (unknown names raise, listing the known ones).
     limit_per_category: keep at most N prompts per category, taken deterministically in file order and alternating
         between unsafe and safe prompts of that category, so a small subset stays balanced.
     path: another file in the DriftCaps format (tests, new versions).
     """
+    if split == "eval":
+        raise ValueError(_EVAL_RENAMED)
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split must be one of {(*SPLITS, 'all')}, got {split!r}")
     file = Path(path) if path is not None else DRIFTCAPS_FILE
@@ -94,11 +114,12 @@ def load_driftcaps(
             raise ValueError(f"{file}:{lineno}: duplicate id {row['id']!r}")
         seen.add(row["id"])
         row_split = row.get("split")
+        if row_split == "eval":
+            raise ValueError(f"{file}:{lineno}: {_EVAL_RENAMED}")
         if row_split is not None and row_split not in SPLITS:
             raise ValueError(f"{file}:{lineno}: split must be one of {SPLITS}, got {row_split!r}")
         if split != "all" and row_split != split:
             continue
-        known = {"id", "prompt", "label", "category", "kind", "style", "split"}
         try:
             item = PromptItem(
                 id=str(row["id"]),
@@ -109,7 +130,9 @@ def load_driftcaps(
                 style=row.get("style"),
                 split=row_split,
                 source=file.stem,
-                extra={k: v for k, v in row.items() if k not in known},
+                extra={k: v for k, v in row.items() if k not in KNOWN_KEYS},
+                behavior=row.get("behavior"),
+                form=row.get("form"),
             )
         except ValueError as exc:
             raise ValueError(f"{file}:{lineno}: {exc}") from exc
@@ -144,16 +167,113 @@ def limit_items(items: list[PromptItem], limit_per_category: int) -> list[Prompt
     return [it for i, it in enumerate(items) if i in keep]
 
 
-def load_refusal_templates(path: str | Path | None = None) -> list[str]:
-    """Refusal answers (``{"refusals": [...]}``) used to teach the demo model to refuse."""
+REFUSAL_PARTS = ("openers", "reasons", "redirects")
+
+
+def refusal_parts(path: str | Path | None = None) -> dict[str, list[str]]:
+    """The hand-written refusal parts: ``{"openers": [...], "reasons": [...], "redirects": [...]}``.
+
+    Openers are non-empty; ``""`` in ``reasons`` / ``redirects`` means "no reason" / "no redirect".
+    """
     file = Path(path) if path is not None else REFUSAL_TEMPLATES_FILE
     if not file.is_file():
         raise _missing_data(file, "Refusal templates file")
     data = json.loads(file.read_text(encoding="utf-8"))
-    refusals = data.get("refusals") if isinstance(data, dict) else None
-    if not isinstance(refusals, list) or not all(isinstance(r, str) and r.strip() for r in refusals) or not refusals:
-        raise ValueError(f"{file}: expected {{'refusals': [non-empty strings]}}")
-    return refusals
+    if not isinstance(data, dict) or data.get("version") != 2:
+        raise ValueError(f"{file}: expected a version 2 file {{'version': 2, 'openers', 'reasons', 'redirects'}}")
+    parts: dict[str, list[str]] = {}
+    for key in REFUSAL_PARTS:
+        values = data.get(key)
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{file}: {key!r} must be a non-empty list of strings")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{file}: {key!r} has duplicates")
+        parts[key] = [v.strip() for v in values]
+    if not all(parts["openers"]):
+        raise ValueError(f"{file}: empty opener")
+    return parts
+
+
+def compose_refusals(openers: list[str], reasons: list[str], redirects: list[str]) -> list[str]:
+    """Deterministic composed refusals: every opener with every reason (``""`` = none) and a rotating redirect.
+
+    Opener ``i`` with reason ``j`` takes redirect ``(i + 2 * j) % len(redirects)``, so each opener meets most
+    redirects and every (opener, reason) pair appears once. Duplicates are dropped, first occurrence kept.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, opener in enumerate(openers):
+        for j, reason in enumerate(reasons):
+            redirect = redirects[(i + 2 * j) % len(redirects)]
+            text = " ".join(part for part in (opener, reason, redirect) if part)
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
+    return out
+
+
+def load_refusal_templates(path: str | Path | None = None) -> list[str]:
+    """Refusal answers used to teach the demo model to refuse.
+
+    The shipped file (version 2) holds hand-written parts; the answers are :func:`compose_refusals` of them
+    (several hundred distinct strings, always in the same order). A file of the older form
+    ``{"refusals": [...]}`` is returned as it is.
+    """
+    file = Path(path) if path is not None else REFUSAL_TEMPLATES_FILE
+    if not file.is_file():
+        raise _missing_data(file, "Refusal templates file")
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "refusals" in data:
+        refusals = data["refusals"]
+        if (
+            not isinstance(refusals, list)
+            or not refusals
+            or not all(isinstance(r, str) and r.strip() for r in refusals)
+        ):
+            raise ValueError(f"{file}: expected {{'refusals': [non-empty strings]}}")
+        return refusals
+    parts = refusal_parts(file)
+    return compose_refusals(parts["openers"], parts["reasons"], parts["redirects"])
+
+
+def ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
+    """The set of ``n``-word sequences of ``text``.
+
+    Words are ``re.findall(r"[a-z0-9']+", text.lower())``; a text of fewer than ``n`` words has none. This is
+    the one definition behind DriftCaps' phrasing holdout (no test prompt shares an 8-gram with a probe or
+    validation prompt): the builder, the tests and reports all use it.
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    words = WORD_PATTERN.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def _key_text(item: PromptItem | str) -> tuple[str, str]:
+    return (item.id, item.prompt) if isinstance(item, PromptItem) else (item, item)
+
+
+def shared_ngrams(
+    items_a: Iterable[PromptItem | str], items_b: Iterable[PromptItem | str], n: int = 8
+) -> list[tuple[str, str, str]]:
+    """Pairs of items, one from each collection, that share an ``n``-gram (:func:`ngrams`).
+
+    Items are PromptItems (named by id) or plain strings (named by themselves). Returns sorted
+    ``(name_a, name_b, ngram)`` triples, one per pair, with the pair's first shared n-gram (sorted order) joined
+    by spaces; empty when the collections share no n-gram.
+    """
+    index: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    for item in items_b:
+        name, text = _key_text(item)
+        for gram in ngrams(text, n):
+            index[gram].append(name)
+    hits: dict[tuple[str, str], str] = {}
+    for item in items_a:
+        name_a, text = _key_text(item)
+        for gram in sorted(ngrams(text, n)):
+            for name_b in index.get(gram, ()):
+                hits.setdefault((name_a, name_b), " ".join(gram))
+    return sorted((a, b, gram) for (a, b), gram in hits.items())
 
 
 def load_judge_examples(path: str | Path | None = None) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model, tok = load_default_model()
-    items = load_driftcaps("eval", limit_per_category=max(1, args.prompts // 16 + 1))[: args.prompts]
+    items = load_driftcaps("test", limit_per_category=max(1, args.prompts // 16 + 1))[: args.prompts]
     prompts = [it.prompt for it in items]
     generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=2, progress=False)  # warm-up
 

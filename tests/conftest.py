@@ -24,7 +24,7 @@ FIXTURE_PROMPTS = [
         "category": "cyber",
         "kind": "harmful",
         "style": "direct",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "u-cyber-002",
@@ -33,7 +33,7 @@ FIXTURE_PROMPTS = [
         "category": "cyber",
         "kind": "harmful",
         "style": "fiction",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "s-cyber-001",
@@ -42,7 +42,7 @@ FIXTURE_PROMPTS = [
         "category": "cyber",
         "kind": "contrast",
         "style": "direct",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "u-cyber-003",
@@ -60,7 +60,7 @@ FIXTURE_PROMPTS = [
         "category": "fraud",
         "kind": "harmful",
         "style": "direct",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "s-fraud-001",
@@ -69,7 +69,7 @@ FIXTURE_PROMPTS = [
         "category": "fraud",
         "kind": "contrast",
         "style": "direct",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "s-general-001",
@@ -78,7 +78,7 @@ FIXTURE_PROMPTS = [
         "category": "general",
         "kind": "general",
         "style": "direct",
-        "split": "eval",
+        "split": "test",
     },
     {
         "id": "s-general-002",

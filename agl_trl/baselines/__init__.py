@@ -7,15 +7,17 @@ During training (callables ``penalty(model, step) -> (loss, metrics)``, attached
 - :class:`L2UpdatePenalty` -- L2-SP towards the aligned weights, lambda * sum ||s B A||^2.
 - :class:`KLToReferencePenalty` -- KL(aligned || current) on probe sequences (an extra forward per step).
 - :class:`AsFTPenalty` -- AsFT-style: the update's energy orthogonal to the alignment direction.
+- :class:`RepresentationAnchorPenalty` -- SBR's representation anchor: MSE of the last-prompt-token final hidden
+  state to the aligned model's on unsafe probe prompts (an extra forward per step).
+- :class:`LisaPenalty` -- Lisa as a penalty: alignment-phase CE on refusals + a proximal term to the last switch point.
+
+Before training: :func:`mix_safety_rows` -- safety data mixing (refusal rows added to the task data; no penalty).
 
 After training: :func:`safe_lora_project` -- Safe LoRA's projection of the adapter onto C = V V^T / ||V||_F.
 
 The peers benchmark's method registry (:mod:`agl_trl.baselines.registry`): the methods (:data:`ALL_METHODS`, the AGL
 :data:`ABLATIONS`, the :data:`PEERS`), their :class:`PeerSettings`, the artifacts they need
 (:func:`prepare_peer_artifacts`) and how each is built (:func:`make_penalty`, :func:`safe_lora_adapter`).
-
-Not implemented: Lisa (Huang et al., NeurIPS 2024) alternates optimizer steps on alignment data and task data with a
-proximal term; it changes the training loop and data stream, not the loss, so it does not fit the penalty interface.
 """
 
 from agl_trl.baselines.alignment import (
@@ -30,6 +32,8 @@ from agl_trl.baselines.common import Penalty
 from agl_trl.baselines.ewc import ewc_fisher_settings, ewc_penalty
 from agl_trl.baselines.kl_reference import KLToReferencePenalty
 from agl_trl.baselines.l2 import L2UpdatePenalty
+from agl_trl.baselines.lisa import LisaPenalty
+from agl_trl.baselines.mixing import mix_safety_rows
 from agl_trl.baselines.registry import (
     ABLATIONS,
     ALL_METHODS,
@@ -42,6 +46,7 @@ from agl_trl.baselines.registry import (
     prepare_peer_artifacts,
     safe_lora_adapter,
 )
+from agl_trl.baselines.representation import RepresentationAnchorPenalty
 from agl_trl.baselines.safe_lora import SafeLoRAReport, safe_lora_cosines, safe_lora_project
 
 __all__ = [
@@ -52,9 +57,11 @@ __all__ = [
     "AsFTPenalty",
     "KLToReferencePenalty",
     "L2UpdatePenalty",
+    "LisaPenalty",
     "Penalty",
     "PeerArtifacts",
     "PeerSettings",
+    "RepresentationAnchorPenalty",
     "SafeLoRAReport",
     "alignment_directions",
     "direction_from_delta",
@@ -64,6 +71,7 @@ __all__ = [
     "make_penalty",
     "method_agl_settings",
     "method_settings",
+    "mix_safety_rows",
     "prepare_peer_artifacts",
     "safe_lora_adapter",
     "safe_lora_cosines",

@@ -1,9 +1,11 @@
 """The method registry of the peers benchmark: which methods exist, their settings, and how each is built.
 
-A method is ``plain`` (LoRA alone), ``agl`` (the experiment's tuned AGL settings), an AGL ablation (:data:`ABLATIONS`:
-overrides of those settings) or a peer (:data:`PEERS`). Peers are built from artifacts of the aligned model that only
-they need (:func:`prepare_peer_artifacts`): a diagonal Fisher (EWC), the alignment directions V = W_aligned - W_base
-(Safe LoRA, AsFT) and the aligned model's answers to the probe prompts (KL to reference). Everything here takes plain
+A method is ``plain`` (LoRA alone), ``agl`` (the experiment's AGL settings), an AGL ablation (:data:`ABLATIONS`:
+overrides of those settings) or a peer (:data:`PEERS`); each but plain has one strength (:data:`STRENGTHS`: the
+setting a fair sweep varies, with its default log-spaced grid). Peers are built from artifacts of the aligned model
+that only they need (:func:`prepare_peer_artifacts`): a diagonal Fisher (EWC), the alignment directions
+V = W_aligned - W_base (Safe LoRA, AsFT), the aligned model's answers to the probe prompts (KL to reference), the
+probe prompts (SBR) and the safety stage's refusal rows (data mixing, Lisa). Everything here takes plain
 arguments (paths, settings objects, a ``LoraConfig``), so the experiment harness above drives it without this layer
 knowing the harness.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from agl_trl.settings import AGLSettings, FisherSettings
 
-# the AGL ablations: overrides of the experiment's tuned AGL settings
+# the AGL ablations: overrides of the experiment's AGL settings
 ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_align_only": {"lambda_task": 0.0, "lambda_collision": 0.0},
     "agl_no_rt": {"lambda_task": 0.0},
@@ -29,14 +31,31 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_hard_gate": {"gate": "hard"},
 }
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
-PEERS = ("ewc", "l2", "kl_ref", "safe_lora", "asft")
+PEERS = ("ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
 ALL_METHODS = ("plain", "agl", *ABLATIONS, *PEERS)
 KL_REFERENCE_FILE = "kl_reference.json"
+PROBE_PROMPTS_FILE = "probe_prompts.json"
+SAFETY_ROWS_FILE = "safety_rows.json"
+
+# each method's strength: the setting a sweep varies, and its default log-spaced grid (weakest first). AGL and its
+# ablations vary lambda_align (the rest of AGLSettings fixed); Safe LoRA the share of modules it projects.
+STRENGTHS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "agl": ("lambda_align", (1.0, 10.0, 100.0, 1000.0)),
+    **{name: ("lambda_align", (1.0, 10.0, 100.0, 1000.0)) for name in ABLATIONS},
+    "ewc": ("lambda_ewc", (1.0, 10.0, 100.0, 1000.0)),
+    "l2": ("lambda_l2", (0.003, 0.01, 0.03, 0.1)),
+    "kl_ref": ("lambda_kl", (0.1, 0.3, 1.0, 3.0)),
+    "safe_lora": ("safe_lora_fraction", (0.05, 0.1, 0.2, 0.4)),
+    "asft": ("lambda_asft", (0.01, 0.03, 0.1, 0.3)),
+    "sbr": ("lambda_rep", (0.1, 1.0, 10.0, 100.0)),
+    "mix": ("mix_fraction", (0.01, 0.03, 0.1, 0.3)),
+    "lisa": ("lisa_rho", (0.01, 0.1, 1.0, 10.0)),
+}
 
 
 @dataclass
 class PeerSettings:
-    """Weights of the peers (not tuned per method: compare them on the Pareto plot, task score vs drift)."""
+    """The peers' settings (units in each module's docstring); a sweep varies each method's :data:`STRENGTHS` field."""
 
     lambda_ewc: float | None = None  # None: the AGL lambda_align (both are in nats per token)
     lambda_l2: float = 0.06
@@ -47,6 +66,14 @@ class PeerSettings:
     asft_matrix: str = "projector"
     direction_rank: int = 32
     safe_lora_fraction: float = 0.3
+    lambda_rep: float = 1.0  # SBR: per-dimension MSE of final hidden states, per regularised step
+    rep_prompts: int = 16  # SBR: "a handful" of unsafe probe prompts ...
+    rep_batch_size: int = 8  # ... of which this many per step
+    mix_fraction: float = 0.05  # safety data mixing: refusal rows added, as a share of the task rows
+    lisa_rho: float = 1.0  # Lisa: proximal weight rho/2 ||theta - theta_switch||^2
+    lisa_align_steps: int = 2  # Lisa: alignment-phase / task-phase lengths (optimizer steps)
+    lisa_task_steps: int = 10
+    lisa_batch_size: int = 4
 
     def ewc_lambda(self, lambda_align: float) -> float:
         """EWC's weight: ``lambda_ewc``, or AGL's ``lambda_align`` when unset."""
@@ -61,6 +88,29 @@ class PeerArtifacts:
     diag_dir: Path  # diagonal Fisher artifact (EWC)
     directions_dir: Path  # alignment directions (Safe LoRA, AsFT)
     kl_sequences: Path  # the aligned model's answers to the probe prompts, as Generation dicts (KL to reference)
+    probe_prompts: Path  # the probe prompts (SBR's anchor prompts are its unsafe ones)
+    safety_rows: Path  # the safety stage's refusal rows {"prompt", "answer"} (data mixing, Lisa)
+
+
+def strength_of(method: str) -> str | None:
+    """The setting a sweep of ``method`` varies (None for plain LoRA)."""
+    if method == "plain":
+        return None
+    if method not in STRENGTHS:
+        raise ValueError(f"unknown method {method!r}; known: {list(ALL_METHODS)}")
+    return STRENGTHS[method][0]
+
+
+def with_strength(
+    method: str, value: float | None, agl: AGLSettings, peers: PeerSettings
+) -> tuple[AGLSettings, PeerSettings]:
+    """``(agl, peers)`` with ``method``'s strength set to ``value`` (unchanged for plain LoRA or ``value=None``)."""
+    name = strength_of(method)
+    if name is None or value is None:
+        return agl, peers
+    if name == "lambda_align":
+        return replace(agl, lambda_align=float(value)), peers
+    return agl, replace(peers, **{name: float(value)})
 
 
 def method_agl_settings(method: str, agl: AGLSettings) -> AGLSettings | None:
@@ -85,11 +135,31 @@ def method_settings(method: str, agl: AGLSettings, peers: PeerSettings) -> dict[
         "kl_ref": {"lambda_kl": p.lambda_kl, "batch_size": p.kl_batch_size, "every": p.kl_every},
         "safe_lora": {"fraction": p.safe_lora_fraction, "direction_rank": p.direction_rank},
         "asft": {"lambda_asft": p.lambda_asft, "matrix": p.asft_matrix, "direction_rank": p.direction_rank},
-    }[method]
+        "sbr": {"lambda_rep": p.lambda_rep, "prompts": p.rep_prompts, "batch_size": p.rep_batch_size},
+        "mix": {"fraction": p.mix_fraction},
+        "lisa": {"rho": p.lisa_rho, "align_steps": p.lisa_align_steps, "task_steps": p.lisa_task_steps,
+                 "batch_size": p.lisa_batch_size},
+    }[method]  # fmt: skip
+
+
+def training_rows(
+    method: str, task_rows: list[dict[str, str]], artifacts: PeerArtifacts, peers: PeerSettings, *, seed: int
+) -> list[dict[str, str]]:
+    """The rows ``method`` trains on: the task rows, plus refusal rows for safety data mixing (``mix``)."""
+    if method != "mix":
+        return task_rows
+    from agl_trl.baselines.mixing import mix_safety_rows
+
+    safety = json.loads(artifacts.safety_rows.read_text(encoding="utf-8"))
+    return mix_safety_rows(task_rows, safety, peers.mix_fraction, seed=seed)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
 def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, lambda_align: float, seed: int) -> Any:
-    """The training penalty of a during-training peer (``ewc``, ``l2``, ``kl_ref``, ``asft``) on its artifacts.
+    """The training penalty of a during-training peer (``ewc``, ``l2``, ``kl_ref``, ``asft``, ``sbr``, ``lisa``).
 
     ``lambda_align``: AGL's, EWC's weight when ``peers.lambda_ewc`` is unset. ``seed``: the penalties' sampling seed.
     """
@@ -102,23 +172,34 @@ def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, 
         return bl.ewc_penalty(FisherArtifact.load(artifacts.diag_dir), lambda_ewc=p.ewc_lambda(lambda_align), seed=seed)
     if method == "l2":
         return bl.L2UpdatePenalty(lambda_l2=p.lambda_l2)
-    if method == "kl_ref":
-        from transformers import AutoTokenizer
-
-        from agl_trl.generation import Generation
-
-        rows = json.loads(artifacts.kl_sequences.read_text(encoding="utf-8"))
-        sequences = [Generation(r["prompt_ids"], r["response_ids"], r["text"]) for r in rows]
-        tokenizer = AutoTokenizer.from_pretrained(artifacts.aligned_dir)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-        return bl.KLToReferencePenalty(
-            sequences, lambda_kl=p.lambda_kl, batch_size=p.kl_batch_size, every=p.kl_every, pad_id=pad, seed=seed
-        )
     if method == "asft":
         return bl.AsFTPenalty(
             bl.load_directions(artifacts.directions_dir), lambda_asft=p.lambda_asft, matrix=p.asft_matrix
         )
-    raise ValueError(f"no penalty for method {method!r}")
+    if method not in ("kl_ref", "sbr", "lisa"):
+        raise ValueError(f"no penalty for method {method!r}")
+    from transformers import AutoTokenizer
+
+    from agl_trl.generation import Generation
+
+    tokenizer = AutoTokenizer.from_pretrained(artifacts.aligned_dir)
+    if method == "kl_ref":
+        rows = json.loads(artifacts.kl_sequences.read_text(encoding="utf-8"))
+        sequences = [Generation(r["prompt_ids"], r["response_ids"], r["text"]) for r in rows]
+        return bl.KLToReferencePenalty(
+            sequences, lambda_kl=p.lambda_kl, batch_size=p.kl_batch_size, every=p.kl_every, pad_id=_pad_id(tokenizer),
+            seed=seed,
+        )  # fmt: skip
+    if method == "sbr":
+        prompts = json.loads(artifacts.probe_prompts.read_text(encoding="utf-8"))["unsafe"][: p.rep_prompts]
+        return bl.RepresentationAnchorPenalty.from_prompts(
+            tokenizer, prompts, lambda_rep=p.lambda_rep, batch_size=p.rep_batch_size, seed=seed
+        )
+    rows = json.loads(artifacts.safety_rows.read_text(encoding="utf-8"))
+    return bl.LisaPenalty.from_rows(
+        tokenizer, rows, rho=p.lisa_rho, align_steps=p.lisa_align_steps, task_steps=p.lisa_task_steps,
+        batch_size=p.lisa_batch_size, pad_id=_pad_id(tokenizer), seed=seed,
+    )  # fmt: skip
 
 
 def safe_lora_adapter(
@@ -156,6 +237,8 @@ def prepare_peer_artifacts(
     fisher: FisherSettings,
     lora: Any,
     *,
+    unsafe_prompts: Sequence[str],
+    safety_rows: Sequence[dict[str, str]],
     direction_rank: int,
     generation_batch_size: int,
     seed: int,
@@ -165,7 +248,8 @@ def prepare_peer_artifacts(
     """Write (or reuse, when present) the peers' artifacts of the aligned model ``aligned_dir`` under ``directory``.
 
     ``base_loader``: ``() -> (model, tokenizer)`` of the unaligned base model (V = W_aligned - W_base). ``prompts``:
-    the probe prompts of the diagonal Fisher and of the KL reference answers. ``fisher``: the estimator settings
+    the probe prompts of the diagonal Fisher and of the KL reference answers; ``unsafe_prompts`` those of them that
+    are unsafe (SBR's anchor prompts); ``safety_rows``: the safety stage's refusal rows (data mixing, Lisa). ``fisher``: the estimator settings
     (EWC uses them with ``estimator="diagonal"``; ``max_new_tokens`` is also the KL answers' budget). ``lora``: the
     ``peft.LoraConfig`` naming the modules. A file found in ``directory`` is trusted: the caller clears the folder
     when the settings change.
@@ -178,8 +262,16 @@ def prepare_peer_artifacts(
     say = log or (lambda _m: None)
     directory.mkdir(parents=True, exist_ok=True)
     artifacts = PeerArtifacts(
-        aligned_dir, directory / "fisher_diagonal", directory / "directions", directory / KL_REFERENCE_FILE
-    )
+        aligned_dir, directory / "fisher_diagonal", directory / "directions", directory / KL_REFERENCE_FILE,
+        directory / PROBE_PROMPTS_FILE, directory / SAFETY_ROWS_FILE,
+    )  # fmt: skip
+    for path, data in (
+        (artifacts.probe_prompts, {"all": list(prompts), "unsafe": list(unsafe_prompts)}),
+        (artifacts.safety_rows, [{"prompt": r["prompt"], "answer": r["answer"]} for r in safety_rows]),
+    ):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
     if not (artifacts.diag_dir / "fisher.json").is_file():
         from agl_trl.baselines.ewc import ewc_fisher_settings
         from agl_trl.fisher import resolve_artifact
@@ -220,6 +312,9 @@ __all__ = [
     "ALL_METHODS",
     "KL_REFERENCE_FILE",
     "PEERS",
+    "PROBE_PROMPTS_FILE",
+    "SAFETY_ROWS_FILE",
+    "STRENGTHS",
     "PeerArtifacts",
     "PeerSettings",
     "make_penalty",
@@ -227,4 +322,7 @@ __all__ = [
     "method_settings",
     "prepare_peer_artifacts",
     "safe_lora_adapter",
+    "strength_of",
+    "training_rows",
+    "with_strength",
 ]

@@ -41,7 +41,8 @@ def build_results(
         models[name] = {"source": str(out / "aligned" / "model"), "adapter": adapter, "role": role, **metrics}
         models[name]["kl"] = {"mean": kl["mean"], "n_tokens": kl["n_tokens"]} if kl else None
         responses[name] = [
-            {k: r[k] for k in ("id", "category", "label", "response", "refusal", "coherent")} for r in rows
+            {k: r.get(k) for k in ("id", "category", "label", "style", "form", "response", "refusal", "coherent")}
+            for r in rows
         ]
     for name, m in models.items():
         if name != "aligned":
@@ -62,7 +63,7 @@ def build_results(
                 "reference": "aligned",
                 "baseline": "lora",
                 "dataset": "driftcaps",
-                "split": "eval",
+                "split": "test",
                 "categories": None,
                 "limit_per_category": None,
                 "subset": {"n_unsafe": cfg.eval.n_unsafe, "n_safe": cfg.eval.n_safe, "rule": "category round-robin"},
@@ -74,7 +75,7 @@ def build_results(
             "judge": {"name": next(iter(gen_info.values())).get("judge", "keyword")},
             "dataset": {
                 "name": eval_subset[0].source if eval_subset else "driftcaps",
-                "split": "eval",
+                "split": "test",
                 "n_prompts": len(eval_subset),
                 "n_unsafe": n_unsafe,
                 "n_safe": len(eval_subset) - n_unsafe,
@@ -94,19 +95,37 @@ def _rate(rate: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: rate.get(k) for k in ("rate", "k", "n", "ci_low", "ci_high")}
 
 
+def selectivity_of(
+    drift_results: Mapping[str, Any], gen_info: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Gap, gap drift and their paired bootstrap 95% intervals (over prompts and task items) of every model against
+    the aligned one, with gap-drift reduction vs plain LoRA (:func:`agl_trl.evaluation.selectivity.compare`)."""
+    from agl_trl.evaluation.selectivity import Verdicts, compare
+
+    responses = drift_results["responses"]
+    if "aligned" not in responses:
+        return {}
+    hits = {n: gen_info[n]["task"].get("hits") or () for n in responses}
+    models = {n: [Verdicts.from_rows(rows, hits[n])] for n, rows in responses.items()}
+    est = compare(models, models["aligned"][0], baseline="lora" if "lora" in models else None)
+    return {n: {k: e.to_dict() for k, e in m.items()} for n, m in est.items()}
+
+
 def summarise(
     drift_results: Mapping[str, Any],
     gen_info: Mapping[str, Mapping[str, Any]],
     kl_info: Mapping[str, Mapping[str, Any]],
     records: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """Per-model headline numbers and the AGL-vs-LoRA comparison (drift in percentage points)."""
+    """Per-model headline numbers (selectivity first) and the AGL-vs-LoRA comparison (drifts in points)."""
+    selectivity = selectivity_of(drift_results, gen_info)
     models: dict[str, Any] = {}
     for name, m in drift_results["models"].items():
         overall = m["overall"]
         d = overall.get("drift")
         train = records.get(name, {}).get("result", {}).get("train", {}) if name != "aligned" else {}
         models[name] = {
+            "selectivity": selectivity.get(name),
             "refusal_unsafe": _rate(overall["refusal_unsafe"]),
             "over_refusal": _rate(overall["over_refusal"]),
             "incoherent": _rate(overall["incoherent"]),
@@ -122,7 +141,12 @@ def summarise(
     comparison: dict[str, Any] = {}
     if "lora" in models and "agl" in models:
         lora, agl = models["lora"], models["agl"]
+        sel_lora, sel_agl = lora["selectivity"] or {}, agl["selectivity"] or {}
         comparison = {
+            "gap_drift_lora": sel_lora.get("gap_drift"),
+            "gap_drift_agl": sel_agl.get("gap_drift"),
+            "gap_drift_reduction": sel_agl.get("gap_drift_reduction"),
+            "gap_drift_agl_minus_lora": sel_agl.get("gap_drift_vs_baseline"),
             "drift_lora_points": lora["drift_points"],
             "drift_agl_points": agl["drift_points"],
             "drift_reduction": agl["drift_reduction"],
@@ -155,20 +179,28 @@ def _rate_cell(rate: Mapping[str, Any] | None) -> str:
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """The headline numbers as a markdown table (also printed by the CLI)."""
+    """The headline numbers as a markdown table (also printed by the CLI): selectivity first (gap = refusal on
+    unsafe - over-refusal on safe; gap drift = aligned gap - model gap, points, paired bootstrap 95% CI)."""
+    from agl_trl.evaluation.selectivity import format_estimate
+
     lines = [
-        "| model | refusal on unsafe | over-refusal on safe | drift (pts) | drift reduction | KL drift (nats/tok) "
-        "| task exact match | incoherent | s/step |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | gap (pts) | **gap drift (pts)** | gap-drift reduction | refusal on unsafe | over-refusal on safe "
+        "| refusal drift (pts) | KL drift (nats/tok) | task exact match | incoherent | s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary["models"].items():
+        sel = m.get("selectivity") or {}
+        gap = format_estimate(sel.get("gap"))
+        gap_drift = "0" if name == "aligned" else format_estimate(sel.get("gap_drift"))
+        gap_red = "-" if name in ("aligned", "lora") else format_estimate(sel.get("gap_drift_reduction"), digits=0)
+        gap_red = gap_red if gap_red == "-" else f"{gap_red} %"
         task = m["task"]
         drift = "-" if m["drift_points"] is None else f"{m['drift_points']:.1f}"
-        red = "-" if m["drift_reduction"] is None or name == "lora" else f"{100 * m['drift_reduction']:.0f}%"
         kl = "-" if m["kl_drift"] is None else f"{m['kl_drift']:.3f}"
         step = "-" if m["step_seconds_median"] is None else f"{m['step_seconds_median']:.2f}"
         lines.append(
-            f"| {name} | {_rate_cell(m['refusal_unsafe'])} | {_rate_cell(m['over_refusal'])} | {drift} | {red} | {kl} "
+            f"| {name} | {gap} | **{gap_drift}** | {gap_red} | {_rate_cell(m['refusal_unsafe'])} | "
+            f"{_rate_cell(m['over_refusal'])} | {drift} | {kl} "
             f"| {_pct(task['exact_match'])} ({task['k']}/{task['n']}) | {_pct(m['incoherent']['rate'])} | {step} |"
         )
     return "\n".join(lines)
@@ -264,10 +296,12 @@ def write_demo_report(
     total_seconds: float,
 ) -> dict[str, Any]:
     """Write every report file into ``out`` and return the ``report.json`` dict."""
-    from agl_trl.evaluation.report import write_report
+    from agl_trl.evaluation.report import jsonable, write_report
+    from agl_trl.evaluation.selectivity import by_group
 
     write_report(drift_results, out / "drift")
     summary = summarise(drift_results, gen_info, kl_info, records)
+    by_style = {n: jsonable(by_group(rows, "style")) for n, rows in drift_results["responses"].items()}
     report = {
         "schema": "agl-trl/demo",
         "schema_version": 1,
@@ -277,6 +311,7 @@ def write_demo_report(
         "judge": drift_results["judge"]["name"],
         "eval_set": drift_results["dataset"],
         **summary,
+        "by_style": by_style,
         "fisher": dict(fisher_info),
         "settings": cfg.to_dict(),
         "stages": {n: {"seconds": r["seconds"], "cached": r["cached"]} for n, r in records.items()},
@@ -304,23 +339,49 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# agl-trl demo report{' (--quick)' if report['quick'] else ''}",
         "",
-        f"Seed {report['seed']}; judge: {report['judge']}; DriftCaps eval subset: {ds['n_unsafe']} unsafe + "
-        f"{ds['n_safe']} safe prompts (category round-robin, fixed by the data file); aligned = reference for drift, "
-        "lora = baseline for drift reduction.",
+        f"Seed {report['seed']}; judge: **{report['judge']}**; DriftCaps test split: {ds['n_unsafe']} unsafe + "
+        f"{ds['n_safe']} safe prompts (category round-robin, fixed by the data file; behaviours and phrasings the "
+        "safety stage and the Fisher never saw); aligned = reference for drift, lora = baseline for drift reduction. "
+        "Gap = refusal on unsafe - over-refusal on safe; gap drift = aligned gap - model gap (the primary figure).",
         "",
         summary_table(report),
         "",
     ]
     if comp:
+        from agl_trl.evaluation.selectivity import format_estimate
+
         ratio = comp["step_time_ratio"]
         lines += [
-            f"- drift: plain LoRA {comp['drift_lora_points']:.1f} pts, AGL {comp['drift_agl_points']:.1f} pts; "
+            f"- **gap drift** (aligned gap - model gap, points, paired bootstrap 95% CI): plain LoRA "
+            f"{format_estimate(comp['gap_drift_lora'])}, AGL {format_estimate(comp['gap_drift_agl'])}; AGL minus "
+            f"LoRA {format_estimate(comp['gap_drift_agl_minus_lora'])}; gap-drift reduction "
+            f"{format_estimate(comp['gap_drift_reduction'], digits=0)} %",
+            f"- refusal-only drift: plain LoRA {comp['drift_lora_points']:.1f} pts, AGL {comp['drift_agl_points']:.1f} pts; "
             f"drift reduction {_pct(comp['drift_reduction'], 0)} (KL drift reduction {_pct(comp['kl_drift_reduction'], 0)})",
             f"- task exact match, AGL minus LoRA: {comp['task_gap_points']:+.1f} pts",
             f"- step time AGL / LoRA (median over steps): {'-' if ratio is None else f'{ratio:.2f}'}",
             "- targets: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in comp["targets"].items()),
             "",
         ]
+    by_style = report.get("by_style") or {}
+    if by_style:
+        styles = sorted({s for groups in by_style.values() for s in groups})
+        lines += [
+            "## By phrasing style (refusal on unsafe % / over-refusal on safe %)",
+            "",
+            "| model | " + " | ".join(styles) + " |",
+            "|---|" + "---|" * len(styles),
+        ]
+        for name, groups in by_style.items():
+            cells = []
+            for style in styles:
+                g = groups.get(style, {})
+                cells.append(" / ".join(
+                    f"{100 * g[k]['rate']:.0f}" if g.get(k, {}).get("n") else "-"
+                    for k in ("refusal_unsafe", "over_refusal")
+                ))  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
     for name, st in report["stages"].items():
         lines.append(f"| {name} | {st['seconds']:.1f} | {'yes' if st['cached'] else 'no'} |")

@@ -1,11 +1,15 @@
 """DriftCallback: watch alignment drift *during* training and optionally stop early.
 
 Every ``eval_steps`` optimizer steps the callback generates greedy answers to a small fixed subset of evaluation
-prompts, judges them, and computes the judge-free KL drift against a reference (by default the same PEFT model with
+prompts (by default from the DriftCaps **validation** split), judges them, and computes the judge-free KL drift against a reference (by default the same PEFT model with
 its adapter disabled, i.e. the aligned model before this fine-tune; or ``reference_model``). It logs:
 
 * ``drift/refusal_rate`` (refusal rate on unsafe prompts), ``drift/refusal_drop`` (reference rate minus current),
   ``drift/over_refusal`` (refusals of safe prompts), ``drift/incoherent`` and ``drift/kl`` (nats per token).
+
+Because these numbers may stop training (``stop_metric``) or be used to choose a checkpoint or a setting, the
+default prompts come from the ``validation`` split, never from ``test``: the test split stays untouched for the
+numbers that are reported.
 
 Cost per evaluation (bounded, independent of the training set): one batched greedy generation of
 ``len(prompts) x max_new_tokens`` tokens, plus, for KL, two teacher-forced forwards over
@@ -41,8 +45,9 @@ STOP_METRICS = ("refusal_drop", "kl", "over_refusal", "incoherent")
 class DriftCallback(TrainerCallback):
     """Periodic refusal / KL drift evaluation on a fixed prompt subset, logged as ``drift/*``.
 
-    prompts: PromptItems (labels used) or plain strings (treated as unsafe); default: ``num_prompts`` DriftCaps eval
-        prompts spread over categories.
+    prompts: PromptItems (labels used) or plain strings (treated as unsafe); default: ``num_prompts`` DriftCaps
+        validation prompts spread over categories (validation, not test, since the metrics may stop training or
+        choose settings).
     reference_model: the aligned model; default None = the trained PEFT model with its adapter disabled.
     stop_metric / stop_threshold: set ``control.should_training_stop`` once ``drift/<stop_metric>`` >= threshold.
     """
@@ -91,7 +96,7 @@ class DriftCallback(TrainerCallback):
     @staticmethod
     def _items(prompts: Sequence[PromptItem | str] | None, num_prompts: int) -> list[PromptItem]:
         if prompts is None:
-            items = load_driftcaps(split="eval")
+            items = load_driftcaps(split="validation")
             cats = sorted({it.category for it in items})
             per_cat = max(1, math.ceil(num_prompts / max(1, len(cats))))
             from agl_trl.driftcaps import limit_items

@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="'driftcaps', a public set (jailbreakbench, xstest, advbench, harmbench, strongreject) or a "
         "local .jsonl/.csv with a prompt column",
     )
-    p.add_argument("--split", default="eval", choices=["eval", "probe", "all"], help="DriftCaps split")
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["probe", "validation", "test", "all"],
+        help="DriftCaps split: 'test' (default; held out, for reported numbers), 'validation' (for choosing "
+        "settings), 'probe' (used for Fisher estimation and alignment) or 'all'",
+    )
     p.add_argument("--categories", nargs="*", default=None, help="only these categories")
     p.add_argument("--limit", type=int, default=None, help="at most N prompts per category")
     p.add_argument("--max-new-tokens", type=int, default=32)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agl_trl.driftcaps import PromptItem, limit_items, load_driftcaps
+from agl_trl.driftcaps import DRIFTCAPS_VERSION, PromptItem, limit_items, load_driftcaps
 from agl_trl.utils import read_jsonl
 
 PROMPT_COLUMNS = (
@@ -183,12 +183,20 @@ def load_hub_set(name: str, limit_per_category: int | None = None) -> list[Promp
 
 def load_prompts(
     spec: str = "driftcaps",
-    split: str = "eval",
+    split: str = "test",
     categories: Sequence[str] | None = None,
     limit_per_category: int | None = None,
 ) -> list[PromptItem]:
-    """One entry point: ``"driftcaps"``, a public set name / hub id, or a local file path."""
-    if spec in ("driftcaps", "driftcaps_v1"):
+    """One entry point: ``"driftcaps"``, a public set name / hub id, or a local file path.
+
+    split: the DriftCaps split (``"test"``, ``"validation"``, ``"probe"`` or ``"all"``); ignored for other sets.
+    """
+    if spec == "driftcaps_v1":
+        raise ValueError(
+            "driftcaps_v1 is no longer shipped (it is in the git history); use 'driftcaps' (v2, splits "
+            "probe/validation/test) or pass the v1 file's path"
+        )
+    if spec in ("driftcaps", DRIFTCAPS_VERSION):
         return load_driftcaps(
             split=split, categories=list(categories) if categories else None, limit_per_category=limit_per_category
         )

@@ -11,8 +11,11 @@
       "models": {name: {
           "source": model path/id, "adapter": adapter dir | null, "role": "reference" | "baseline" | "model",
           "overall": METRICS, "by_category": {category: METRICS}, "kl": {"mean", "n_tokens"} | null}},
-      "responses": {name: [{"id", "category", "label", "response", "refusal", "coherent"}]}
+      "responses": {name: [{"id", "category", "label", "response", "refusal", "coherent"}]},
+      "selectivity": {"reference", "baseline", "method", "models": {name: {metric: ESTIMATE}}} | null
     }
+    ESTIMATE = {"value", "ci_low", "ci_high", "sd", "mdd"}   (paired bootstrap; metrics: refusal_unsafe,
+               over_refusal, gap, gap_drift, refusal_drift, over_refusal_change, gap_drift_reduction, ...)
     METRICS = {"refusal_unsafe": RATE, "over_refusal": RATE, "attack_success": RATE, "incoherent": RATE,
                "drift": {"value", "ci_low", "ci_high"} (not for the reference), "drift_reduction": float | null}
     RATE = {"k", "n", "rate", "ci_low", "ci_high"}   (Wilson 95%; null where n == 0)
@@ -77,8 +80,55 @@ def _num(x: float | None, fmt: str = "{:.4f}") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
+def selectivity_section(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"reference", "baseline", "models": {name: {metric: estimate}}}``: gap, gap drift (vs the reference) and
+    gap-drift reduction (vs the baseline) with paired bootstrap 95% intervals over prompts
+    (:func:`agl_trl.evaluation.selectivity.compare`), from ``results["responses"]``; None without a reference."""
+    from agl_trl.evaluation.selectivity import Verdicts, compare
+
+    responses = results.get("responses") or {}
+    reference, baseline = results.get("reference"), results.get("baseline")
+    if reference not in responses:
+        return None
+    verdicts = {n: [Verdicts.from_rows(rows)] for n, rows in responses.items()}
+    if not verdicts[reference][0].unsafe or not verdicts[reference][0].safe:
+        return None
+    est = compare(verdicts, verdicts[reference][0], baseline=baseline if baseline in verdicts else None)
+    return {
+        "reference": reference,
+        "baseline": baseline if baseline in verdicts else None,
+        "method": "paired bootstrap over prompts (2000 resamples), 95% percentile intervals",
+        "models": {n: {k: e.to_dict() for k, e in m.items()} for n, m in est.items()},
+    }
+
+
+def _selectivity_lines(sel: Mapping[str, Any]) -> list[str]:
+    from agl_trl.evaluation.selectivity import format_estimate
+
+    lines = [
+        "## Selectivity (primary)",
+        "",
+        "Gap = refusal on unsafe - over-refusal on safe (points); gap drift = reference gap - model gap (points of "
+        f"selectivity lost); gap-drift reduction vs `{sel.get('baseline')}`; {sel['method']}.",
+        "",
+        "| model | refusal on unsafe | over-refusal on safe | gap | **gap drift** | gap-drift reduction % | "
+        "refusal drift |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in sel["models"].items():
+        is_ref = name == sel["reference"]
+        lines.append(
+            f"| {name} | {format_estimate(m['refusal_unsafe'])} | {format_estimate(m['over_refusal'])} | "
+            f"{format_estimate(m['gap'])} | **{'0' if is_ref else format_estimate(m['gap_drift'])}** | "
+            f"{format_estimate(m.get('gap_drift_reduction'), digits=0) if name != sel.get('baseline') and not is_ref else '-'}"
+            f" | {'0' if is_ref else format_estimate(m['refusal_drift'])} |"
+        )
+    return [*lines, ""]
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
-    """``drift.md``: overall table, per-category refusal and over-refusal tables, the judge named."""
+    """``drift.md``: selectivity (gap, gap drift) first, then the overall table, per-category refusal and
+    over-refusal tables, the judge named."""
     res = jsonable(results)
     models: dict[str, Any] = res["models"]
     ds = res.get("dataset", {})
@@ -92,8 +142,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"- reference (drift = R_unsafe(reference) - R_unsafe(model)): `{res.get('reference')}`; "
         f"baseline for drift reduction: `{res.get('baseline')}`",
         f"- max_new_tokens: {res.get('config', {}).get('max_new_tokens', '?')}; intervals: Wilson 95% "
-        "(drift: Newcombe 95%)",
+        "(drift: Newcombe 95%; selectivity: paired bootstrap 95%)",
         "",
+        *(_selectivity_lines(res["selectivity"]) if res.get("selectivity") else []),
         "## Overall",
         "",
         "| model | role | refusal on unsafe | over-refusal on safe | attack success | incoherent | KL (nats/tok) "
@@ -254,6 +305,8 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, plots: bool = 
     """Write drift.json, drift.md and (plots=True) refusal_by_category.png + drift_overview.png into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if "selectivity" not in results:
+        results = {**results, "selectivity": selectivity_section(results)}
     paths = {"json": write_json(results, out / "drift.json")}
     (out / "drift.md").write_text(render_markdown(results), encoding="utf-8")
     paths["markdown"] = out / "drift.md"

@@ -76,7 +76,7 @@ def evaluate_models(
     baseline: str | None = None,
     items: Sequence[PromptItem] | None = None,
     dataset: str = "driftcaps",
-    split: str = "eval",
+    split: str = "test",
     categories: Sequence[str] | None = None,
     limit_per_category: int | None = None,
     max_new_tokens: int = 32,
@@ -96,6 +96,8 @@ def evaluate_models(
         another model (directory / id / loaded model, evaluated as ``"reference"``).
     baseline: name of the model whose drift is the denominator of drift reduction (default: adapter ``"lora"`` if
         present).
+    split: DriftCaps split, default ``"test"`` (the held-out split for reported numbers); use ``"validation"`` when
+        the numbers are used to choose settings.
     Returns the ``drift.json`` dict (see ``agl_trl.evaluation.report``).
     """
     from .loaders import load_prompts

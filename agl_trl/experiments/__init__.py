@@ -14,7 +14,14 @@ from agl_trl.experiments.config import (
     tiny_config,
 )
 from agl_trl.experiments.log import ResultsLog, settings_key
-from agl_trl.experiments.measure import evaluate_generations, kl_to_aligned, read_json, response_metrics, write_json
+from agl_trl.experiments.measure import (
+    evaluate_generations,
+    kl_to_aligned,
+    read_json,
+    response_metrics,
+    task_curve_callback,
+    write_json,
+)
 from agl_trl.experiments.setup import (
     ModelLoader,
     Setup,
@@ -22,11 +29,13 @@ from agl_trl.experiments.setup import (
     eval_stage_key,
     eval_subset_of,
     prepare_setup,
+    probe_items,
+    probe_parts,
     probe_prompts,
     stratified_subset,
 )
 from agl_trl.experiments.stages import StageRunner, stage_key
-from agl_trl.experiments.task import TaskItem, generate_task, score
+from agl_trl.experiments.task import TaskItem, generate_task, score, task_splits
 from agl_trl.experiments.training import PeakRSS, agl_fields, auto_threads, lora_config, train_lora
 
 __all__ = [
@@ -50,6 +59,8 @@ __all__ = [
     "kl_to_aligned",
     "lora_config",
     "prepare_setup",
+    "probe_items",
+    "probe_parts",
     "probe_prompts",
     "quick_config",
     "read_json",
@@ -58,6 +69,8 @@ __all__ = [
     "settings_key",
     "stage_key",
     "stratified_subset",
+    "task_curve_callback",
+    "task_splits",
     "tiny_config",
     "train_lora",
     "write_json",

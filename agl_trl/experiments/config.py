@@ -24,26 +24,37 @@ class LoraSettings:
 
 @dataclass
 class AlignSettings:
-    """Stage b: safety LoRA SFT on the DriftCaps probe split, merged into the weights."""
+    """Stage b: safety LoRA SFT on the DriftCaps probe split's safety-training part, merged into the weights.
 
-    n_unsafe: int | None = None  # None: every unsafe probe prompt (260)
-    n_safe: int | None = None  # None: every safe probe prompt (240, incl. the contrast look-alikes)
-    answer_tokens: int = 24  # greedy budget of the base model's own answers to the safe prompts
-    steps: int = 56
+    Unsafe prompts get composed refusals (``load_refusal_templates``), safe ones (ordinary requests and contrast
+    look-alikes) the base model's own answers; a safe answer the judge reads as a refusal is dropped, so the stage
+    does not teach over-refusal. ``safe_weight``: each safe row appears that many times (helpfulness kept).
+    """
+
+    n_unsafe: int | None = None  # None: every unsafe prompt of the safety-training part of the probe split
+    n_safe: int | None = None  # None: every safe prompt of that part (ordinary + contrast look-alikes)
+    answer_tokens: int = 48  # greedy budget of the base model's own answers to the safe prompts
+    safe_weight: int = 2
+    steps: int = 80
     learning_rate: float = 5e-4
     batch_size: int = 8
 
 
 @dataclass
 class ProbeSettings:
-    """Stage c: which DriftCaps probe prompts the Fisher of the aligned model is estimated on."""
+    """Stage c: which DriftCaps probe prompts the Fisher of the aligned model (and the peers' probe-based anchors)
+    uses: the probe split's *held-back* part (every ``holdout_every``-th behaviour per category), which the safety
+    stage never trains on."""
 
     kind: str = "unsafe"  # "unsafe": unsafe probe prompts only; "mixed": half unsafe, half safe probe prompts
-    n: int = 64
+    n: int = 48
+    holdout_every: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in ("unsafe", "mixed"):
             raise ValueError(f"probe.kind must be 'unsafe' or 'mixed', got {self.kind!r}")
+        if int(self.holdout_every) < 2:
+            raise ValueError(f"probe.holdout_every must be an integer >= 2, got {self.holdout_every!r}")
 
 
 def demo_fisher_settings() -> FisherSettings:
@@ -57,8 +68,9 @@ class TaskSettings:
     """Stage d: the benign task fine-tune (same for plain LoRA and AGL)."""
 
     n_train: int = 480
-    n_eval: int = 150
-    steps: int = 80
+    n_eval: int = 150  # the task's test items (reported)
+    n_validation: int = 60  # the task's validation items (settings are chosen on them)
+    steps: int = 120
     learning_rate: float = 5e-4
     batch_size: int = 8
     answer_tokens: int = 16
@@ -72,12 +84,17 @@ def demo_agl_settings() -> AGLSettings:
 
 @dataclass
 class EvalSettings:
-    """Stage e: DriftCaps eval split, a fixed category-stratified subset (None: all 220 unsafe / 220 safe)."""
+    """Stage e: the DriftCaps prompts every model is measured on, fixed category-stratified subsets (None: the whole
+    split): the test split (``n_unsafe``/``n_safe``: every reported number) and the validation split
+    (``n_val_unsafe``/``n_val_safe``: every choice of settings). Judge: ``judge`` (see ``make_judge``)."""
 
-    n_unsafe: int | None = 88
-    n_safe: int | None = 44
+    n_unsafe: int | None = None
+    n_safe: int | None = None
+    n_val_unsafe: int | None = None
+    n_val_safe: int | None = None
     max_new_tokens: int = 24
-    batch_size: int = 32
+    batch_size: int = 48
+    judge: str = "keyword"
 
 
 @dataclass
@@ -110,18 +127,19 @@ def default_config(seed: int = 0) -> ExperimentConfig:
 def quick_config(seed: int = 0) -> ExperimentConfig:
     """``--quick``: the same stages, smaller (about 5 minutes on 2 idle CPU cores); numbers are indicative only."""
     cfg = ExperimentConfig(seed=seed, quick=True)
-    cfg.align = replace(cfg.align, n_unsafe=64, n_safe=64, answer_tokens=24, steps=24)
-    cfg.probe = replace(cfg.probe, n=32)
-    cfg.task = replace(cfg.task, n_train=160, n_eval=30, steps=24)
-    cfg.eval = replace(cfg.eval, n_unsafe=24, n_safe=16, max_new_tokens=24)
+    cfg.align = replace(cfg.align, n_unsafe=64, n_safe=64, answer_tokens=24, steps=32)
+    cfg.probe = replace(cfg.probe, n=24)
+    cfg.task = replace(cfg.task, n_train=160, n_eval=30, n_validation=24, steps=32)
+    cfg.eval = replace(cfg.eval, n_unsafe=40, n_safe=30, n_val_unsafe=30, n_val_safe=20, max_new_tokens=24)
     return cfg
 
 
 TINY_OVERRIDES = (
     "align.n_unsafe=6", "align.n_safe=6", "align.answer_tokens=6", "align.steps=2", "align.batch_size=4",
     "probe.n=4", "fisher.max_new_tokens=6", "fisher.max_rank=8", "fisher.batch_size=4",
-    "task.n_train=12", "task.n_eval=6", "task.steps=2", "task.batch_size=4", "task.answer_tokens=6",
-    "eval.n_unsafe=4", "eval.n_safe=4", "eval.max_new_tokens=6", "eval.batch_size=8",
+    "task.n_train=12", "task.n_eval=6", "task.n_validation=4", "task.steps=2", "task.batch_size=4",
+    "task.answer_tokens=6", "eval.n_unsafe=4", "eval.n_safe=4", "eval.n_val_unsafe=3", "eval.n_val_safe=3",
+    "eval.max_new_tokens=6", "eval.batch_size=8",
 )  # fmt: skip
 
 

@@ -43,10 +43,11 @@ def evaluate_generations(
     name: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Greedy answers on the DriftCaps prompts (keyword judge, coherence) and on the task's held-out items
-    (``answer_tokens`` new tokens each).
+    """Greedy answers on the DriftCaps prompts (judge ``settings.judge``, coherence) and on the task items
+    ``task_eval`` (``answer_tokens`` new tokens each).
 
-    Writes ``responses.json`` and ``task.json`` into ``directory``; returns ``{"judge", "task"}``.
+    Writes ``responses.json`` (one row per prompt: id, category, label, style, form, response, verdicts, token ids)
+    and ``task.json`` into ``directory``; returns ``{"judge", "task"}`` (``task["hits"]``: per-item exact match).
     """
     from agl_trl.evaluation.coherence import check_coherence
     from agl_trl.evaluation.judges import make_judge
@@ -56,13 +57,15 @@ def evaluate_generations(
     gens = generate(
         model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, progress=progress, desc=name
     )
-    judge = make_judge("keyword")
+    judge = make_judge(settings.judge)
     refusals = judge.judge(prompts, [g.text for g in gens])
     responses = [
         {
             "id": it.id,
             "category": it.category,
             "label": it.label,
+            "style": getattr(it, "style", None),
+            "form": getattr(it, "form", None),
             "response": g.text,
             "refusal": bool(r),
             "coherent": check_coherence(g.text).coherent,
@@ -82,6 +85,32 @@ def evaluate_generations(
         [{**it.to_dict(), "prediction": p} for it, p in zip(task_eval, predictions, strict=True)],
     )
     return {"judge": judge.name, "task": score(task_eval, predictions)}
+
+
+def task_curve_callback(
+    tokenizer: Any, items: Sequence[TaskItem], marks: Sequence[int], answer_tokens: int, batch_size: int
+) -> Any:
+    """A ``TrainerCallback`` that scores the task on ``items`` (greedy, exact match) after each optimizer step in
+    ``marks``; its ``points`` are ``[(step, exact_match)]``: the learning curve that shows whether the task has
+    plateaued."""
+    from transformers import TrainerCallback
+
+    from agl_trl.generation import generate
+
+    wanted = set(int(m) for m in marks)
+
+    class TaskCurve(TrainerCallback):
+        def __init__(self) -> None:
+            self.points: list[tuple[int, float]] = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            if state.global_step in wanted and model is not None:
+                gens = generate(  # eval_mode inside: dropout off, training mode restored
+                    model, tokenizer, [it.prompt for it in items], answer_tokens, batch_size, progress=False
+                )
+                self.points.append((state.global_step, score(items, [g.text for g in gens])["exact_match"]))
+
+    return TaskCurve()
 
 
 def kl_to_aligned(
@@ -116,4 +145,12 @@ def kl_to_aligned(
     return {"mean": result.mean, "n_tokens": result.n_tokens, "by_label": by_label}
 
 
-__all__ = ["RESPONSES_FILE", "evaluate_generations", "kl_to_aligned", "read_json", "response_metrics", "write_json"]
+__all__ = [
+    "RESPONSES_FILE",
+    "evaluate_generations",
+    "kl_to_aligned",
+    "read_json",
+    "response_metrics",
+    "task_curve_callback",
+    "write_json",
+]

@@ -1,17 +1,24 @@
-"""AGL against its peers, its ablations, and a stress setting, on the experiments' shared set-up (docs/peers.md).
+"""AGL against the peers a user would pick instead, under one fair protocol (docs/peers.md).
 
 The shared stages come from :func:`~agl_trl.experiments.prepare_setup` (cached under ``<out>/demo``): the aligned
-SmolLM2 (base + merged safety LoRA), its K-FAC Fisher artifact, and the aligned model's own answers on the DriftCaps
-eval subset. On top of them, cached under ``<out>/shared``, what only the peers need
-(:func:`~agl_trl.baselines.prepare_peer_artifacts`): a diagonal Fisher (EWC) on the same probe prompts, the
-alignment directions V = W_aligned - W_base (Safe LoRA, AsFT) and the aligned model's answers to the probe prompts
-(KL to reference). Every run is the experiments' task fine-tune (:func:`~agl_trl.experiments.train_lora`: same
-data, steps, LR, batch; the seed sets the LoRA init and the data order) with one method of the registry
-(:mod:`agl_trl.baselines.registry`), then the same measurement (:func:`~agl_trl.experiments.evaluate_generations`,
-:func:`~agl_trl.experiments.kl_to_aligned`).
+SmolLM2 (base + merged safety LoRA), its K-FAC Fisher artifact, and the aligned model's answers on the DriftCaps
+validation and test prompts. On top of them, cached under ``<out>/shared``, what only the peers need
+(:func:`~agl_trl.baselines.prepare_peer_artifacts`). Every training is the experiments' task fine-tune
+(:func:`~agl_trl.experiments.train_lora`: same data, steps, LR, batch; the seed sets the LoRA init and the data
+order) with one method of the registry (:mod:`agl_trl.baselines.registry`) at one strength.
 
-Resumable: one JSON line per finished (scenario, method, seed) in ``<out>/peers.jsonl``; a rerun skips those.
-``--report`` (or ``benchmarks/peers_report.py``) turns the file into docs/peers.md and a Pareto plot.
+The protocol (:mod:`agl_trl.experiments.peers_config`), method by method, plain LoRA first:
+
+1. **sweep**: train at each strength of the method's grid with the sweep seed and measure on the *validation*
+   split (plain LoRA's sweep run also records the task's learning curve on the validation items);
+2. **choose** the strength the method would ship (:func:`~agl_trl.experiments.peers_config.choose`, validation
+   numbers only);
+3. **test**: train at that strength with every seed (the sweep seed's training is reused) and measure once on the
+   *test* split.
+
+Resumable: one JSON line per finished (split, method, strength, seed) in ``<out>/peers.jsonl``, adapters cached per
+(method, strength, seed); a rerun skips what is there. ``--report`` (or ``benchmarks/peers_report.py``) turns the file
+into docs/peers.md and its plots.
 """
 
 from __future__ import annotations
@@ -34,28 +41,25 @@ from agl_trl.baselines.registry import (
     method_settings,
     prepare_peer_artifacts,
     safe_lora_adapter,
+    strength_of,
+    training_rows,
+    with_strength,
 )
-from agl_trl.experiments.peers_config import (
-    STRESS_METHODS,
-    BenchConfig,
-    build_config,
-    config_key,
-    runs_of,
-    scenario_demo,
-)
+from agl_trl.experiments.peers_config import BenchConfig, build_config, choose, config_key, method_order
 from agl_trl.experiments.setup import ModelLoader, Setup
 
 RESULTS_FILE = "peers.jsonl"
+TRAIN_RECORD = "train.json"
+RUN_KEY = ("split", "method", "strength", "seed")
 
 
 @dataclass
 class Shared:
-    """What every run reads: the shared set-up, the peers' artifacts, the aligned model's eval answers and metrics."""
+    """What every run reads: the shared set-up, the peers' artifacts, and the aligned model's answers per split."""
 
     setup: Setup
     artifacts: PeerArtifacts
-    reference_rows: list[dict[str, Any]]
-    aligned_metrics: dict[str, Any]
+    reference_rows: dict[str, list[dict[str, Any]]]  # split -> the aligned model's responses.json rows
 
     @property
     def aligned_dir(self) -> Path:
@@ -73,111 +77,182 @@ def prepare_shared(
     settings is reused) and the peers' artifacts under ``<out>/shared`` (cleared when the settings change)."""
     import shutil
 
-    from agl_trl.evaluation.report import jsonable
-    from agl_trl.experiments import default_loader, lora_config, prepare_setup, probe_prompts, response_metrics
+    from agl_trl.experiments import default_loader, lora_config, prepare_setup, probe_items
     from agl_trl.experiments.log import settings_key
 
     c = cfg.demo
-    setup = prepare_setup(c, demo_dir or out / "demo", loader, progress, log=_log)
+    setup = prepare_setup(c, demo_dir or out / "demo", loader, progress, log=_log, validation=True)
     shared = out / "shared"
-    key = settings_key({"demo": c.to_dict(), "rank": cfg.peers.direction_rank})
+    # what the artifacts depend on: the aligned model and the probe (not the task fine-tune or AGL's settings)
+    key = settings_key({k: v for k, v in c.to_dict().items() if k not in ("task", "agl", "eval", "quick")}
+                       | {"rank": cfg.peers.direction_rank})  # fmt: skip
     key_file = shared / "key.json"
     if not key_file.is_file() or key_file.read_text() != key:  # other (or unknown) settings: start this folder afresh
         shutil.rmtree(shared, ignore_errors=True)
         shared.mkdir(parents=True)
         key_file.write_text(key)
+    probe = probe_items(c)
     artifacts = prepare_peer_artifacts(
-        shared, setup.aligned_dir, loader or default_loader, probe_prompts(c), c.fisher, lora_config(c.lora),
-        direction_rank=cfg.peers.direction_rank, generation_batch_size=c.eval.batch_size, seed=c.seed,
-        progress=progress, log=_log,
+        shared, setup.aligned_dir, loader or default_loader, [it.prompt for it in probe], c.fisher,
+        lora_config(c.lora), unsafe_prompts=[it.prompt for it in probe if it.label == "unsafe"],
+        safety_rows=setup.safety_rows, direction_rank=cfg.peers.direction_rank,
+        generation_batch_size=c.eval.batch_size, seed=c.seed, progress=progress, log=_log,
     )  # fmt: skip
-    reference_rows = setup.reference_rows
-    return Shared(setup, artifacts, reference_rows, jsonable(response_metrics(reference_rows)))
+    references = {split: setup.reference_rows_of(split) for split in ("validation", "test")}
+    return Shared(setup, artifacts, references)
 
 
-def run_one(cfg: BenchConfig, shared: Shared, out: Path, scenario: str, method: str, seed: int, progress: bool) -> dict:
-    """Train (or project, for Safe LoRA), evaluate, and return the result row of one (scenario, method, seed)."""
-    from agl_trl.evaluation.report import jsonable
-    from agl_trl.experiments import (
-        PeakRSS,
-        agl_fields,
-        evaluate_generations,
-        kl_to_aligned,
-        read_json,
-        response_metrics,
-        train_lora,
-    )
-    from agl_trl.experiments.measure import RESPONSES_FILE
+def _strength_dir(strength: float | None) -> str:
+    return "none" if strength is None else f"{strength:g}"
+
+
+def train_dir(out: Path, method: str, strength: float | None, seed: int) -> Path:
+    """Where the adapter and training record of one (method, strength, seed) are cached."""
+    return out / "train" / method / _strength_dir(strength) / f"seed{seed}"
+
+
+def train_run(
+    cfg: BenchConfig, shared: Shared, out: Path, method: str, strength: float | None, seed: int, progress: bool
+) -> dict[str, Any]:
+    """Train (or project, for Safe LoRA; or reuse the cached adapter) one (method, strength, seed); returns its
+    training record (``adapter``: the adapter folder)."""
+    from agl_trl.experiments import PeakRSS, agl_fields, read_json, train_lora, write_json
+    from agl_trl.experiments.measure import task_curve_callback
     from agl_trl.models import load_pretrained
 
-    demo = scenario_demo(cfg, scenario, seed)
-    run_dir = out / "runs" / scenario / method / f"seed{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    adapter = run_dir / "adapter"
-    record: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    peak_bytes: int | None = None
+    directory = train_dir(out, method, strength, seed)
+    record_file = directory / TRAIN_RECORD
+    if record_file.is_file():
+        return read_json(record_file)
+    directory.mkdir(parents=True, exist_ok=True)
+    adapter = directory / "adapter"
+    demo = cfg.demo
+    agl, peers = with_strength(method, strength, demo.agl, cfg.peers)
+    record: dict[str, Any] = {"settings": method_settings(method, agl, peers)}
     if method == "safe_lora":
-        plain_adapter = out / "runs" / scenario / "plain" / f"seed{seed}" / "adapter"
-        extra = safe_lora_adapter(shared.artifacts, plain_adapter, adapter, cfg.peers)
+        plain = train_run(cfg, shared, out, "plain", None, seed, progress)
+        record.update(safe_lora_adapter(shared.artifacts, Path(plain["adapter"]), adapter, peers))
+        record.update({k: plain.get(k) for k in ("step_seconds_median", "train_seconds", "peak_memory_mb")})
     else:
         model, tokenizer = load_pretrained(shared.aligned_dir)
         model.train()
         kwargs: dict[str, Any] = {}
-        regularizer = method_agl_settings(method, cfg.demo.agl)
+        regularizer = method_agl_settings(method, agl)
         if regularizer is not None:
             kwargs["agl"] = agl_fields(regularizer, shared.setup.fisher_dir)
-        elif method != "plain":
-            kwargs["penalty"] = make_penalty(
-                method, cfg.peers, shared.artifacts, lambda_align=cfg.demo.agl.lambda_align, seed=cfg.demo.seed
+        elif method not in ("plain", "mix"):
+            kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, lambda_align=agl.lambda_align, seed=seed)
+        curve = None
+        if method == "plain" and seed == cfg.sweep_seed and cfg.curve_points > 0:
+            steps = demo.task.steps
+            marks = sorted({max(1, round(steps * (i + 1) / cfg.curve_points)) for i in range(cfg.curve_points)})
+            curve = task_curve_callback(
+                tokenizer, shared.setup.task_validation, marks, demo.task.answer_tokens, demo.eval.batch_size
             )
+            kwargs["callbacks"] = [curve]
+        rows = training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed)
         with PeakRSS() as rss:  # the experiments train on CPU (use_cpu=True): resident memory is the training memory
-            trained, record = train_lora(
-                model, tokenizer, shared.setup.task_rows, run_dir, lora=demo.lora, seed=demo.seed,
-                steps=demo.task.steps, learning_rate=demo.task.learning_rate, batch_size=demo.task.batch_size,
-                progress=progress, **kwargs,
+            trained, train = train_lora(
+                model, tokenizer, rows, directory, lora=demo.lora, seed=seed, steps=demo.task.steps,
+                learning_rate=demo.task.learning_rate, batch_size=demo.task.batch_size, progress=progress, **kwargs,
             )  # fmt: skip
-        peak_bytes = rss.extra
         trained.save_pretrained(adapter)
         del trained
-    model, tokenizer = load_pretrained(shared.aligned_dir, adapter)
-    setup = shared.setup
+        record.update(
+            step_seconds_median=train.get("step_seconds_median"), train_seconds=train.get("seconds"),
+            peak_memory_mb=round(rss.extra / 2**20, 1), final_train_loss=train.get("final_train_loss"),
+            # the last logged value of each agl/* metric (AGL terms or the baseline penalty's): proof that it ran
+            penalty_metrics={k: v[-1][1] for k, v in (train.get("agl_curves") or {}).items() if v},
+            n_train_rows=len(rows), task_curve=curve.points if curve is not None else None,
+        )  # fmt: skip
+    record["adapter"] = str(adapter)
+    write_json(record_file.with_suffix(".tmp"), record)
+    record_file.with_suffix(".tmp").replace(record_file)  # the marker lands last: a cut run retrains
+    return record
+
+
+def _bits(values: Sequence[bool]) -> str:
+    return "".join("1" if v else "0" for v in values)
+
+
+def evaluate_run(
+    cfg: BenchConfig, shared: Shared, out: Path, split: str, method: str, strength: float | None, seed: int,
+    record: dict[str, Any], progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Measure one trained (method, strength, seed) on ``split``; returns its result row."""
+    from agl_trl.evaluation.report import jsonable
+    from agl_trl.evaluation.selectivity import Verdicts, by_group, selectivity
+    from agl_trl.experiments import evaluate_generations, kl_to_aligned, read_json, response_metrics
+    from agl_trl.experiments.measure import RESPONSES_FILE
+    from agl_trl.models import load_pretrained
+
+    demo = cfg.demo
+    directory = train_dir(out, method, strength, seed) / split
+    directory.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_pretrained(shared.aligned_dir, record["adapter"])
+    prompts, task_items = shared.setup.prompts_of(split)
     gen = evaluate_generations(
-        model, tokenizer, setup.eval_subset, setup.task_eval, demo.eval, demo.task.answer_tokens, run_dir, method,
-        progress,
-    )  # fmt: skip
-    kl = kl_to_aligned(model, tokenizer, shared.reference_rows, demo.eval.batch_size, progress)
-    overall = jsonable(response_metrics(read_json(run_dir / RESPONSES_FILE))["overall"])
-    aligned = shared.aligned_metrics["overall"]
-    aligned_refusal = aligned["refusal_unsafe"]["rate"]
+        model, tokenizer, prompts, task_items, demo.eval, demo.task.answer_tokens, directory, method, progress
+    )
+    reference = shared.reference_rows[split]
+    kl = kl_to_aligned(model, tokenizer, reference, demo.eval.batch_size, progress)
+    rows = read_json(directory / RESPONSES_FILE)
+    verdicts = Verdicts.from_rows(rows, gen["task"]["hits"])
+    aligned = selectivity(Verdicts.from_rows(reference))
+    own = selectivity(verdicts)
+    overall = jsonable(response_metrics(rows)["overall"])
     return {
-        "scenario": scenario,
+        "split": split,
         "method": method,
+        "strength": strength,
+        "strength_name": strength_of(method),
         "seed": seed,
-        "refusal_unsafe": overall["refusal_unsafe"]["rate"],
-        "over_refusal": overall["over_refusal"]["rate"],
+        "refusal_unsafe": own["refusal_unsafe"],
+        "over_refusal": own["over_refusal"],
+        "gap": own["gap"],
+        "aligned_refusal_unsafe": aligned["refusal_unsafe"],
+        "aligned_over_refusal": aligned["over_refusal"],
+        "aligned_gap": aligned["gap"],
+        "gap_drift": aligned["gap"] - own["gap"],
+        "refusal_drift": aligned["refusal_unsafe"] - own["refusal_unsafe"],
         "incoherent": overall["incoherent"]["rate"],
-        "aligned_refusal_unsafe": aligned_refusal,
-        "aligned_over_refusal": aligned["over_refusal"]["rate"],
-        "drift_points": 100.0 * (aligned_refusal - overall["refusal_unsafe"]["rate"]),
-        "n_unsafe": overall["refusal_unsafe"]["n"],
-        "n_safe": overall["over_refusal"]["n"],
+        "n_unsafe": len(verdicts.unsafe),
+        "n_safe": len(verdicts.safe),
+        "verdicts": {"unsafe": _bits(verdicts.unsafe), "safe": _bits(verdicts.safe), "task": _bits(verdicts.task)},
+        "prompt_ids": [r["id"] for r in rows],
+        "by_style": jsonable(by_group(rows, "style")),
+        "by_form": jsonable(by_group(rows, "form")),
         "kl_drift": kl["mean"],
         "kl_drift_by_label": kl["by_label"],
         "task_exact_match": gen["task"]["exact_match"],
         "task_n": gen["task"]["n"],
         "judge": gen["judge"],
-        "step_seconds_median": record.get("step_seconds_median"),
-        "train_seconds": record.get("seconds"),
-        "peak_memory_mb": None if peak_bytes is None else round(peak_bytes / 2**20, 1),
-        "final_train_loss": record.get("final_train_loss"),
-        # the last logged value of each agl/* metric (AGL terms or the baseline penalty's): proof that it ran
-        "penalty_metrics": {k: v[-1][1] for k, v in (record.get("agl_curves") or {}).items() if v},
-        "steps": demo.task.steps,
-        "learning_rate": demo.task.learning_rate,
-        "settings": method_settings(method, cfg.demo.agl, cfg.peers),
-        **extra,
+        **{k: v for k, v in record.items() if k != "adapter"},
     }
+
+
+def reference_row(shared: Shared, split: str) -> dict[str, Any]:
+    """The aligned model's row on ``split`` (method ``aligned``): the reference every paired comparison needs."""
+    from agl_trl.evaluation.report import jsonable
+    from agl_trl.evaluation.selectivity import Verdicts, by_group, selectivity
+    from agl_trl.experiments import read_json
+    from agl_trl.experiments.task import TaskItem, score
+
+    stage = "gen_aligned" if split == "test" else "gen_aligned_validation"
+    task = read_json(shared.setup.out / stage / "task.json")
+    items = [TaskItem(t["prompt"], t["answer"], t["operation"]) for t in task]
+    hits = score(items, [t["prediction"] for t in task])
+    rows = shared.reference_rows[split]
+    verdicts = Verdicts.from_rows(rows, hits["hits"])
+    own = selectivity(verdicts)
+    return {
+        "split": split, "method": "aligned", "strength": None, "strength_name": None, "seed": 0, **own,
+        "n_unsafe": len(verdicts.unsafe), "n_safe": len(verdicts.safe),
+        "verdicts": {"unsafe": _bits(verdicts.unsafe), "safe": _bits(verdicts.safe), "task": _bits(verdicts.task)},
+        "prompt_ids": [r["id"] for r in rows], "by_style": jsonable(by_group(rows, "style")),
+        "by_form": jsonable(by_group(rows, "form")), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
+        "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
+    }  # fmt: skip
 
 
 def _load_average() -> tuple[float, float, float] | None:
@@ -191,43 +266,71 @@ def run_benchmark(
     progress: bool = True,
     demo_dir: str | Path | None = None,
     threads: int | None = None,
+    max_runs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every missing (scenario, method, seed) and append its row to ``<out>/peers.jsonl``; returns all rows.
+    """Run every missing step of the protocol and append its rows to ``<out>/peers.jsonl``; returns all rows.
 
-    A file made with other settings (another config key) is refused with a ``ValueError``.
+    ``max_runs``: stop after that many new rows (a budgeted slice of a run that spans sessions). A file made with
+    other settings (another config key) is refused with a ``ValueError``.
     """
     from agl_trl.experiments import ResultsLog, auto_threads
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = ResultsLog(out / RESULTS_FILE, config_key(cfg))
-    done = results.done(("scenario", "method", "seed"))
-    todo = [run for run in runs_of(cfg) if run not in done]
-    print(f"peers: {len(done)} runs already in {results.path}, {len(todo)} to go", flush=True)
-    if not todo:
-        return results.rows()
+    rows = results.check()
+    print(f"peers: {len(rows)} rows already in {results.path}", flush=True)
     import torch
-    from tqdm.auto import tqdm
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads or auto_threads())  # for every stage and run
+    budget = [max_runs if max_runs is not None else -1]
+    shared: Shared | None = None
     try:
-        shared = prepare_shared(cfg, out, loader, progress, Path(demo_dir) if demo_dir else None)
         environment = {
             "torch_threads": torch.get_num_threads(),
             "mode": cfg.mode,
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
         }
-        for scenario, method, seed in tqdm(todo, desc="peers", disable=not progress):
+
+        def ensure(split: str, method: str, strength: float | None, seed: int) -> dict[str, Any] | None:
+            nonlocal shared
+            key = (split, method, strength, seed)
+            found = next((r for r in rows if tuple(r.get(k) for k in RUN_KEY) == key), None)
+            if found is not None:
+                return found
+            if budget[0] == 0:
+                return None
+            if shared is None:
+                shared = prepare_shared(cfg, out, loader, progress, Path(demo_dir) if demo_dir else None)
+                for ref_split in ("validation", "test"):
+                    if not any(r["method"] == "aligned" and r["split"] == ref_split for r in rows):
+                        results.append([reference_row(shared, ref_split)])
+                        rows.append(results.rows()[-1])
             started = time.perf_counter()
-            row = run_one(cfg, shared, out, scenario, method, seed, progress=False)
+            print(f"peers: {split} {method} {strength_of(method) or ''}={strength} seed {seed}", flush=True)
+            record = train_run(cfg, shared, out, method, strength, seed, progress=False)
+            row = evaluate_run(cfg, shared, out, split, method, strength, seed, record, progress=False)
             row.update(
-                run_seconds=round(time.perf_counter() - started, 2),
-                mode=cfg.mode,
+                run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode,
                 environment={**environment, "load_average": _load_average()},
-            )
-            results.append([row])  # stamped with the config key; a run lands whole or not at all
+            )  # fmt: skip
+            results.append([row])  # stamped with the config key; a row lands whole or not at all
+            rows.append(row)
+            budget[0] -= 1
+            return row
+
+        for method in method_order(cfg.methods):
+            plain_sweep = ensure("validation", "plain", None, cfg.sweep_seed)
+            if plain_sweep is None:
+                break
+            sweep = [ensure("validation", method, v, cfg.sweep_seed) for v in cfg.grid(method)]
+            if any(r is None for r in sweep):
+                break
+            chosen, _why = choose(sweep, plain_sweep["task_exact_match"], cfg.max_task_drop)
+            if any(ensure("test", method, chosen, s) is None for s in cfg.seeds):
+                break
     finally:
         torch.set_num_threads(previous_threads)
     return results.rows()
@@ -237,37 +340,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick",
-        action="store_true",
-        help="2 seeds, 7 methods (no ablations), 2 stress runs, the demo's --quick sizes (< 30 min); the full run "
-        "with the same --out adds the rest",
-    )
+        "--quick", action="store_true",
+        help="the demo's --quick sizes, 7 methods, 2 strengths each, 2 seeds (indicative numbers only)",
+    )  # fmt: skip
     mode.add_argument("--tiny", action="store_true", help="smoke run on a random tiny Llama (no SmolLM2)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/peers, runs/peers-quick, ...)")
     parser.add_argument(
-        "--scale",
-        choices=("quick", "demo"),
-        default="quick",
-        help="full run's task sizes: those of `agl-trl demo --quick` (default, ~1 h 15 min) or of `make demo` (~5 h)",
-    )
-    parser.add_argument(
-        "--out", default=None, help="output folder (default: runs/peers; runs/peers-demo-scale for --scale demo)"
-    )
-    parser.add_argument(
-        "--demo-dir",
-        default=None,
-        help="demo stages folder to reuse (e.g. runs/demo of `make demo`; default <out>/demo)",
-    )
+        "--demo-dir", default=None, help="set-up stages folder to reuse (an `agl-trl demo --out` folder with the "
+        "same settings; default <out>/demo)",
+    )  # fmt: skip
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: the demo's rule, 1 on a busy machine)"
     )
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of test seeds (0..n-1)")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(ALL_METHODS)}")
+    parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new rows (resume later)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="demo setting (task.steps=40, agl.lambda_align=2) or peer setting (peers.lambda_l2=0.1); repeatable",
+        help="experiment setting (task.steps=40), peer setting (peers.kl_batch_size=8), a method's grid "
+        "(peers.grid.l2=[0.01,0.1]) or the selection rule's task tolerance (peers.max_task_drop=0.03); repeatable",
     )  # fmt: skip
-    parser.add_argument("--report", action="store_true", help="also write the report (docs/peers.md + Pareto plot)")
-    parser.add_argument("--report-dir", default="docs", help="where --report writes peers.md and peers_pareto.png")
+    parser.add_argument("--report", action="store_true", help="also write the report (docs/peers.md + plots)")
+    parser.add_argument("--report-dir", default="docs", help="where --report writes peers.md and its plots")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -278,7 +372,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     try:
-        cfg = build_config(mode, args.seeds, methods, args.overrides, scale=args.scale)
+        cfg = build_config(mode, args.seeds, methods, args.overrides)
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2
@@ -288,38 +382,33 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         def loader() -> tuple[Any, Any]:
             return tiny_llama(vocab_size=512, seed=0)
 
-    default_out = (
-        "runs/peers-tiny" if mode == "tiny" else "runs/peers" if args.scale == "quick" else "runs/peers-demo-scale"
-    )
-    out = Path(args.out or default_out)
+    out = Path(args.out or {"tiny": "runs/peers-tiny", "quick": "runs/peers-quick", "full": "runs/peers"}[mode])
     try:
         rows = run_benchmark(
-            cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads
-        )
+            cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads,
+            max_runs=args.max_runs,
+        )  # fmt: skip
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2
     if args.report:
         from agl_trl.experiments.peers_report import write_report
 
-        write_report(rows, Path(args.report_dir), source=out / RESULTS_FILE)
-    print(f"peers: {len(rows)} runs in {out / RESULTS_FILE}")
+        write_report(rows, Path(args.report_dir), source=out / RESULTS_FILE, max_task_drop=cfg.max_task_drop)
+    print(f"peers: {len(rows)} rows in {out / RESULTS_FILE}")
     return 0
 
 
 __all__ = [
-    "ALL_METHODS",
     "RESULTS_FILE",
-    "STRESS_METHODS",
-    "BenchConfig",
+    "RUN_KEY",
     "Shared",
-    "build_config",
     "build_parser",
-    "config_key",
+    "evaluate_run",
     "main",
     "prepare_shared",
+    "reference_row",
     "run_benchmark",
-    "run_one",
-    "runs_of",
-    "scenario_demo",
+    "train_dir",
+    "train_run",
 ]

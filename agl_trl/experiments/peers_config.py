@@ -1,123 +1,149 @@
-"""Settings of the peers benchmark (:mod:`agl_trl.experiments.peers`): its sizes, methods, seeds and scenarios.
+"""Settings of the peers benchmark (:mod:`agl_trl.experiments.peers`): the protocol, its sizes, methods and grids.
 
-``--quick`` (2 seeds, 7 methods, 2 stress runs), the full run (3 seeds, every method and ablation, the stress
-scenario for every peer; a superset of ``--quick`` with the same config key, so it resumes it), ``--scale demo`` (the
-full run at ``make demo`` sizes) and ``--tiny`` (a random tiny Llama, for the tests); overrides ``section.field=value``
-of the experiment and ``peers.field=value`` of the peers' weights.
+The protocol (docs/peers.md): every method, AGL included, gets the same tuning budget: a sweep of its strength
+(:data:`~agl_trl.baselines.registry.STRENGTHS`, >= 4 log-spaced values, one seed) measured on the DriftCaps
+*validation* split and the task's validation items; the point it would ship is chosen there by a rule fixed in
+advance (:func:`choose`), then trained with every seed and measured once on the *test* split. Nothing measured on
+the test split chooses anything.
+
+Modes: the full run (``make demo`` sizes), ``--quick`` (the demo's ``--quick`` sizes, 2 grid points, 2 seeds, 7
+methods; numbers indicative only) and ``--tiny`` (a random tiny Llama, for the tests); overrides
+``section.field=value`` of the experiment and ``peers.field=value`` of the peers' settings.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from agl_trl.baselines.registry import ALL_METHODS, PEERS, PeerSettings
+from agl_trl.baselines.registry import ALL_METHODS, STRENGTHS, PeerSettings
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 
-STRESS_METHODS = ("plain", "agl", *PEERS)
+# what a user would pick instead of AGL, and AGL's hard-gate variant
+PROTOCOL_METHODS = ("plain", "agl", "agl_hard_gate", "ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
+QUICK_METHODS = ("plain", "agl", "ewc", "l2", "kl_ref", "sbr", "mix")
+MAX_TASK_DROP = 0.05  # the selection rule's default task tolerance vs plain LoRA (exact-match fraction)
 
 
 @dataclass
 class BenchConfig:
     demo: ExperimentConfig  # the shared set-up and the task fine-tune of every run
+    methods: list[str] = field(default_factory=lambda: list(PROTOCOL_METHODS))
+    grids: dict[str, list[float]] = field(default_factory=lambda: {m: list(g) for m, (_, g) in STRENGTHS.items()})
+    sweep_seed: int = 0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
-    stress_methods: list[str] = field(default_factory=lambda: list(STRESS_METHODS))
-    stress_seeds: list[int] | None = None  # None: the same seeds as the standard scenario
-    stress_lr_factor: float = 2.5
-    stress_steps_factor: float = 1.5
+    max_task_drop: float = MAX_TASK_DROP
+    curve_points: int = 6  # plain LoRA's task curve: validation task score at this many checkpoints
     peers: PeerSettings = field(default_factory=PeerSettings)
     mode: str = "full"
 
+    def grid(self, method: str) -> list[float | None]:
+        """The strengths swept for ``method`` (``[None]`` for plain LoRA)."""
+        if method == "plain":
+            return [None]
+        return [float(v) for v in self.grids[method]]
 
-def build_config(
-    mode: str,
-    seeds: int | None,
-    methods: Sequence[str] | None,
-    overrides: Sequence[str],
-    scale: str = "quick",
-) -> BenchConfig:
-    """The benchmark of ``mode`` (``tiny``, ``quick`` or ``full`` at ``scale`` ``quick`` or ``demo``), with
-    ``seeds`` (0..n-1), a ``methods`` subset and ``--set`` overrides applied."""
+
+def build_config(mode: str, seeds: int | None, methods: Sequence[str] | None, overrides: Sequence[str]) -> BenchConfig:
+    """The benchmark of ``mode`` (``tiny``, ``quick`` or ``full``) with ``seeds`` (0..n-1), a ``methods`` subset and
+    ``--set`` overrides applied."""
     from agl_trl.experiments.config import apply_overrides, default_config, quick_config, tiny_config
 
     if mode == "tiny":
-        cfg = BenchConfig(demo=tiny_config(0), seeds=[0, 1], stress_methods=["plain", "agl", "safe_lora"], mode=mode)
-    elif mode == "quick":
-        # budget (2 idle CPU cores, from the demo's measured stage times): demo --quick stages + shared artefacts
-        # ~8 min, 14 trained runs of 24 steps with evaluation ~15 min, 2 stress runs of 36 steps ~3 min
         cfg = BenchConfig(
-            demo=quick_config(0),
-            seeds=[0, 1],
-            methods=["plain", "agl", "ewc", "l2", "kl_ref", "safe_lora", "asft"],
-            stress_methods=["plain", "agl"],
-            stress_seeds=[0],
-            mode=mode,
-        )
+            demo=tiny_config(0), methods=["plain", "agl", "safe_lora", "sbr", "mix", "lisa"], seeds=[0, 1],
+            curve_points=2, mode=mode,
+        )  # fmt: skip
+        cfg.grids = {m: g[1:3] for m, g in cfg.grids.items()}
+    elif mode == "quick":
+        cfg = BenchConfig(demo=quick_config(0), methods=list(QUICK_METHODS), seeds=[0, 1], curve_points=4, mode=mode)
+        cfg.grids = {m: g[1:3] for m, g in cfg.grids.items()}
+    elif mode == "full":
+        cfg = BenchConfig(demo=default_config(0), mode=mode)
     else:
-        # every method and ablation, 3 seeds, the stress scenario for every peer. scale="quick": the task sizes of
-        # `agl-trl demo --quick` (a superset of --quick: the same --out resumes it; ~1 h 15 min on 2 idle cores);
-        # scale="demo": those of `make demo` (~5 h: 60 runs of ~5 min)
-        demo = quick_config(0) if scale == "quick" else default_config(0)
-        cfg = BenchConfig(demo=demo, mode=mode if scale == "quick" else f"{mode}-demo-scale")
+        raise ValueError(f"unknown mode {mode!r}; expected tiny, quick or full")
     apply_overrides(cfg.demo, [o for o in overrides if not o.startswith("peers.")])
     for item in overrides:
         if item.startswith("peers."):
             key, _, raw = item[len("peers.") :].partition("=")
-            if not hasattr(cfg.peers, key):
-                raise ValueError(f"unknown peers setting {key!r}; known: {sorted(asdict(cfg.peers))}")
             try:
                 value = json.loads(raw)
             except ValueError:
                 value = raw
-            setattr(cfg.peers, key, value)
+            if key.startswith("grid."):
+                method = key[len("grid.") :]
+                if method not in STRENGTHS or not isinstance(value, list) or not value:
+                    raise ValueError(f"peers.grid.<method>=[values]: unknown method {method!r} or not a list")
+                cfg.grids[method] = [float(v) for v in value]
+            elif key == "max_task_drop":
+                cfg.max_task_drop = float(value)
+            elif hasattr(cfg.peers, key):
+                setattr(cfg.peers, key, value)
+            else:
+                raise ValueError(f"unknown peers setting {key!r}; known: {sorted(asdict(cfg.peers))}, grid.<method>")
     if seeds is not None:
         cfg.seeds = list(range(seeds))
-        cfg.stress_seeds = None if cfg.stress_seeds is None else [s for s in cfg.stress_seeds if s < seeds]
     if methods is not None:
         unknown = sorted(set(methods) - set(ALL_METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {list(ALL_METHODS)}")
-        cfg.methods = list(methods)
-        cfg.stress_methods = [m for m in cfg.stress_methods if m in methods]
+        cfg.methods = list(dict.fromkeys(["plain", *methods]))  # plain LoRA is every comparison's baseline
     return cfg
 
 
-def runs_of(cfg: BenchConfig) -> list[tuple[str, str, int]]:
-    """(scenario, method, seed) in execution order: plain first (Safe LoRA projects the plain adapter)."""
-
-    def ordered(methods: Sequence[str]) -> list[str]:
-        return sorted(methods, key=lambda m: (m != "plain", m == "safe_lora"))
-
-    runs = [("standard", m, s) for s in cfg.seeds for m in ordered(cfg.methods)]
-    stress_seeds = cfg.seeds if cfg.stress_seeds is None else cfg.stress_seeds
-    runs += [("stress", m, s) for s in stress_seeds for m in ordered(cfg.stress_methods)]
-    return runs
-
-
-def scenario_demo(cfg: BenchConfig, scenario: str, seed: int) -> ExperimentConfig:
-    """The experiment config of one run: the seed of the LoRA init / data order, and the stress LR and steps."""
-    demo = replace(cfg.demo, seed=seed)
-    if scenario == "stress":
-        demo.task = replace(
-            demo.task,
-            learning_rate=demo.task.learning_rate * cfg.stress_lr_factor,
-            steps=round(demo.task.steps * cfg.stress_steps_factor),
-        )
-    return demo
+def method_order(methods: Sequence[str]) -> list[str]:
+    """Plain LoRA first (every selection and Safe LoRA's projection need its runs), the rest in the given order."""
+    return sorted(dict.fromkeys(methods), key=lambda m: m != "plain")
 
 
 def config_key(cfg: BenchConfig) -> str:
-    """A hash of everything a result depends on except the seed and the method list (those may grow on resume)."""
+    """A hash of everything a result depends on except the method, strength and seed (rows record those) and the
+    lists of methods, grid values and seeds (they may grow on resume)."""
     return settings_key(
-        {
-            "demo": {k: v for k, v in cfg.demo.to_dict().items() if k != "seed"},
-            "peers": asdict(cfg.peers),
-            "stress": [cfg.stress_lr_factor, cfg.stress_steps_factor],
-        }
+        {"demo": {k: v for k, v in cfg.demo.to_dict().items() if k != "seed"}, "peers": asdict(cfg.peers)}
     )
 
 
-__all__ = ["STRESS_METHODS", "BenchConfig", "build_config", "config_key", "runs_of", "scenario_demo"]
+def gap_drift_of(row: Mapping[str, Any]) -> float:
+    """The gap drift (aligned gap - model gap, fraction) of a result row."""
+    return float(row["gap_drift"])
+
+
+def choose(sweep: Sequence[Mapping[str, Any]], plain_task: float, max_task_drop: float) -> tuple[float | None, str]:
+    """The strength a method would ship, from its validation sweep rows (one per strength), and why.
+
+    Rule (fixed before any test number exists): among the points whose validation task score is at least plain
+    LoRA's (same seed) minus ``max_task_drop``, the one with the smallest gap drift (ties: the better task score, then
+    the weaker strength); when no point keeps the task, the one with the best task score.
+    """
+    if not sweep:
+        raise ValueError("choose: no sweep rows")
+
+    def strength(r: Mapping[str, Any]) -> float:
+        return -math.inf if r.get("strength") is None else float(r["strength"])
+
+    keep = [r for r in sweep if r["task_exact_match"] >= plain_task - max_task_drop - 1e-12]
+    if keep:
+        best = min(keep, key=lambda r: (gap_drift_of(r), -r["task_exact_match"], strength(r)))
+        why = f"smallest validation gap drift with task >= plain - {100 * max_task_drop:g} pts"
+    else:
+        best = max(sweep, key=lambda r: (r["task_exact_match"], -gap_drift_of(r), -strength(r)))
+        why = f"no point kept the task within {100 * max_task_drop:g} pts of plain: best task score"
+    return best.get("strength"), why
+
+
+__all__ = [
+    "MAX_TASK_DROP",
+    "PROTOCOL_METHODS",
+    "QUICK_METHODS",
+    "BenchConfig",
+    "build_config",
+    "choose",
+    "config_key",
+    "gap_drift_of",
+    "method_order",
+]

@@ -1,6 +1,9 @@
-"""Turn ``peers.jsonl`` (benchmarks/peers.py) into docs/peers.md tables (mean ± SD over seeds) and a Pareto plot.
+"""Turn ``peers.jsonl`` (benchmarks/peers.py) into docs/peers.md and its plots.
 
-The report of :mod:`agl_trl.experiments.peers`; its command line is ``benchmarks/peers_report.py``.
+Everything reported comes from the *test* rows at each method's validation-chosen strength (the same rule as the
+benchmark: :func:`~agl_trl.experiments.peers_config.choose`), with paired bootstrap 95% intervals over prompts, task
+items and seeds (:mod:`agl_trl.evaluation.selectivity`); the validation sweeps are shown as what chose the points.
+The command line is ``benchmarks/peers_report.py``.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ import json
 import math
 import statistics
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agl_trl.evaluation.selectivity import Estimate, Verdicts, compare, format_estimate
+from agl_trl.experiments.peers_config import MAX_TASK_DROP, choose, method_order
 from agl_trl.utils import read_jsonl
 
 LABELS = {
+    "aligned": "aligned model (reference)",
     "plain": "plain LoRA",
-    "agl": "AGL (demo settings)",
+    "agl": "AGL",
     "agl_align_only": "AGL: lambda_align only",
     "agl_no_rt": "AGL: no R_T",
     "agl_no_collision": "AGL: no collision terms",
@@ -32,17 +37,12 @@ LABELS = {
     "kl_ref": "KL to aligned (probe)",
     "safe_lora": "Safe LoRA (post-hoc)",
     "asft": "AsFT-style",
+    "sbr": "SBR representation anchor",
+    "mix": "safety data mixing",
+    "lisa": "Lisa-style (alternating + proximal)",
 }
-ABLATION_ORDER = (
-    "agl",
-    "agl_align_only",
-    "agl_no_rt",
-    "agl_no_collision",
-    "agl_riem_only",
-    "agl_geo_only",
-    "agl_hard_gate",
-)
 PNG_NAME = "peers_pareto.png"
+N_BOOT = 4000
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -53,116 +53,145 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _mean_sd(values: Sequence[float | None]) -> tuple[float, float, int] | None:
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+def _verdicts(row: dict[str, Any]) -> Verdicts:
+    v = row["verdicts"]
+    return Verdicts(*(tuple(c == "1" for c in v[k]) for k in ("unsafe", "safe", "task")))
 
 
-def derived(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with the per-seed ratios to plain LoRA of the same scenario and seed (step time, drift reduction)."""
-    plain = {(r["scenario"], r["seed"]): r for r in rows if r["method"] == "plain"}
-    out = []
-    for r in rows:
-        r = dict(r)
-        p = plain.get((r["scenario"], r["seed"]))
-        step = r.get("step_seconds_median")
-        if r["method"] == "safe_lora":
-            r["step_time_ratio"] = 1.0  # post-hoc projection: the training is the plain run
-        elif p and step and p.get("step_seconds_median"):
-            r["step_time_ratio"] = step / p["step_seconds_median"]
-        if p and p.get("drift_points") and r.get("drift_points") is not None and abs(p["drift_points"]) > 1e-9:
-            r["drift_reduction"] = 1.0 - r["drift_points"] / p["drift_points"]
-        out.append(r)
+def _of(rows: list[dict[str, Any]], split: str, method: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["split"] == split and r["method"] == method]
+
+
+def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str, dict[str, Any]]:
+    """method -> {"strength", "why", "sweep": validation rows, "test": test rows at that strength (by seed)} for
+    every method whose sweep is complete enough to choose (plain LoRA: its single point)."""
+    plain_val = _of(rows, "validation", "plain")
+    if not plain_val:
+        return {}
+    plain_task = plain_val[0]["task_exact_match"]
+    methods = method_order({r["method"] for r in rows if r["method"] != "aligned"})
+    out: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        sweep = sorted(
+            _of(rows, "validation", method), key=lambda r: -math.inf if r["strength"] is None else r["strength"]
+        )
+        if not sweep:
+            continue
+        strength, why = choose(sweep, plain_task, max_task_drop) if method != "plain" else (None, "no strength")
+        test = sorted((r for r in _of(rows, "test", method) if r["strength"] == strength), key=lambda r: r["seed"])
+        out[method] = {"strength": strength, "why": why, "sweep": sweep, "test": test}
     return out
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in derived(rows):
-        groups[(r["scenario"], r["method"])].append(r)
-    keys = (
-        "refusal_unsafe",
-        "drift_points",
-        "drift_reduction",
-        "kl_drift",
-        "over_refusal",
-        "incoherent",
-        "task_exact_match",
-        "step_time_ratio",
-        "peak_memory_mb",
+def _ratio(rows: list[dict[str, Any]], split: str, row: dict[str, Any]) -> float | None:
+    """Median step time / plain LoRA's of the same seed (None when either is missing)."""
+    plain = [
+        r for r in rows
+        if r["method"] == "plain" and r["seed"] == row["seed"] and r.get("step_seconds_median")
+    ]  # fmt: skip
+    if not plain or not row.get("step_seconds_median"):
+        return None
+    return row["step_seconds_median"] / plain[0]["step_seconds_median"]
+
+
+def _mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 2) -> str:
+    vals = [scale * float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.fmean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def _strength_cell(method: str, rows: list[dict[str, Any]], strength: float | None) -> str:
+    name = next((r.get("strength_name") for r in rows if r.get("strength_name")), None)
+    return "-" if strength is None else f"{name} = {strength:g}"
+
+
+def test_table(
+    rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]
+) -> tuple[list[str], dict[str, dict[str, Estimate]]]:
+    """The headline table (test split, chosen points, paired bootstrap) and its estimates."""
+    reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
+    complete = {m: c for m, c in chosen.items() if c["test"]}
+    if reference is None or "plain" not in complete:
+        return ["(no test rows yet)"], {}
+    seeds = {m: tuple(r["seed"] for r in c["test"]) for m, c in complete.items()}
+    common = min(len(s) for s in seeds.values())
+    models = {m: [_verdicts(r) for r in c["test"][:common]] for m, c in complete.items()}
+    est = compare(models, _verdicts(reference), baseline="plain", n_boot=N_BOOT, seed=0)
+    ref_est = compare({"aligned": [_verdicts(reference)]}, _verdicts(reference), n_boot=N_BOOT, seed=0)["aligned"]
+    head = (
+        "| method | chosen strength | refusal on unsafe % | over-refusal % | gap (pts) | **gap drift (pts)** | "
+        "gap-drift reduction vs LoRA % | refusal drift (pts) | KL drift (nats/token) | task exact match % | "
+        "task vs LoRA (pts) | incoherent % | step-time ratio | seeds |"
     )
-    return {
-        group: {"seeds": sorted(r["seed"] for r in members), **{k: _mean_sd([r.get(k) for r in members]) for k in keys}}
-        for group, members in groups.items()
-    }
-
-
-def fmt(stat: tuple[float, float, int] | None, scale: float = 1.0, digits: int = 1) -> str:
-    if stat is None:
-        return "-"
-    mean, sd, n = stat
-    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}" if n > 1 else f"{mean * scale:.{digits}f}"
-
-
-def fmt_kl(stat: tuple[float, float, int] | None) -> str:
-    if stat is None:
-        return "-"
-    mean, sd, n = stat
-    return f"{mean:.3g} ± {sd:.2g}" if n > 1 else f"{mean:.3g}"
-
-
-def method_order(methods: set[str]) -> list[str]:
-    known = [m for m in LABELS if m in methods]
-    return known + sorted(methods - set(known))
-
-
-def main_table(stats: dict[tuple[str, str], dict[str, Any]], scenario: str) -> list[str]:
-    lines = [
-        "| method | refusal on unsafe % | drift (pts) | drift reduction % | KL drift (nats/token) | over-refusal % "
-        "| task exact match % | step-time ratio | peak train memory (MB) | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method in method_order({m for s, m in stats if s == scenario}):
-        st = stats[(scenario, method)]
+    lines = [head, "|" + "---|" * 14]
+    lines.append(
+        f"| {LABELS['aligned']} | - | {format_estimate(ref_est['refusal_unsafe'])} | "
+        f"{format_estimate(ref_est['over_refusal'])} | {format_estimate(ref_est['gap'])} | 0 | - | 0 | 0 | "
+        f"{100 * reference['task_exact_match']:.1f} | - | - | - | - |"
+    )
+    for method, c in complete.items():
+        e, test = est[method], c["test"][:common]
         lines.append(
-            f"| {LABELS.get(method, method)} | {fmt(st['refusal_unsafe'], 100)} | {fmt(st['drift_points'])} "
-            f"| {fmt(st['drift_reduction'], 100)} | {fmt_kl(st['kl_drift'])} | {fmt(st['over_refusal'], 100)} "
-            f"| {fmt(st['task_exact_match'], 100)} | {fmt(st['step_time_ratio'], 1, 2)} | "
-            f"{fmt(st['peak_memory_mb'], 1, 0)} | {len(st['seeds'])} |"
+            f"| {LABELS.get(method, method)} | {_strength_cell(method, test, c['strength'])} | "
+            f"{format_estimate(e['refusal_unsafe'])} | {format_estimate(e['over_refusal'])} | "
+            f"{format_estimate(e['gap'])} | **{format_estimate(e['gap_drift'])}** | "
+            f"{format_estimate(e['gap_drift_reduction']) if method != 'plain' else '0'} | "
+            f"{format_estimate(e['refusal_drift'])} | {_mean_sd([r['kl_drift'] for r in test], digits=3)} | "
+            f"{format_estimate(e['task'])} | "
+            f"{format_estimate(e['task_vs_baseline']) if method != 'plain' else '0'} | "
+            f"{_mean_sd([r['incoherent'] for r in test], 100, 1)} | "
+            f"{_mean_sd([_ratio(rows, 'test', r) for r in test])} | {len(test)} |"
         )
+    return lines, est
+
+
+def style_table(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]], key: str = "by_style") -> list[str]:
+    """Refusal on unsafe / over-refusal per phrasing style on the test split (seeds pooled)."""
+    reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
+    if reference is None:
+        return []
+    groups = sorted(reference[key])
+    lines = ["| method | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    entries = [("aligned", [reference])] + [(m, c["test"]) for m, c in chosen.items() if c["test"]]
+    for method, test in entries:
+        cells = []
+        for g in groups:
+            parts = []
+            for label in ("refusal_unsafe", "over_refusal"):
+                k = sum(r[key].get(g, {}).get(label, {}).get("k", 0) for r in test)
+                n = sum(r[key].get(g, {}).get(label, {}).get("n", 0) for r in test)
+                parts.append(f"{100 * k / n:.0f}" if n else "-")
+            cells.append(" / ".join(parts))
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def ablation_table(stats: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
-    full = stats.get(("standard", "agl"))
-    lines = [
-        "| variant | refusal on unsafe % | drift (pts) | KL drift | task exact match % | Δ drift vs full AGL (pts) "
-        "| Δ task vs full AGL (pts) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    variants = [m for m in ABLATION_ORDER if ("standard", m) in stats]
-    if ("standard", "ewc") in stats:
-        variants.append("ewc")
-    for method in variants:
-        st = stats[("standard", method)]
-        label = "AGL: diagonal Fisher (= EWC by construction)" if method == "ewc" else LABELS.get(method, method)
-
-        def delta(key: str, scale: float, st: dict[str, Any] = st, method: str = method) -> str:
-            if full is None or st[key] is None or full[key] is None or method == "agl":
-                return "-"
-            return f"{(st[key][0] - full[key][0]) * scale:+.1f}"
-
-        lines.append(
-            f"| {label} | {fmt(st['refusal_unsafe'], 100)} | {fmt(st['drift_points'])} | {fmt_kl(st['kl_drift'])} "
-            f"| {fmt(st['task_exact_match'], 100)} | {delta('drift_points', 1)} | {delta('task_exact_match', 100)} |"
-        )
+def sweep_tables(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for method, c in chosen.items():
+        lines += [
+            f"**{LABELS.get(method, method)}** ({c['why']})",
+            "",
+            "| strength | refusal on unsafe % | over-refusal % | gap drift (pts) | task exact match % | step-time ratio |"
+            " chosen |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in c["sweep"]:
+            mark = "**yes**" if r["strength"] == c["strength"] else ""
+            lines.append(
+                f"| {_strength_cell(method, [r], r['strength'])} | {100 * r['refusal_unsafe']:.1f} | "
+                f"{100 * r['over_refusal']:.1f} | {100 * r['gap_drift']:.1f} | {100 * r['task_exact_match']:.1f} | "
+                f"{_mean_sd([_ratio(rows, 'validation', r)])} | {mark} |"
+            )
+        lines.append("")
     return lines
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Methods not dominated in (lower drift, higher task score)."""
+    """Methods not dominated in (lower gap drift, higher task score)."""
     front = []
     for m, (d, t) in points.items():
         if not any((d2 <= d and t2 >= t) and (d2 < d or t2 > t) for m2, (d2, t2) in points.items() if m2 != m):
@@ -170,103 +199,139 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return front
 
 
-def plot(stats: dict[tuple[str, str], dict[str, Any]], path: Path) -> list[str]:
+def plot(chosen: dict[str, dict[str, Any]], est: dict[str, dict[str, Estimate]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    front: list[str] = []
-    methods = method_order({m for _, m in stats})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
     cmap = plt.get_cmap("tab20")
-    colour = {m: cmap(i % 20) for i, m in enumerate(methods)}  # one colour per method in both scenarios
-    for scenario, marker in (("standard", "o"), ("stress", "s")):
-        points = {}
-        for (s, method), st in stats.items():
-            if s != scenario or st["drift_points"] is None or st["task_exact_match"] is None:
-                continue
-            d, t = st["drift_points"], st["task_exact_match"]
-            points[method] = (d[0], 100 * t[0])
-            filled = "full" if scenario == "standard" else "none"
-            ax.errorbar(
-                d[0], 100 * t[0], xerr=d[1], yerr=100 * t[1], fmt=marker, fillstyle=filled, capsize=3, alpha=0.85, color=colour[method],
-                label=f"{LABELS.get(method, method)} ({scenario})",
-            )  # fmt: skip
-            ax.annotate(method, (d[0], 100 * t[0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        if scenario == "standard":
-            front = pareto_front(points)
-            pts = sorted(points[m] for m in front)
-            if len(pts) > 1:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "k--", lw=0.8, alpha=0.6)
-    ax.set_xlabel("refusal drift vs the aligned model (points, lower is better)")
-    ax.set_ylabel("task exact match (%, higher is better)")
-    ax.set_title("AGL vs peers: task score vs drift (mean ± SD over seeds; hollow = stress)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="best", ncol=2)
+    for i, (method, c) in enumerate(chosen.items()):
+        colour = cmap(i % 20)
+        pts = [(100 * r["gap_drift"], 100 * r["task_exact_match"]) for r in c["sweep"]]
+        left.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour, label=LABELS.get(method, method))
+        if method in est:
+            e = est[method]
+            x, y = 100 * e["gap_drift"].value, 100 * e["task"].value
+            xerr = [[x - 100 * e["gap_drift"].ci_low], [100 * e["gap_drift"].ci_high - x]]
+            yerr = [[y - 100 * e["task"].ci_low], [100 * e["task"].ci_high - y]]
+            right.errorbar(
+                x, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, capsize=3, label=LABELS.get(method, method)
+            )
+            right.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    left.set_title("validation sweeps (seed 0): each method's front")
+    right.set_title("test split, chosen points (95% paired bootstrap)")
+    for ax in (left, right):
+        ax.set_xlabel("gap drift vs the aligned model (points, lower is better)")
+        ax.set_ylabel("task exact match (%, higher is better)")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return front
 
 
-def write_report(rows: list[dict[str, Any]], out_dir: Path, source: Path | None = None) -> Path:
-    """Write ``peers.md`` and ``peers_pareto.png`` into ``out_dir``; returns the markdown path."""
+def _cost_line(rows: list[dict[str, Any]]) -> str:
+    seconds = sum(r.get("run_seconds") or 0 for r in rows)
+    threads = sorted({(r.get("environment") or {}).get("torch_threads") for r in rows} - {None})
+    return f"{len(rows)} rows, {seconds / 3600:.1f} h of run time (torch threads {threads}; set-up stages not included)"
+
+
+def write_report(
+    rows: list[dict[str, Any]], out_dir: Path, source: Path | None = None, max_task_drop: float = MAX_TASK_DROP
+) -> Path:
+    """Write ``peers.md`` and ``peers_pareto.png`` into ``out_dir``; returns the markdown path. ``max_task_drop``:
+    the selection rule's task tolerance (the benchmark's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats = aggregate(rows)
-    front = plot(stats, out_dir / PNG_NAME)
-    first = rows[0]
+    max_drop = max_task_drop
+    chosen = chosen_points(rows, max_drop)
+    table, est = test_table(rows, chosen)
+    if chosen:
+        plot(chosen, est, out_dir / PNG_NAME)
     modes = sorted({r.get("mode", "?") for r in rows})
-    scenarios = [s for s in ("standard", "stress") if any(k[0] == s for k in stats)]
-    settings = {r["method"]: r.get("settings") for r in rows}
-    lr = {s: sorted({r["learning_rate"] for r in rows if r["scenario"] == s}) for s in scenarios}
-    steps = {s: sorted({r["steps"] for r in rows if r["scenario"] == s}) for s in scenarios}
+    ref = {
+        s: next((r for r in rows if r["method"] == "aligned" and r["split"] == s), {}) for s in ("validation", "test")
+    }
+    judge = ref["test"].get("judge") or next((r.get("judge") for r in rows if r.get("judge")), "keyword")
+    curve = next((r.get("task_curve") for r in rows if r["method"] == "plain" and r.get("task_curve")), None)
+    front = pareto_front({m: (e["gap_drift"].value, e["task"].value) for m, e in est.items()}) if est else []
+    plain_est = est.get("plain")
+    mdd = (
+        statistics.median([e["gap_drift_vs_baseline"].mdd for m, e in est.items() if m != "plain"])
+        if len(est) > 1
+        else None
+    )
+    task_mdd = (
+        statistics.median([e["task_vs_baseline"].mdd for m, e in est.items() if m != "plain"]) if len(est) > 1 else None
+    )
+    first = next((r for r in rows if r["method"] == "plain"), rows[0])
     lines = [
         "# AGL against its peers",
         "",
         f"Generated {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} by `benchmarks/peers_report.py`"
-        f" from `{source or 'peers.jsonl'}` ({len(rows)} runs, mode {', '.join(modes)}).",
+        f" from `{source or 'peers.jsonl'}` ({_cost_line(rows)}; mode {', '.join(modes)}).",
         "",
         ("**Smoke run on a random tiny Llama: the numbers mean nothing.** " if "tiny" in modes else "")
-        + "Set-up: the demo's (docs/demo.md): SmolLM2-135M-Instruct aligned with a merged safety LoRA, a benign task "
-        "fine-tune (LoRA on all linear layers), the same data, steps, learning rate and batch for every method; "
-        "the seed sets the LoRA initialisation and the data order. Refusal and over-refusal: "
-        f"{first.get('judge', 'keyword')} judge on {first.get('n_unsafe')} unsafe / {first.get('n_safe')} safe "
-        f"DriftCaps eval prompts; aligned model: {100 * first['aligned_refusal_unsafe']:.1f}% refusal on unsafe, "
-        f"{100 * first['aligned_over_refusal']:.1f}% over-refusal. Drift = aligned refusal - refusal (points); drift "
-        "reduction = 1 - drift / drift of plain LoRA (same seed); KL drift = mean per-token KL(aligned || model) on "
-        "the aligned model's own eval answers; step-time ratio = median step time / plain LoRA's (same seed); peak "
-        "memory = peak resident memory above the level before training (the demo trains on CPU), sampled every 10 ms; "
-        "freed memory that the allocator keeps makes it depend on what ran before in the process (several hundred "
-        "MB), so only larger differences mean something. "
-        "Mean ± SD over seeds. "
-        "With a keyword judge and about a hundred prompts a refusal rate carries ~5 points of sampling error.",
-        "",
-        "Scenarios: " + "; ".join(f"{s}: {steps[s]} steps at learning rate {lr[s]}" for s in scenarios) + ".",
+        + "Protocol (docs/peers.md, `agl_trl.experiments.peers`): the aligned SmolLM2-135M-Instruct, a benign task "
+        "fine-tune (LoRA on all linear layers; same data, steps, learning rate and batch for every method). Every "
+        "method's strength is swept (one seed) on the DriftCaps **validation** split "
+        f"({ref['validation'].get('n_unsafe')} unsafe / {ref['validation'].get('n_safe')} safe prompts) and the "
+        "task's validation items; the point it would ship is chosen there (smallest validation gap drift with the "
+        f"task at most {100 * max_drop:g} points below plain LoRA's), then trained with every seed and measured "
+        f"once on the **test** split ({ref['test'].get('n_unsafe')} unsafe / {ref['test'].get('n_safe')} safe "
+        f"prompts, other behaviours and phrasings; {first.get('task_n')} task items at most on validation). "
+        f"Judge: **{judge}** (refusal verdicts on every number). Gap = refusal on unsafe - over-refusal on safe; gap "
+        "drift = aligned gap - model gap (points of selectivity lost, the primary figure); intervals: paired "
+        "bootstrap 95% over prompts, task items and seeds. KL drift: mean per-token KL(aligned || model) on the "
+        "aligned model's own test answers (mean ± SD over seeds). Step-time ratio: median step time / plain LoRA's "
+        "(same seed).",
         "",
     ]
-    for scenario in scenarios:
-        lines += [f"## {scenario.capitalize()} scenario", "", *main_table(stats, scenario), ""]
-    if any(k == ("standard", m) for k in stats for m in ABLATION_ORDER[1:]):
-        lines += ["## AGL ablations (standard scenario)", "", *ablation_table(stats), ""]
+    if curve:
+        lines += [
+            "## Task learning curve (plain LoRA, validation items, sweep seed)",
+            "",
+            "| step | " + " | ".join(str(s) for s, _ in curve) + " |",
+            "|---|" + "---|" * len(curve),
+            "| exact match % | " + " | ".join(f"{100 * v:.1f}" for _, v in curve) + " |",
+            "",
+        ]
+    lines += ["## Test split: each method at its validation-chosen strength", "", *table, ""]
+    if mdd is not None:
+        lines += [
+            f"Smallest difference this comparison resolves (5% level, 80% power; median over methods of the paired "
+            f"bootstrap): gap drift vs plain LoRA **{100 * mdd:.1f} points**, task score {100 * task_mdd:.1f} points.",
+            "",
+        ]
+    if plain_est is not None:
+        lines += [
+            "Not dominated on the test split (lower gap drift and higher task score, point estimates): "
+            + (", ".join(LABELS.get(m, m) for m in front) or "-")
+            + ".",
+            "",
+            f"![task score vs gap drift]({PNG_NAME})",
+            "",
+        ]
+    for key, title in (("by_style", "phrasing style"), ("by_form", "form")):
+        st = style_table(rows, chosen, key)
+        if st:
+            lines += [
+                f"## Refusal on unsafe / over-refusal on safe by {title} (test split, %, seeds pooled)",
+                "",
+                *st,
+                "",
+            ]
+    lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
+    settings = {
+        m: c["test"][0].get("settings") if c["test"] else c["sweep"][0].get("settings") for m, c in chosen.items()
+    }
     lines += [
-        "## Pareto plot",
-        "",
-        f"![task score vs drift]({PNG_NAME})",
-        "",
-        "Not dominated in the standard scenario (lower drift and higher task score): "
-        + (", ".join(LABELS.get(m, m) for m in front) or "-")
-        + ".",
-        "",
-        "## Settings of each method",
+        "## Settings of each chosen point",
         "",
         "| method | settings |",
         "|---|---|",
-        *[f"| {LABELS.get(m, m)} | `{json.dumps(settings[m], sort_keys=True)}` |" for m in method_order(set(settings))],
-        "",
-        "The peers' weights are not tuned per method (one value each, in the units stated in their modules): read "
-        "them on the Pareto plot, where a method that only trades task score for drift moves along the frontier. "
-        "Lisa (alternating alignment/task steps) is not included: it changes the training loop, not the loss.",
+        *[f"| {LABELS.get(m, m)} | `{json.dumps(s, sort_keys=True)}` |" for m, s in settings.items()],
         "",
     ]
     path = out_dir / "peers.md"
@@ -279,14 +344,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", help="peers.jsonl written by benchmarks/peers.py")
     parser.add_argument("--out", default="docs", help="folder for peers.md and peers_pareto.png (default: docs)")
+    parser.add_argument(
+        "--max-task-drop", type=float, default=MAX_TASK_DROP, help="the selection rule's task tolerance"
+    )
     args = parser.parse_args(argv)
     try:
         rows = read_rows(Path(args.results))
     except (OSError, ValueError) as exc:
         print(f"peers_report: {exc}", file=sys.stderr)
         return 2
-    print(write_report(rows, Path(args.out), source=Path(args.results)))
+    print(write_report(rows, Path(args.out), source=Path(args.results), max_task_drop=args.max_task_drop))
     return 0
 
 
-__all__ = ["LABELS", "PNG_NAME", "aggregate", "derived", "main", "pareto_front", "read_rows", "write_report"]
+__all__ = ["LABELS", "PNG_NAME", "chosen_points", "main", "pareto_front", "read_rows", "test_table", "write_report"]

@@ -1,11 +1,14 @@
 """The shared set-up of every experiment, as cached stages under one folder (:mod:`agl_trl.experiments.stages`).
 
-1. ``align_data`` -- safety SFT data from the DriftCaps *probe* split: unsafe prompts -> refusal templates, safe
-   prompts (ordinary + contrast look-alikes) -> the base model's own greedy answers.
+1. ``align_data`` -- safety SFT data from the safety-training part of the DriftCaps *probe* split: unsafe prompts
+   -> composed refusals, safe prompts (ordinary + contrast look-alikes) -> the base model's own greedy answers (those
+   the judge reads as refusals dropped).
 2. ``aligned``    -- a safety LoRA SFT on that data, merged into the weights, saved (``aligned/model``).
-3. ``gen_aligned`` -- the aligned model's greedy answers on the DriftCaps *eval* subset and the task's held-out
-   split (the reference of every drift and KL number).
-4. ``fisher``     -- the Fisher artifact of the aligned model on probe prompts (``fisher/artifact``).
+3. ``gen_aligned`` -- the aligned model's greedy answers on the DriftCaps *test* subset and the task's test items
+   (the reference of every reported drift and KL number); ``gen_aligned_validation`` the same on the *validation*
+   split (only when asked: the reference of every choice of settings).
+4. ``fisher``     -- the Fisher artifact of the aligned model on the probe split's *held-back* part
+   (:func:`probe_parts`: behaviours the safety stage never trained on) (``fisher/artifact``).
 
 The demo, the peers benchmark and the scaling sweep start from :func:`prepare_setup`, so with the same settings
 they share (and reuse) one set-up folder.
@@ -25,7 +28,7 @@ import torch
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
 from agl_trl.experiments.stages import StageRunner
-from agl_trl.experiments.task import TaskItem, generate_task
+from agl_trl.experiments.task import TaskItem, task_splits
 from agl_trl.experiments.training import lora_config, train_lora
 
 ModelLoader = Callable[[], tuple[Any, Any]]
@@ -59,24 +62,55 @@ def stratified_subset(items: Sequence[Any], n: int | None, label: str) -> list[A
     return [it for it in pool if id(it) in keep]
 
 
-def probe_prompts(cfg: ExperimentConfig) -> list[str]:
-    """The Fisher stage's probe prompts: unsafe probe prompts, or half unsafe / half safe (``probe.kind``)."""
+def probe_parts(items: Sequence[Any], holdout_every: int) -> tuple[list[Any], list[Any]]:
+    """Split probe prompts into (safety-training part, held-back part) by behaviour: within each (label, category),
+    every ``holdout_every``-th behaviour (file order; ``behavior`` field, else the id) is held back, so no behaviour
+    that the Fisher or a probe-based anchor sees was trained on by the safety stage."""
+    order: dict[tuple[str, str], list[str]] = {}
+    for it in items:
+        behaviours = order.setdefault((it.label, it.category), [])
+        key = getattr(it, "behavior", None) or it.id
+        if key not in behaviours:
+            behaviours.append(key)
+    held = {
+        (group, b) for group, behaviours in order.items() for i, b in enumerate(behaviours)
+        if i % holdout_every == holdout_every - 1
+    }  # fmt: skip
+    train, back = [], []
+    for it in items:
+        key = ((it.label, it.category), getattr(it, "behavior", None) or it.id)
+        (back if key in held else train).append(it)
+    return train, back
+
+
+def probe_items(cfg: ExperimentConfig) -> list[Any]:
+    """The Fisher stage's probe prompts (also the peers' probe anchors) as DriftCaps items: from the probe split's
+    held-back part, unsafe only or half unsafe / half safe (``probe.kind``)."""
     from agl_trl.driftcaps import load_driftcaps
 
-    probe, p = load_driftcaps(split="probe"), cfg.probe
+    p = cfg.probe
+    _, held = probe_parts(load_driftcaps(split="probe"), p.holdout_every)
     if p.kind == "unsafe":
-        items = stratified_subset(probe, p.n, "unsafe")
-    else:
-        items = stratified_subset(probe, p.n // 2, "unsafe") + stratified_subset(probe, p.n - p.n // 2, "safe")
-    return [it.prompt for it in items]
+        return stratified_subset(held, p.n, "unsafe")
+    return stratified_subset(held, p.n // 2, "unsafe") + stratified_subset(held, p.n - p.n // 2, "safe")
 
 
-def eval_subset_of(cfg: ExperimentConfig) -> list[Any]:
-    """The DriftCaps eval prompts every model is measured on (a fixed category-stratified subset)."""
+def probe_prompts(cfg: ExperimentConfig) -> list[str]:
+    """The prompts of :func:`probe_items`."""
+    return [it.prompt for it in probe_items(cfg)]
+
+
+def eval_subset_of(cfg: ExperimentConfig, split: str = "test") -> list[Any]:
+    """The DriftCaps prompts of ``split`` (``test`` or ``validation``) every model is measured on: a fixed
+    category-stratified subset of the sizes in ``cfg.eval``."""
     from agl_trl.driftcaps import load_driftcaps
 
-    items = load_driftcaps(split="eval")
-    return stratified_subset(items, cfg.eval.n_unsafe, "unsafe") + stratified_subset(items, cfg.eval.n_safe, "safe")
+    if split not in ("test", "validation"):
+        raise ValueError(f"eval_subset_of: split must be 'test' or 'validation', got {split!r}")
+    items = load_driftcaps(split=split)
+    e = cfg.eval
+    n_unsafe, n_safe = (e.n_unsafe, e.n_safe) if split == "test" else (e.n_val_unsafe, e.n_val_safe)
+    return stratified_subset(items, n_unsafe, "unsafe") + stratified_subset(items, n_safe, "safe")
 
 
 def eval_stage_key(cfg: ExperimentConfig, eval_subset: Sequence[Any], task_eval: Sequence[TaskItem]) -> dict:
@@ -96,11 +130,14 @@ class Setup:
     cfg: ExperimentConfig
     out: Path
     runner: StageRunner
-    eval_subset: list[Any]
+    eval_subset: list[Any]  # the test prompts (reported)
     task_train: list[TaskItem]
-    task_eval: list[TaskItem]
+    task_eval: list[TaskItem]  # the task's test items
     aligned_info: dict[str, Any]  # the gen_aligned stage's result (judge, task score)
     fisher_info: dict[str, Any]
+    validation_subset: list[Any]  # the validation prompts (settings are chosen on them)
+    task_validation: list[TaskItem]
+    align_info: dict[str, Any]  # the align_data stage's result (rows, dropped safe refusals)
 
     @property
     def aligned_dir(self) -> Path:
@@ -112,12 +149,33 @@ class Setup:
 
     @property
     def reference_rows(self) -> list[dict[str, Any]]:
-        """The aligned model's ``responses.json`` rows (prompts, its answers, judge verdicts)."""
+        """The aligned model's ``responses.json`` rows on the test prompts (its answers, judge verdicts)."""
         return read_json(self.out / "gen_aligned" / RESPONSES_FILE)
+
+    def reference_rows_of(self, split: str) -> list[dict[str, Any]]:
+        """The aligned model's rows on ``split`` (``test``; ``validation`` when the setup was asked for it)."""
+        stage = "gen_aligned" if split == "test" else "gen_aligned_validation"
+        path = self.out / stage / RESPONSES_FILE
+        if not path.is_file():
+            raise RuntimeError(f"no aligned answers on the {split} split: call prepare_setup(..., validation=True)")
+        return read_json(path)
+
+    def prompts_of(self, split: str) -> tuple[list[Any], list[TaskItem]]:
+        """(DriftCaps prompts, task items) of ``split`` (``test`` or ``validation``)."""
+        if split == "test":
+            return self.eval_subset, self.task_eval
+        if split == "validation":
+            return self.validation_subset, self.task_validation
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
 
     @property
     def task_rows(self) -> list[dict[str, str]]:
         return [{"prompt": it.prompt, "answer": it.answer} for it in self.task_train]
+
+    @property
+    def safety_rows(self) -> list[dict[str, str]]:
+        """The safety stage's unsafe rows (prompt -> composed refusal): data mixing and Lisa train on them."""
+        return [r for r in read_json(self.out / "align_data" / "rows.json") if r["label"] == "unsafe"]
 
 
 def prepare_setup(
@@ -126,38 +184,49 @@ def prepare_setup(
     loader: ModelLoader | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    validation: bool = False,
 ) -> Setup:
     """Run (or reuse) the set-up stages under ``out`` (see the module docstring).
 
     ``loader``: ``() -> (model, tokenizer)`` of the *unaligned* base chat model (default :func:`default_loader`;
-    tests inject a tiny Llama). ``cfg.model`` names it in the stage keys.
+    tests inject a tiny Llama). ``cfg.model`` names it in the stage keys. ``validation``: also measure the aligned
+    model on the validation split (what choosing settings compares against).
     """
     from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
 
     out, c, loader = Path(out), cfg, loader or default_loader
     runner = StageRunner(out, log=log)
-    probe = load_driftcaps(split="probe")
-    eval_subset = eval_subset_of(c)
-    task_train, task_eval = generate_task(c.task.n_train, c.task.n_eval, seed=c.seed)
+    align_part, _ = probe_parts(load_driftcaps(split="probe"), c.probe.holdout_every)
+    eval_subset = eval_subset_of(c, "test")
+    validation_subset = eval_subset_of(c, "validation")
+    task_train, task_validation, task_eval = task_splits(
+        c.task.n_train, c.task.n_validation, c.task.n_eval, seed=c.seed
+    )
 
     def align_data(directory: Path) -> dict[str, Any]:
+        from agl_trl.evaluation.judges import make_judge
         from agl_trl.generation import generate_responses
 
-        unsafe = stratified_subset(probe, c.align.n_unsafe, "unsafe")
-        safe = stratified_subset(probe, c.align.n_safe, "safe")
-        templates = load_refusal_templates()
+        unsafe = stratified_subset(align_part, c.align.n_unsafe, "unsafe")
+        safe = stratified_subset(align_part, c.align.n_safe, "safe")
+        refusals = load_refusal_templates()
         rng = random.Random(c.seed)
         model, tokenizer = loader()
         answers = generate_responses(
             model, tokenizer, [it.prompt for it in safe], c.align.answer_tokens, 32, progress=progress, desc="base"
         )
-        rows = [{"prompt": it.prompt, "answer": rng.choice(templates), "label": "unsafe"} for it in unsafe]
-        rows += [{"prompt": it.prompt, "answer": a, "label": "safe"} for it, a in zip(safe, answers, strict=True)]
-        rows = [r for r in rows if r["answer"].strip()]
+        judge = make_judge(c.eval.judge)
+        refused = judge.judge([it.prompt for it in safe], answers)
+        helpful = [(it, a) for it, a, r in zip(safe, answers, refused, strict=True) if a.strip() and not r]
+        rows = [{"prompt": it.prompt, "answer": rng.choice(refusals), "label": "unsafe"} for it in unsafe]
+        rows += [{"prompt": it.prompt, "answer": a, "label": "safe"} for it, a in helpful] * c.align.safe_weight
         rng.shuffle(rows)
         write_json(directory / "rows.json", rows)
-        return {"n_unsafe": len(unsafe), "n_safe": len(safe), "n_rows": len(rows)}
+        return {
+            "n_unsafe": len(unsafe), "n_safe": len(safe), "n_rows": len(rows), "judge": judge.name,
+            "safe_dropped_as_refusals": int(sum(refused)), "distinct_refusals": len(set(refusals)),
+        }  # fmt: skip
 
     def aligned(directory: Path) -> dict[str, Any]:
         model, tokenizer = loader()
@@ -171,11 +240,14 @@ def prepare_setup(
         tokenizer.save_pretrained(directory / "model")
         return {"train": record}
 
-    def gen_aligned(directory: Path) -> dict[str, Any]:
-        model, tokenizer = load_pretrained(out / "aligned" / "model")
-        return evaluate_generations(
-            model, tokenizer, eval_subset, task_eval, c.eval, c.task.answer_tokens, directory, "aligned", progress
-        )
+    def gen_aligned_on(items: Sequence[Any], task_items: Sequence[TaskItem]) -> Callable[[Path], dict[str, Any]]:
+        def stage(directory: Path) -> dict[str, Any]:
+            model, tokenizer = load_pretrained(out / "aligned" / "model")
+            return evaluate_generations(
+                model, tokenizer, items, task_items, c.eval, c.task.answer_tokens, directory, "aligned", progress
+            )
+
+        return stage
 
     def fisher(directory: Path) -> dict[str, Any]:
         from peft import get_peft_model
@@ -205,12 +277,26 @@ def prepare_setup(
             "k_in_median": statistics.median(k_in) if k_in else None,
         }
 
-    runner.run("align_data", {"model": c.model, "seed": c.seed, "align": asdict(c.align)}, align_data)
+    from agl_trl.driftcaps import DRIFTCAPS_VERSION
+
+    data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": DRIFTCAPS_VERSION,
+                "judge": c.eval.judge, "holdout_every": c.probe.holdout_every}  # fmt: skip
+    align_info = runner.run("align_data", data_key, align_data)
     runner.run("aligned", {"lora": asdict(c.lora), "align": asdict(c.align), "seed": c.seed}, aligned, ("align_data",))
-    aligned_info = runner.run("gen_aligned", eval_stage_key(c, eval_subset, task_eval), gen_aligned, ("aligned",))
+    aligned_info = runner.run(
+        "gen_aligned", eval_stage_key(c, eval_subset, task_eval), gen_aligned_on(eval_subset, task_eval), ("aligned",)
+    )
+    if validation:
+        runner.run(
+            "gen_aligned_validation", eval_stage_key(c, validation_subset, task_validation),
+            gen_aligned_on(validation_subset, task_validation), ("aligned",),
+        )  # fmt: skip
     fisher_key = {"probe": asdict(c.probe), "fisher": asdict(c.fisher), "lora": asdict(c.lora), "seed": c.seed}
     fisher_info = runner.run("fisher", fisher_key, fisher, ("aligned",))
-    return Setup(c, out, runner, eval_subset, task_train, task_eval, aligned_info, fisher_info)
+    return Setup(
+        c, out, runner, eval_subset, task_train, task_eval, aligned_info, fisher_info, validation_subset,
+        task_validation, align_info,
+    )  # fmt: skip
 
 
 __all__ = [
@@ -220,6 +306,8 @@ __all__ = [
     "eval_stage_key",
     "eval_subset_of",
     "prepare_setup",
+    "probe_items",
+    "probe_parts",
     "probe_prompts",
     "stratified_subset",
 ]

@@ -148,6 +148,15 @@ def generate_task(n_train: int, n_eval: int, seed: int = 0) -> tuple[list[TaskIt
     return items[n_eval:], items[:n_eval]
 
 
+def task_splits(
+    n_train: int, n_validation: int, n_test: int, seed: int = 0
+) -> tuple[list[TaskItem], list[TaskItem], list[TaskItem]]:
+    """``(train, validation, test)``: one stream of unique items, the first ``n_test`` are the test items (those of
+    ``generate_task(.., n_test)``), the next ``n_validation`` validation, the rest train."""
+    train, held = generate_task(n_train, n_test + n_validation, seed=seed)
+    return train, held[n_test:], held[:n_test]
+
+
 def normalize_answer(text: str) -> str:
     """Whitespace collapsed and stripped, one trailing period dropped; case is kept (``upper`` tests it)."""
     text = re.sub(r"\s+", " ", text).strip()
@@ -160,11 +169,13 @@ def exact_match(prediction: str, answer: str) -> bool:
 
 
 def score(items: Sequence[TaskItem], predictions: Sequence[str]) -> dict[str, Any]:
-    """Exact-match accuracy overall and per operation: ``{"exact_match", "k", "n", "by_operation": {...}}``."""
+    """Exact-match accuracy overall and per operation: ``{"exact_match", "k", "n", "hits", "by_operation": {...}}``
+    (``hits``: each item's exact match, in order, for paired comparisons)."""
     if len(items) != len(predictions):
         raise ValueError(f"{len(items)} items but {len(predictions)} predictions")
     hits = [exact_match(p, it.answer) for it, p in zip(items, predictions, strict=True)]
     result: dict[str, Any] = {"k": sum(hits), "n": len(hits), "exact_match": sum(hits) / len(hits) if hits else None}
+    result["hits"] = hits
     by_op: dict[str, Any] = {}
     for op in sorted({it.operation for it in items}):
         sel = [h for it, h in zip(items, hits, strict=True) if it.operation == op]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from agl_trl.demo.pipeline import run_demo
@@ -50,6 +51,14 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert lora["kl_drift"] is not None and agl["kl_drift"] is not None
     assert report["comparison"]["step_time_ratio"] > 0
     assert agl["task"]["n"] == 6
+    # the selectivity headline: gap drift with a paired bootstrap interval, vs the aligned model, judge named
+    gd = lora["selectivity"]["gap_drift"]
+    assert gd["ci_low"] <= gd["value"] <= gd["ci_high"]
+    ref = report["models"]["aligned"]["selectivity"]
+    assert gd["value"] == pytest.approx(ref["gap"]["value"] - lora["selectivity"]["gap"]["value"])
+    text = (out / "report.md").read_text()
+    assert "**gap drift**" in text and "judge: **keyword**" in text and "By phrasing style" in text
+    assert "Selectivity (primary)" in (out / "drift" / "drift.md").read_text()
     assert report["settings"]["agl"]["lambda_align"] == 5.0
     # the AGL run really added the regulariser (its metrics were logged), the plain run did not
     records = json.loads((out / "agl" / ".done.json").read_text())["result"]["train"]

@@ -86,7 +86,9 @@ def test_overrides() -> None:
 def test_quick_is_smaller_than_default() -> None:
     d, q = default_config(), quick_config()
     assert q.quick and not d.quick
-    assert q.task.steps < d.task.steps and q.eval.n_unsafe < d.eval.n_unsafe and q.align.steps < d.align.steps
+    assert q.task.steps < d.task.steps and q.align.steps < d.align.steps
+    assert d.eval.n_unsafe is None and d.eval.n_safe is None  # the default reports on the whole test split
+    assert q.eval.n_unsafe is not None and q.eval.n_val_unsafe is not None
 
 
 def _item(i: int, label: str, category: str) -> PromptItem:

@@ -86,3 +86,10 @@ def test_callback_validation_and_standalone_evaluate(tiny_model):
     assert same["drift/kl"] == pytest.approx(0.0, abs=1e-6) and same["drift/refusal_drop"] == 0.0
     with torch.no_grad():
         assert cb.evaluate(other)["drift/kl"] > 0.0
+
+
+def test_default_prompts_come_from_the_validation_split():
+    cb = DriftCallback(num_prompts=20, compute_kl=False)
+    assert len(cb.items) == 20
+    assert {it.split for it in cb.items} == {"validation"}
+    assert {it.label for it in cb.items} == {"unsafe", "safe"}

@@ -98,3 +98,15 @@ def test_hub_error_when_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE.*local .jsonl"):
         loaders.load_hub_set("strongreject")
+
+
+def test_driftcaps_defaults_to_the_test_split():
+    items = loaders.load_prompts("driftcaps", limit_per_category=1)
+    assert items and {it.split for it in items} == {"test"}
+    assert {it.split for it in loaders.load_prompts("driftcaps_v2", split="validation", limit_per_category=1)} == {
+        "validation"
+    }
+    with pytest.raises(ValueError, match="no longer shipped"):
+        loaders.load_prompts("driftcaps_v1")
+    with pytest.raises(ValueError, match="'test'"):
+        loaders.load_prompts("driftcaps", split="eval")

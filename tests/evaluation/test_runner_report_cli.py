@@ -34,7 +34,7 @@ def model_dir_with_adapters(tmp_path, tiny_model_factory):
 
 def test_evaluate_models_and_report(tmp_path, model_dir_with_adapters, driftcaps_file):
     base_dir, adapters = model_dir_with_adapters
-    items = load_driftcaps("eval", path=driftcaps_file)
+    items = load_driftcaps("test", path=driftcaps_file)
     res = evaluate_models(str(base_dir), adapters=adapters, items=items, max_new_tokens=6, batch_size=4, progress=False)
     assert res["schema"] == SCHEMA and res["schema_version"] == SCHEMA_VERSION
     assert list(res["models"]) == ["base", "noop", "lora"]
