@@ -70,16 +70,17 @@ class TaskSettings:
     n_train: int = 480
     n_eval: int = 150  # the task's test items (reported)
     n_validation: int = 60  # the task's validation items (settings are chosen on them)
-    steps: int = 120
-    learning_rate: float = 5e-4
+    steps: int = 160  # near the plateau: plain LoRA's validation curve 57 / 68 / 80 / 85% at steps 40 / 80 / 120 / 160
+    learning_rate: float = 1e-3
     batch_size: int = 8
     answer_tokens: int = 16
 
 
 def demo_agl_settings() -> AGLSettings:
-    """The regulariser tuned by hand on this set-up (docs/benchmarks.md, "Demo tuning runs"); the other fields keep
-    the package defaults."""
-    return AGLSettings(lambda_align=100.0, lambda_task=10.0, gate_damping=0.01)
+    """The package defaults with lambda_align = 100 (a point of AGL's sweep grid; the peers benchmark chooses AGL's
+    strength on the validation split and reports it in docs/peers.md). The earlier hand-tuned values (lambda_task 10,
+    gate_damping 0.01) were chosen on the prompts they were reported on and are withdrawn."""
+    return AGLSettings(lambda_align=100.0)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agl_trl.baselines.registry import ALL_METHODS
 from agl_trl.evaluation.selectivity import Estimate, Verdicts, compare, format_estimate
 from agl_trl.experiments.peers_config import MAX_TASK_DROP, choose, method_order
 from agl_trl.utils import read_jsonl
@@ -69,7 +70,8 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
     if not plain_val:
         return {}
     plain_task = plain_val[0]["task_exact_match"]
-    methods = method_order({r["method"] for r in rows if r["method"] != "aligned"})
+    present = {r["method"] for r in rows if r["method"] != "aligned"}
+    methods = method_order(sorted(present, key=lambda m: (ALL_METHODS.index(m) if m in ALL_METHODS else 99, m)))
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
         sweep = sorted(
@@ -249,7 +251,7 @@ def write_report(
     table, est = test_table(rows, chosen)
     if chosen:
         plot(chosen, est, out_dir / PNG_NAME)
-    modes = sorted({r.get("mode", "?") for r in rows})
+    modes = sorted({r["mode"] for r in rows if r.get("mode")})
     ref = {
         s: next((r for r in rows if r["method"] == "aligned" and r["split"] == s), {}) for s in ("validation", "test")
     }

@@ -16,6 +16,7 @@ they share (and reuse) one set-up folder.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from agl_trl.experiments.config import ExperimentConfig
+from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
 from agl_trl.experiments.stages import StageRunner
 from agl_trl.experiments.task import TaskItem, task_splits
@@ -118,6 +120,7 @@ def eval_stage_key(cfg: ExperimentConfig, eval_subset: Sequence[Any], task_eval:
     return {
         "eval": asdict(cfg.eval),
         "ids": [it.id for it in eval_subset],
+        "prompts": settings_key([it.prompt for it in eval_subset]),
         "task_eval": [it.prompt for it in task_eval],
         "answer_tokens": cfg.task.answer_tokens,
     }
@@ -277,9 +280,10 @@ def prepare_setup(
             "k_in_median": statistics.median(k_in) if k_in else None,
         }
 
-    from agl_trl.driftcaps import DRIFTCAPS_VERSION
+    from agl_trl.driftcaps import DRIFTCAPS_FILE, DRIFTCAPS_VERSION
 
-    data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": DRIFTCAPS_VERSION,
+    data = {"version": DRIFTCAPS_VERSION, "sha256": hashlib.sha256(DRIFTCAPS_FILE.read_bytes()).hexdigest()[:16]}
+    data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": data,
                 "judge": c.eval.judge, "holdout_every": c.probe.holdout_every}  # fmt: skip
     align_info = runner.run("align_data", data_key, align_data)
     runner.run("aligned", {"lora": asdict(c.lora), "align": asdict(c.align), "seed": c.seed}, aligned, ("align_data",))
