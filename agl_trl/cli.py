@@ -10,15 +10,22 @@ Training commands mirror ``trl <command>`` (``trl/cli/commands/training.py``)::
 Keys (YAML or CLI) that no dataclass of the script knows are handed to ``accelerate launch`` (``num_processes``,
 ``accelerate_config``, ``mixed_precision``, ...), which then runs ``-m agl_trl.scripts.<command>``. With no such key
 the script runs in this process. ``drift``, ``demo`` and ``scaling`` forward to their own command lines.
+
+User errors of a training command (a bad or unknown ``agl_*`` key, a bad value or boolean, a missing artifact or
+probe file, AGL without ``use_peft``) print one line, ``agl-trl: error: <message>``, and exit with status 2, before
+any model loads (docs/errors.md); other errors keep their traceback. ``AGL_TRL_TRACEBACK=1`` shows it for every error.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from argparse import ArgumentParser
 from collections.abc import Sequence
 from typing import Any
+
+from agl_trl.settings import AGLUserError
 
 TRAINING_COMMANDS: dict[str, str] = {
     "sft": "Supervised fine-tuning with AGL (AGLSFTTrainer)",
@@ -136,13 +143,24 @@ def split_launch_args(tokens: list[str]) -> tuple[list[str], list[str]]:
     return launch, other
 
 
+def parse_training_args(name: str, module: Any, argv: list[str]) -> tuple[list[Any], list[str], list[str]]:
+    """The parsed dataclasses and the remaining tokens of a training command; user errors are :class:`AGLUserError`
+    (see :func:`agl_trl.scripts._common.parse_user_args`; the training commands also need ``use_peft``)."""
+    from agl_trl.scripts._common import check_parsed, parse_user_args
+
+    parsed, config_remaining, cli_remaining = parse_user_args(module.make_parser(prog=f"agl-trl {name}"), argv)
+    if name != "fisher":
+        check_parsed(*parsed)
+    return parsed, config_remaining, cli_remaining
+
+
 def run_training_command(name: str, argv: list[str]) -> int:
     module = importlib.import_module(f"agl_trl.scripts.{name}")
-    parser = module.make_parser(prog=f"agl-trl {name}")
-    *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
-        argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
-    launch_args = _resolve_accelerate_config(list(config_remaining) + list(cli_remaining))
+    parsed, config_remaining, cli_remaining = parse_training_args(name, module, argv)
+    try:
+        launch_args = _resolve_accelerate_config(list(config_remaining) + list(cli_remaining))
+    except ValueError as err:  # an unknown --accelerate_config name
+        raise AGLUserError(str(err)) from err
     if name == "fisher":  # reads training recipes: keys that only matter for training are ignored
         launch_args, ignored = split_launch_args(launch_args)
         if ignored:
@@ -179,7 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name in TRAINING_COMMANDS:
-        return run_training_command(name, rest)
+        try:
+            return run_training_command(name, rest)
+        except AGLUserError as err:  # the project's own validation errors (FisherArtifactError included)
+            if os.environ.get("AGL_TRL_TRACEBACK"):
+                raise
+            print(f"agl-trl: error: {err}", file=sys.stderr)
+            return 2
     if name in FORWARDED_COMMANDS:
         return run_forwarded_command(name, rest)
     parser.print_usage(sys.stderr)

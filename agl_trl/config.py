@@ -4,7 +4,9 @@
 help, choices and rule). Every trainer config (``AGLSFTConfig``, ``AGLDPOConfig``, ...) inherits it, so ``TrlParser``
 reads the ``agl_*`` keys from recipe YAML files and from the command line, and the Axolotl plugin exposes the same
 names. ``__post_init__`` validates the fields once, by building :class:`~agl_trl.settings.AGLTrainingSettings`; the
-trainers take that object from :meth:`AGLArgs.agl_settings`. Errors name the field, the bad value and the fix.
+trainers take that object from :meth:`AGLArgs.agl_settings`. With AGL enabled, a trainer config also checks the
+files the run will read (:func:`agl_trl.preflight.check_sources`: the artifact, a local probe file) before any model
+loads. Errors name the field, the bad value and the fix.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from trl import DPOConfig, KTOConfig, SFTConfig
 
+from agl_trl.preflight import check_sources
 from agl_trl.settings import (
     BUILTIN_PROBE,
     ESTIMATOR_CHOICES,
@@ -108,7 +111,9 @@ def agl_config_class(base: type, name: str | None = None) -> type:
 
     def __post_init__(self: Any) -> None:
         base.__post_init__(self)
-        validate_agl_args(self)
+        settings = validate_agl_args(self)
+        if settings.enabled:  # the files the run will read, before any model loads
+            check_sources(settings.artifact.fisher_path, settings.artifact.probe_dataset)
 
     where = "trl.experimental" if ".experimental." in base.__module__ else "trl"
     doc = f"``{where}.{base.__name__}`` plus the ``agl_*`` fields of :class:`AGLArgs`."

@@ -15,6 +15,7 @@ written here holds in every front end with the same message.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import os
@@ -305,9 +306,27 @@ SETTING_KEYS: tuple[str, ...] = tuple(f.key for f in setting_fields())
 """Every ``agl_*`` key, in declaration order."""
 
 
-def invalid(key: str, value: Any, fix: str) -> ValueError:
+class AGLUserError(ValueError):
+    """A user error (bad setting, key, file or combination): front ends print its message, without a traceback."""
+
+
+def invalid(key: str, value: Any, fix: str) -> AGLUserError:
     """The error every front end raises: ``Invalid `key`=value: fix``."""
-    return ValueError(f"Invalid `{key}`={value!r}: {fix}")
+    return AGLUserError(f"Invalid `{key}`={value!r}: {fix}")
+
+
+def unknown_key_message(key: str, valid: tuple[str, ...] = SETTING_KEYS) -> str:
+    """``unknown key agl_lamda_align: did you mean agl_lambda_align?`` (the closest of ``valid``, if any is close)."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "no AGL setting has this name (the agl_* keys: docs/trainers.md)."
+    return f"unknown key {key}: {hint}"
+
+
+def check_known_keys(keys: Any, valid: tuple[str, ...] = SETTING_KEYS) -> None:
+    """Raise :class:`AGLUserError` for the first ``agl_*`` key of ``keys`` that is not a setting (others are left)."""
+    for key in keys:
+        if isinstance(key, str) and key.startswith("agl_") and key not in valid:
+            raise AGLUserError(unknown_key_message(key, valid))
 
 
 def check_value(
@@ -342,6 +361,7 @@ def read_prefixed(cls: type, source: Any, prefix: str) -> Any:
 
 __all__ = [
     "AGLSettings",
+    "AGLUserError",
     "AGLTrainingSettings",
     "ArtifactSettings",
     "BUILTIN_PROBE",
@@ -352,8 +372,10 @@ __all__ = [
     "SKETCH_CHOICES",
     "SettingField",
     "TARGETS_CHOICES",
+    "check_known_keys",
     "check_value",
     "invalid",
     "read_prefixed",
     "setting_fields",
+    "unknown_key_message",
 ]

@@ -34,9 +34,9 @@ class AlignSettings:
     n_unsafe: int | None = None  # None: every unsafe prompt of the safety-training part of the probe split
     n_safe: int | None = None  # None: every safe prompt of that part (ordinary + contrast look-alikes)
     answer_tokens: int = 48  # greedy budget of the base model's own answers to the safe prompts
-    safe_weight: int = 2
-    steps: int = 80
-    learning_rate: float = 5e-4
+    safe_weight: int = 1
+    steps: int = 160
+    learning_rate: float = 1e-3
     batch_size: int = 8
 
 

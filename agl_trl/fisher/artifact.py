@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
-TENSORS_FILE = "fisher.safetensors"
-METADATA_FILE = "fisher.json"
+from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
+from agl_trl.settings import AGLUserError
+
 _FINGERPRINT_CONFIG_KEYS = (
     "model_type",
     "hidden_size",
@@ -33,7 +33,7 @@ _FINGERPRINT_CONFIG_KEYS = (
 )
 
 
-class FisherArtifactError(ValueError):
+class FisherArtifactError(AGLUserError):
     """A Fisher artifact cannot be used as asked; the message says what is wrong and how to fix it."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from agl_trl.generation import encode_prompt, generate_responses
+from agl_trl.settings import AGLUserError
 from agl_trl.utils import read_jsonl
 
 
@@ -34,7 +35,11 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
         return {"prompt": messages, "response": None}
     prompt = record.get("prompt")
     if prompt is None:
-        raise ValueError(f"Probe record has no 'prompt' or 'messages' field: {sorted(record)}")
+        raise AGLUserError(
+            f"A record of `agl_probe_dataset` has the columns {sorted(record)}, but a probe record needs 'prompt' "
+            "(with an optional 'response' or 'completion') or 'messages': rename the columns (e.g. question -> "
+            "prompt, answer -> response)."
+        )
     response = record.get("response", record.get("completion"))
     if isinstance(response, list):  # conversational completion
         response = response[-1]["content"] if response else None

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from typing import Any
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from agl_trl.preflight import check_sources
+from agl_trl.settings import AGLUserError, check_known_keys
 
 # trainer class, config class per script (names in agl_trl.trainers / agl_trl.config)
 KINDS: dict[str, tuple[str, str]] = {
@@ -15,6 +20,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "orpo": ("AGLORPOTrainer", "AGLORPOConfig"),
     "cpo": ("AGLCPOTrainer", "AGLCPOConfig"),
 }
+NO_PEFT_MESSAGE = (
+    "AGL regularises a LoRA update, but `use_peft` is not set: add `use_peft: true` to the config (or pass "
+    "`--use_peft`), or train without AGL with `agl_enabled: false` (`--no_agl_enabled`)."
+)
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -40,6 +49,58 @@ def make_training_parser(
     return TrlParser(dataclass_types, prog=prog)
 
 
+def _raise_user_error(message: str) -> NoReturn:
+    """``parser.error``: one line instead of argparse's usage dump (``--help`` still prints the usage)."""
+    raise AGLUserError(message)
+
+
+def option_keys(tokens: Sequence[str]) -> list[str]:
+    """The keys of ``--key [value]`` / ``--key=value`` tokens (values are skipped)."""
+    return [token[2:].split("=", 1)[0] for token in tokens if token.startswith("--")]
+
+
+def parse_user_args(parser: Any, argv: Sequence[str] | None) -> tuple[list[Any], list[str], list[str]]:
+    """``parser.parse_args_and_config``: the dataclasses, the config's and the command line's remaining tokens.
+
+    User errors are :class:`AGLUserError`: a bad value, boolean or choice (argparse), an error raised while the
+    configs validate themselves (AGL's checks and TRL's, e.g. bf16 on a CPU machine), an unreadable config file, an
+    unknown ``agl_*`` key (with the closest valid one). Other remaining keys are left to the caller.
+    """
+    import yaml
+
+    parser.error = _raise_user_error
+    try:
+        *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
+            None if argv is None else list(argv), return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except AGLUserError:
+        raise
+    except OSError as err:  # the --config file
+        raise AGLUserError(f"cannot read the config file: {err}") from err
+    except yaml.YAMLError as err:
+        raise AGLUserError(f"the config file is not valid YAML: {err}") from err
+    except (ValueError, TypeError) as err:  # raised by the dataclasses' __post_init__
+        raise AGLUserError(str(err)) from err
+    check_known_keys(option_keys([*config_remaining, *cli_remaining]))
+    return parsed, list(config_remaining), list(cli_remaining)
+
+
+def check_parsed(script_args: Any, training_args: Any, model_args: Any, *rest: Any) -> None:
+    """Config-time checks across the parsed dataclasses (each validated itself): AGL needs ``use_peft``, and a
+    given artifact must cover the LoRA ``lora_target_modules``.
+
+    A stock TRL config trains the full model; AGL does not switch PEFT on by itself (the run would then train other
+    weights than the config says), it stops and says which key to add.
+    """
+    if not getattr(training_args, "agl_enabled", True):
+        return
+    if not getattr(model_args, "use_peft", False):
+        raise AGLUserError(NO_PEFT_MESSAGE)
+    fisher_path = getattr(training_args, "agl_fisher_path", None)
+    if fisher_path:  # the files were checked by the config; the LoRA targets are ModelConfig's
+        check_sources(fisher_path, None, getattr(model_args, "lora_target_modules", None), "lora_target_modules")
+
+
 def load_training_dataset(script_args: Any, dataset_args: Any) -> Any:
     """Load the dataset the way TRL's scripts do, plus local ``.jsonl/.json/.csv/.parquet`` files."""
     from datasets import load_dataset
@@ -51,8 +112,13 @@ def load_training_dataset(script_args: Any, dataset_args: Any) -> Any:
         return get_dataset(dataset_args)
     name = script_args.dataset_name
     if not name:
-        raise ValueError("Either `datasets` or `dataset_name` must be provided.")
+        raise AGLUserError("Either `datasets` or `dataset_name` must be provided.")
     extension = os.path.splitext(name)[1].lower()
+    if extension in _LOCAL_BUILDERS and not os.path.isfile(name):
+        raise AGLUserError(
+            f"Invalid `dataset_name`={name!r}: this local file does not exist (relative paths are read from "
+            f"{os.getcwd()}); fix the path or give a Hub dataset id."
+        )
     if os.path.isfile(name) and extension in _LOCAL_BUILDERS:
         return load_dataset(_LOCAL_BUILDERS[extension], data_files={script_args.dataset_train_split: name})
     return load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
@@ -77,13 +143,10 @@ def run_training(kind: str, script_args: Any, training_args: Any, model_args: An
     from trl import get_peft_config, get_quantization_config
 
     if not model_args.model_name_or_path:
-        raise ValueError("`model_name_or_path` is required (a Hub id or a local model directory).")
+        raise AGLUserError("`model_name_or_path` is required (a Hub id or a local model directory).")
     peft_config = get_peft_config(model_args)
     if peft_config is None and getattr(training_args, "agl_enabled", True):
-        raise ValueError(
-            "AGL regularises LoRA adapters: pass `--use_peft` (or `use_peft: true` in the recipe), or disable AGL "
-            "with `--no_agl_enabled`."
-        )
+        raise AGLUserError(NO_PEFT_MESSAGE)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     quantization_config = get_quantization_config(model_args)
     dataset = load_training_dataset(script_args, dataset_args)
@@ -130,9 +193,20 @@ def _kbit_device_map() -> Any:
 
 
 def script_main(kind: str, argv: list[str] | None = None) -> Any:
-    """Entry point of ``python -m agl_trl.scripts.<kind>``."""
-    parser = make_training_parser(kind)
-    script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(
-        args=argv, fail_with_unknown_args=False
-    )
-    return run_training(kind, script_args, training_args, model_args, dataset_args)
+    """Entry point of ``python -m agl_trl.scripts.<kind>``: user errors print one line and exit with status 2."""
+    try:
+        return _script_main(kind, argv)
+    except AGLUserError as err:
+        if os.environ.get("AGL_TRL_TRACEBACK"):
+            raise
+        print(f"agl-trl: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _script_main(kind: str, argv: list[str] | None) -> Any:
+    parsed, _, cli_remaining = parse_user_args(make_training_parser(kind), argv)
+    # the config's other keys are accelerate's (``agl-trl`` launched this script); the command line must be known
+    if cli_remaining:
+        raise AGLUserError(f"unknown arguments: {' '.join(cli_remaining)} (see `--help`).")
+    check_parsed(*parsed)
+    return run_training(kind, *parsed)

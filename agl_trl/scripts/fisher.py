@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.config import AGLArgs
+from agl_trl.settings import AGLUserError
 
 
 @dataclass
@@ -53,7 +54,7 @@ def artifact_directory(script_args: FisherScriptArguments) -> Path:
         from agl_trl.fisher import FISHER_SUBDIR
 
         return Path(script_args.output_dir) / FISHER_SUBDIR
-    raise ValueError(
+    raise AGLUserError(
         "Say where to write the artifact: `--output_dir` (-> <output_dir>/agl_fisher/) or `--fisher_output_dir`."
     )
 
@@ -69,15 +70,15 @@ def main(script_args: FisherScriptArguments, agl_args: AGLArgs, model_args: Any)
     from agl_trl.fisher import resolve_artifact
 
     if not model_args.model_name_or_path:
-        raise ValueError("`model_name_or_path` is required.")
+        raise AGLUserError("`model_name_or_path` is required.")
     peft_config = get_peft_config(model_args)
     if peft_config is None:
-        raise ValueError(
+        raise AGLUserError(
             "The Fisher is estimated per LoRA module: pass the recipe's LoRA config (`--use_peft`, `lora_r`, "
             "`lora_target_modules`, ...)."
         )
     if agl_args.agl_probe_dataset is None:
-        raise ValueError("Set `agl_probe_dataset` (e.g. 'driftcaps' or a local .jsonl file).")
+        raise AGLUserError("Set `agl_probe_dataset` (e.g. 'driftcaps' or a local .jsonl file).")
     directory = artifact_directory(script_args)
     state = PartialState(cpu=script_args.use_cpu)
     quantization_config = get_quantization_config(model_args)

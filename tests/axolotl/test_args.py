@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from agl_trl.integrations.axolotl.args import AGL_AXOLOTL_FIELD_NAMES, AGLAxolotlArgs
+from tests.bad_inputs import write_artifact_stub
 
 config = pytest.importorskip("agl_trl.config")
 
@@ -122,7 +123,8 @@ def test_enabled_needs_probe_or_fisher_path(tmp_path) -> None:
     with pytest.raises(ValidationError, match="a probe dataset is needed"):
         AGLAxolotlArgs(agl_enabled=True, agl_probe_dataset=None)
     AGLAxolotlArgs(agl_enabled=False, agl_probe_dataset=None)  # fine when off
-    AGLAxolotlArgs(agl_enabled=True, agl_probe_dataset=None, agl_fisher_path=str(tmp_path))
+    artifact = write_artifact_stub(tmp_path / "artifact")  # a saved artifact is checked at validation
+    AGLAxolotlArgs(agl_enabled=True, agl_probe_dataset=None, agl_fisher_path=str(artifact))
     probe = tmp_path / "probe.jsonl"
     probe.write_text('{"prompt": "hi"}\n')
     assert AGLAxolotlArgs(agl_probe_dataset=str(probe)).agl_probe_dataset == str(probe)

@@ -210,11 +210,13 @@ def test_validation_names_field_value_and_fix(name, value, fix):
         assert repr(value) in message
 
 
-def test_validation_needs_a_fisher_source_when_enabled():
+def test_validation_needs_a_fisher_source_when_enabled(tmp_path):
     with pytest.raises(ValueError, match="agl_probe_dataset"):
         AGLDPOConfig(**BASE, agl_probe_dataset=None)
-    # fine with a saved artifact, or with AGL disabled
-    assert AGLDPOConfig(**BASE, agl_probe_dataset=None, agl_fisher_path="a/b").agl_fisher_path == "a/b"
+    # fine with a saved artifact (its metadata is checked at config time: tests/core/test_errors.py), or AGL disabled
+    (tmp_path / "fisher.safetensors").write_bytes(b"")
+    (tmp_path / "fisher.json").write_text('{"format_version": 1, "estimator": "kfac", "modules": {"m": {}}}')
+    assert AGLDPOConfig(**BASE, agl_probe_dataset=None, agl_fisher_path=str(tmp_path)).agl_fisher_path == str(tmp_path)
     assert AGLDPOConfig(**BASE, agl_probe_dataset=None, agl_enabled=False).agl_enabled is False
 
 

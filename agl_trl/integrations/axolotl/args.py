@@ -4,6 +4,8 @@ Axolotl merges this model into its config schema (``AxolotlInputConfig(AxolotlIn
 the keys are validated together with the rest of the YAML and reach the plugin as ``cfg.agl_*``. The fields are
 generated from :mod:`agl_trl.settings` (the one owner of every setting's default, help, choices and rule), exactly as
 ``agl_trl.config.AGLArgs`` is for the TRL configs, and checked by the same :func:`~agl_trl.settings.SettingField.validate`.
+An ``agl_*`` key that is no setting is refused with the closest valid key, and with AGL enabled the files the run
+will read are checked by the TRL configs' :func:`~agl_trl.preflight.check_sources`, before any model loads.
 
 The one deliberate difference: ``agl_enabled`` defaults to ``False`` here, so listing the plugin alone changes
 nothing; ``agl_enabled: true`` switches AGL on.
@@ -15,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
 
-from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, invalid, setting_fields
+from agl_trl.preflight import check_sources
+from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, check_known_keys, invalid, setting_fields
 
 SETTINGS = {spec.key: spec for spec in setting_fields()}
 
@@ -35,6 +38,17 @@ AXOLOTL_OVERRIDES = {
 class _AGLRules(BaseModel):
     """The value rules of :mod:`agl_trl.settings` and the cross-field rules of a training run with AGL."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        """An ``agl_*`` key that is no setting (a typo) is an error naming the closest key, not silently dropped.
+
+        Runs on the raw YAML mapping, before Axolotl's schema (which ignores unknown keys) sees it.
+        """
+        if isinstance(data, dict):
+            check_known_keys(data)
+        return data
+
     @field_validator(*SETTING_KEYS, check_fields=False)
     @classmethod
     def _check(cls, value: Any, info: ValidationInfo) -> Any:
@@ -47,6 +61,10 @@ class _AGLRules(BaseModel):
             return self
         if self.agl_fisher_path is None and self.agl_probe_dataset is None:  # type: ignore[attr-defined]
             raise invalid("agl_probe_dataset", None, NO_FISHER_SOURCE)
+        # Axolotl's LoRA targets: a list of names unless `lora_target_linear` adds every linear layer
+        targets = None if getattr(self, "lora_target_linear", None) else getattr(self, "lora_target_modules", None)
+        fisher_path, probe = self.agl_fisher_path, self.agl_probe_dataset  # type: ignore[attr-defined]
+        check_sources(fisher_path, probe, targets, "lora_target_modules")
         if "adapter" in type(self).model_fields:
             adapter = getattr(self, "adapter", None)
             if adapter not in SUPPORTED_ADAPTERS:

@@ -1,0 +1,84 @@
+"""docs/errors.md, Axolotl side: every bad input fails Axolotl's own config validation (no model is loaded), naming
+the key and the fix; unknown ``agl_*`` keys are refused with the closest valid key instead of being dropped.
+
+The rows live in ``tests/bad_inputs.py`` (shared with tests/core/test_errors.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.axolotl.helpers import axolotl_train, load_recipe, requires_axolotl, tail, write_config
+from tests.bad_inputs import AXOLOTL_ROWS, BadInput, write_artifact_stub, write_probe
+
+pytestmark = [pytest.mark.axolotl, requires_axolotl]
+
+
+def validate(**overrides: Any) -> Any:
+    """Validate the tiny SFT recipe plus ``overrides`` the way ``axolotl train`` does (prepare_plugins +
+    validate_config, with the plugin's args merged into Axolotl's schema)."""
+    from axolotl.utils.config import prepare_plugins, validate_config
+    from axolotl.utils.dict import DictDefault
+
+    cfg = DictDefault({**copy.deepcopy(load_recipe("tiny-sft-cpu.yaml")), **overrides})
+    prepare_plugins(cfg)
+    return validate_config(cfg)
+
+
+@pytest.mark.parametrize("row", AXOLOTL_ROWS, ids=[row.id for row in AXOLOTL_ROWS])
+def test_every_row_fails_axolotl_validation(row: BadInput, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        validate(**row.keys_for("axolotl", tmp_path))
+    assert re.search(row.axolotl, str(info.value)), str(info.value)
+
+
+def test_unknown_keys_are_refused_even_with_agl_off() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"unknown key agl_fisher_maxrank: did you mean agl_fisher_max_rank\?"):
+        validate(agl_enabled=False, agl_fisher_maxrank=8)
+
+
+def test_the_plugin_args_alone_refuse_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    from agl_trl.integrations.axolotl import AGLAxolotlArgs
+
+    with pytest.raises(ValidationError, match=r"did you mean agl_lambda_align\?"):
+        AGLAxolotlArgs(agl_lamda_align=100)
+    assert AGLAxolotlArgs(learning_rate=0.1).agl_enabled is False  # Axolotl's own keys are Axolotl's business
+
+
+def test_files_are_only_checked_with_agl_on(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-artifact")
+    assert validate(agl_enabled=False, agl_fisher_path=missing).agl_enabled is False
+    qa = write_probe(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
+    assert validate(agl_enabled=False, agl_probe_dataset=str(qa)).agl_enabled is False
+
+
+def test_good_files_pass_and_every_agl_key_is_in_the_validated_cfg(tmp_path: Path) -> None:
+    from agl_trl.settings import SETTING_KEYS
+
+    artifact = write_artifact_stub(tmp_path / "artifact")
+    cfg = validate(agl_fisher_path=str(artifact))
+    assert cfg.agl_fisher_path == str(artifact)
+    probe = write_probe(tmp_path / "probe.jsonl", [{"prompt": "hi"}, {"messages": [{"role": "user", "content": "x"}]}])
+    cfg = validate(agl_probe_dataset=str(probe))
+    assert cfg.agl_probe_dataset == str(probe)
+    assert set(SETTING_KEYS) - {"agl_fisher_path"} <= set(cfg)  # unset agl_fisher_path is dropped (exclude_none)
+
+
+def test_axolotl_train_refuses_a_typo_before_loading_the_model(workspace: Path) -> None:
+    config = write_config(workspace, "tiny-sft-cpu.yaml", "typo", agl_lamda_align=100)
+    proc = axolotl_train(workspace, config, timeout=300)
+    assert proc.returncode != 0, tail(proc)
+    output = proc.stdout + proc.stderr
+    assert "unknown key agl_lamda_align: did you mean agl_lambda_align?" in output, tail(proc)
+    assert not (workspace / "outputs" / "typo").exists() or not any((workspace / "outputs" / "typo").iterdir())
