@@ -81,6 +81,8 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
             continue
         strength, why = choose(sweep, plain_task, max_task_drop) if method != "plain" else (None, "no strength")
         test = sorted((r for r in _of(rows, "test", method) if r["strength"] == strength), key=lambda r: r["seed"])
+        if not test and method != "plain":  # the benchmark tests a point only once its sweep is complete
+            strength, why = math.nan, f"sweep in progress ({len(sweep)} points so far): nothing chosen yet"
         out[method] = {"strength": strength, "why": why, "sweep": sweep, "test": test}
     return out
 

@@ -69,8 +69,14 @@ def test_report_uses_test_rows_at_the_validation_chosen_point(tmp_path: Path) ->
     assert kl["gap_drift"].ci_low < kl["gap_drift"].value < kl["gap_drift"].ci_high
     assert kl["gap_drift_vs_baseline"].ci_high < 0  # clearly better than plain LoRA, paired
     assert est["plain"]["gap_drift_reduction"].value == pytest.approx(0.0)
-    path = peers_report.write_report(rows, tmp_path, source=tmp_path / "peers.jsonl")
+    # a method still sweeping (no test rows yet) is shown as in progress, never as chosen or in the test table
+    partial = [*rows, row("validation", "l2", 0.01, 0, 10, 3, 16)]
+    chosen = peers_report.chosen_points(partial, max_task_drop=0.05)
+    assert "in progress" in chosen["l2"]["why"] and not chosen["l2"]["test"]
+    assert "l2" not in peers_report.test_table(partial, chosen)[1]
+    path = peers_report.write_report(partial, tmp_path, source=tmp_path / "peers.jsonl")
     text = path.read_text()
+    assert "sweep in progress" in text
     assert "lambda_kl = 1" in text and "| KL to aligned (probe) | lambda_kl = 1 |" in text
     assert "Judge: **keyword**" in text and "Smallest difference" in text and "direct" in text
     assert (tmp_path / peers_report.PNG_NAME).stat().st_size > 1000
