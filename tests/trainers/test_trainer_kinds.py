@@ -153,8 +153,10 @@ def test_artifact_by_path_is_used_and_verified(tmp_path, probe_file):
     assert not (tmp_path / "good" / "agl_fisher").exists()  # nothing estimated
     with pytest.raises(FisherArtifactError, match="another model"):
         trainer_with(other, "bad").train()
-    with pytest.raises(FisherArtifactError, match="No Fisher artifact"):
-        trainer_with(tmp_path / "nowhere", "missing").train()
+    from agl_trl.settings import AGLUserError
+
+    with pytest.raises(AGLUserError, match="does not exist"):  # caught at config time now, before any model loads
+        trainer_with(tmp_path / "nowhere", "missing")
 
 
 def test_enable_agl_patches_an_existing_trainer(tmp_path, probe_file):
