@@ -140,7 +140,11 @@ def _compare_fingerprints(saved: dict[str, Any], current: dict[str, Any]) -> lis
     if a and b and len(a) == len(b):
         scale = max(abs(x) for x in a) or 1.0
         if any(not math.isclose(x, y, rel_tol=2e-2, abs_tol=2e-2 * scale) for x, y in zip(a, b, strict=True)):
-            problems.append("input-embedding weights differ (another checkpoint of the same architecture)")
+            same_shape = not problems  # only call it "the same architecture" when no config number differs
+            problems.append(
+                "input-embedding weights differ"
+                + (" (another checkpoint of the same architecture)" if same_shape else "")
+            )
     return problems
 
 

@@ -274,3 +274,15 @@ def test_settings_from_prefixed_sources():
     assert settings.lambda_align == 0.25 and settings.gate == "hard" and settings.mu == 0.5
     fisher = FisherSettings.from_prefixed(type("Cfg", (), {"agl_fisher_max_rank": 7})())
     assert fisher.max_rank == 7 and fisher.estimator == "kfac"
+
+
+def test_fingerprint_message_calls_it_the_same_architecture_only_when_it_is() -> None:
+    from agl_trl.fisher.artifact import _FINGERPRINT_CONFIG_KEYS, _compare_fingerprints
+
+    key = _FINGERPRINT_CONFIG_KEYS[0]
+    saved = {key: 64, "embedding_stats": [1.0, 2.0, 3.0]}
+    same_arch = _compare_fingerprints(saved, {key: 64, "embedding_stats": [1.5, 2.5, 3.5]})
+    assert same_arch == ["input-embedding weights differ (another checkpoint of the same architecture)"]
+    other_arch = _compare_fingerprints(saved, {key: 32, "embedding_stats": [1.5, 2.5, 3.5]})
+    assert other_arch[0].startswith(f"{key}: artifact 64 vs model 32")
+    assert "same architecture" not in " ".join(other_arch)
