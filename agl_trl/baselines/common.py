@@ -8,6 +8,7 @@ gradient-accumulation scaling and ``agl/<name>`` logging come from there.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,3 +90,12 @@ def check_lambda(name: str, value: float) -> float:
     if not (isinstance(value, int | float) and value >= 0 and value == value and value != float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def seeded_batches(items: list[Any], batch_size: int, seed: int) -> list[list[Any]]:
+    """``items`` in one fixed order shuffled by ``seed``, cut into batches of ``batch_size`` (the last may be short):
+    the probe batches the penalties cycle through, keyed on the optimizer step."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    size = int(batch_size)
+    return [[items[i] for i in order[j : j + size]] for j in range(0, len(order), size)]

@@ -16,7 +16,6 @@ same batch (GA-invariant, like AGL's random sub-block) and a resumed run continu
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from agl_trl.baselines.common import check_lambda, graph_free_zero
+from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
 from agl_trl.generation import Generation, generate, pad_sequences
 from agl_trl.lora import adapters_disabled
 
@@ -57,10 +56,7 @@ class KLToReferencePenalty:
                 "KLToReferencePenalty needs probe sequences with a non-empty prompt and response (the aligned "
                 "model's answers); build them with KLToReferencePenalty.from_prompts(...)."
             )
-        order = list(range(len(usable)))
-        random.Random(seed).shuffle(order)
-        size = int(batch_size)
-        self.batches = [[usable[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
+        self.batches = seeded_batches(usable, batch_size, seed)
         self.every = int(every)
         self.pad_id = int(pad_id)
         self._calls = 0

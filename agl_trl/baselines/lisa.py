@@ -38,7 +38,6 @@ negligible) and, at a switch, one copy of the LoRA parameters (memory: one fp32 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from agl_trl.baselines.common import check_lambda, graph_free_zero
+from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
 from agl_trl.generation import Generation, Prompt, encode_prompt, model_device, pad_sequences
 from agl_trl.lora import find_lora_modules
 
@@ -111,9 +110,7 @@ class LisaPenalty:
                 "refusals) for its alignment phase; pass them, build them with LisaPenalty.from_rows(tokenizer, rows), "
                 "or set align_steps=0 (proximal term only)."
             )
-        order = list(range(len(usable)))
-        random.Random(seed).shuffle(order)
-        self.batches = [[usable[i] for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
+        self.batches = seeded_batches(usable, batch_size, seed)
         self.pad_id = int(pad_id)
         self.anchor: list[torch.Tensor] | None = None
         self.anchor_phase: tuple[int, bool] | None = None  # (cycle, alignment?) the anchor was taken for

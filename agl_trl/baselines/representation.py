@@ -30,14 +30,13 @@ the padding after it cannot change it, and the default position ids stay correct
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from agl_trl.baselines.common import check_lambda, graph_free_zero
+from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
 from agl_trl.generation import Prompt, encode_prompt, eval_mode, model_device
 from agl_trl.lora import adapters_disabled
 
@@ -77,10 +76,7 @@ class RepresentationAnchorPenalty:
                 "RepresentationAnchorPenalty needs at least one non-empty probe prompt (token ids of a chat-templated "
                 "unsafe request); build it with RepresentationAnchorPenalty.from_prompts(tokenizer, prompts)."
             )
-        order = list(range(len(usable)))
-        random.Random(seed).shuffle(order)
-        size = int(batch_size)
-        self.batches = [[usable[i] for i in order[j : j + size]] for j in range(0, len(order), size)]
+        self.batches = seeded_batches(usable, batch_size, seed)
         self.every = int(every)
         self.pad_id = int(pad_id)
         self.reference: list[torch.Tensor] | None = None  # h_aligned per batch, (batch, hidden) fp32, built lazily

@@ -175,13 +175,29 @@ def _bits(values: Sequence[bool]) -> str:
     return "".join("1" if v else "0" for v in values)
 
 
+def _verdict_fields(rows: list[dict[str, Any]], verdicts: Any) -> dict[str, Any]:
+    """The per-prompt fields every result row carries: verdict bits (for the paired bootstrap), prompt ids and the
+    by-style / by-form rates."""
+    from agl_trl.evaluation.report import jsonable
+    from agl_trl.evaluation.selectivity import by_group
+
+    return {
+        "n_unsafe": len(verdicts.unsafe),
+        "n_safe": len(verdicts.safe),
+        "verdicts": {"unsafe": _bits(verdicts.unsafe), "safe": _bits(verdicts.safe), "task": _bits(verdicts.task)},
+        "prompt_ids": [r["id"] for r in rows],
+        "by_style": jsonable(by_group(rows, "style")),
+        "by_form": jsonable(by_group(rows, "form")),
+    }
+
+
 def evaluate_run(
     cfg: BenchConfig, shared: Shared, out: Path, split: str, method: str, strength: float | None, seed: int,
     record: dict[str, Any], progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
     """Measure one trained (method, strength, seed) on ``split``; returns its result row."""
     from agl_trl.evaluation.report import jsonable
-    from agl_trl.evaluation.selectivity import Verdicts, by_group, selectivity
+    from agl_trl.evaluation.selectivity import Verdicts, selectivity
     from agl_trl.experiments import evaluate_generations, kl_to_aligned, read_json, response_metrics
     from agl_trl.experiments.measure import RESPONSES_FILE
     from agl_trl.models import load_pretrained
@@ -216,12 +232,7 @@ def evaluate_run(
         "gap_drift": aligned["gap"] - own["gap"],
         "refusal_drift": aligned["refusal_unsafe"] - own["refusal_unsafe"],
         "incoherent": overall["incoherent"]["rate"],
-        "n_unsafe": len(verdicts.unsafe),
-        "n_safe": len(verdicts.safe),
-        "verdicts": {"unsafe": _bits(verdicts.unsafe), "safe": _bits(verdicts.safe), "task": _bits(verdicts.task)},
-        "prompt_ids": [r["id"] for r in rows],
-        "by_style": jsonable(by_group(rows, "style")),
-        "by_form": jsonable(by_group(rows, "form")),
+        **_verdict_fields(rows, verdicts),
         "kl_drift": kl["mean"],
         "kl_drift_by_label": kl["by_label"],
         "task_exact_match": gen["task"]["exact_match"],
@@ -233,8 +244,7 @@ def evaluate_run(
 
 def reference_row(shared: Shared, split: str) -> dict[str, Any]:
     """The aligned model's row on ``split`` (method ``aligned``): the reference every paired comparison needs."""
-    from agl_trl.evaluation.report import jsonable
-    from agl_trl.evaluation.selectivity import Verdicts, by_group, selectivity
+    from agl_trl.evaluation.selectivity import Verdicts, selectivity
     from agl_trl.experiments import read_json
     from agl_trl.experiments.task import TaskItem, score
 
@@ -247,10 +257,7 @@ def reference_row(shared: Shared, split: str) -> dict[str, Any]:
     own = selectivity(verdicts)
     return {
         "split": split, "method": "aligned", "strength": None, "strength_name": None, "seed": 0, **own,
-        "n_unsafe": len(verdicts.unsafe), "n_safe": len(verdicts.safe),
-        "verdicts": {"unsafe": _bits(verdicts.unsafe), "safe": _bits(verdicts.safe), "task": _bits(verdicts.task)},
-        "prompt_ids": [r["id"] for r in rows], "by_style": jsonable(by_group(rows, "style")),
-        "by_form": jsonable(by_group(rows, "form")), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
+        **_verdict_fields(rows, verdicts), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
         "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
     }  # fmt: skip
 
