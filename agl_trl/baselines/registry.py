@@ -33,6 +33,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
 PEERS = ("ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
 ALL_METHODS = ("plain", "agl", *ABLATIONS, *PEERS)
+# the methods that read the probe prompts or the Fisher estimator's settings (AGL's K-FAC artifact, EWC's diagonal
+# Fisher, KL to the aligned model's probe answers, SBR's anchor prompts): a change to those re-runs only them
+PROBE_METHODS = frozenset({"agl", *ABLATIONS, "ewc", "kl_ref", "sbr"})
+# bumped when a method's code changes what it computes, so that a results log re-runs that method's rows
+METHOD_REVISIONS: dict[str, int] = {}
 KL_REFERENCE_FILE = "kl_reference.json"
 PROBE_PROMPTS_FILE = "probe_prompts.json"
 SAFETY_ROWS_FILE = "safety_rows.json"
@@ -311,7 +316,9 @@ __all__ = [
     "ABLATIONS",
     "ALL_METHODS",
     "KL_REFERENCE_FILE",
+    "METHOD_REVISIONS",
     "PEERS",
+    "PROBE_METHODS",
     "PROBE_PROMPTS_FILE",
     "SAFETY_ROWS_FILE",
     "STRENGTHS",

@@ -47,6 +47,19 @@ class ResultsLog:
         """The ``fields`` tuples (e.g. ``("method", "seed")``) of the runs already logged."""
         return {tuple(r[f] for f in fields) for r in self.check()}
 
+    def retire(self, stale: Sequence[dict[str, Any]], to: str | Path) -> list[dict[str, Any]]:
+        """Move the rows ``stale`` (rows of this log, e.g. made by an older revision of one method) to the JSONL file
+        ``to`` (appended: nothing is lost) and rewrite this log without them, atomically; returns the rows kept."""
+        if not stale:
+            return self.rows()
+        drop = {json.dumps(r, sort_keys=True, default=str) for r in stale}
+        kept = [r for r in self.rows() if json.dumps(r, sort_keys=True, default=str) not in drop]
+        append_jsonl(to, stale)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
+        return kept
+
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         """Log one run's rows, stamped with the key, in a single write."""
         append_jsonl(self.path, [{**row, self.key_field: self.key} for row in rows])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,10 +46,11 @@ from agl_trl.baselines.registry import (
     training_rows,
     with_strength,
 )
-from agl_trl.experiments.peers_config import BenchConfig, build_config, choose, config_key, method_order
+from agl_trl.experiments.peers_config import BenchConfig, build_config, choose, config_key, method_order, run_key
 from agl_trl.experiments.setup import ModelLoader, Setup
 
 RESULTS_FILE = "peers.jsonl"
+STALE_FILE = "peers.stale.jsonl"  # rows whose run key no longer matches (an older revision of a method's settings)
 TRAIN_RECORD = "train.json"
 RUN_KEY = ("split", "method", "strength", "seed")
 
@@ -75,8 +77,6 @@ def prepare_shared(
 ) -> Shared:
     """The shared set-up (under ``demo_dir``, default ``<out>/demo``: an ``agl-trl demo --out`` folder with the same
     settings is reused) and the peers' artifacts under ``<out>/shared`` (cleared when the settings change)."""
-    import shutil
-
     from agl_trl.experiments import default_loader, lora_config, prepare_setup, probe_items
     from agl_trl.experiments.log import settings_key
 
@@ -122,13 +122,20 @@ def train_run(
 
     directory = train_dir(out, method, strength, seed)
     record_file = directory / TRAIN_RECORD
+    key = run_key(cfg, method, strength)
     if record_file.is_file():
-        return read_json(record_file)
+        cached = read_json(record_file)
+        if cached.get("run_key") == key:
+            return cached
+        stale = directory.with_name(f"{directory.name}.stale-{cached.get('run_key') or 'unkeyed'}")
+        shutil.rmtree(stale, ignore_errors=True)
+        directory.rename(stale)  # kept beside it, never deleted: trained with other settings or code
+        _log(f"peers: {directory} was trained with other settings; moved to {stale.name}, training again")
     directory.mkdir(parents=True, exist_ok=True)
     adapter = directory / "adapter"
     demo = cfg.demo
     agl, peers = with_strength(method, strength, demo.agl, cfg.peers)
-    record: dict[str, Any] = {"settings": method_settings(method, agl, peers)}
+    record: dict[str, Any] = {"settings": method_settings(method, agl, peers), "run_key": key}
     if method == "safe_lora":
         plain = train_run(cfg, shared, out, "plain", None, seed, progress)
         record.update(safe_lora_adapter(shared.artifacts, Path(plain["adapter"]), adapter, peers))
@@ -286,6 +293,10 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     results = ResultsLog(out / RESULTS_FILE, config_key(cfg))
     rows = results.check()
+    stale = [r for r in rows if r.get("run_key") != run_key(cfg, r["method"], r.get("strength"))]
+    if stale:
+        print(f"peers: {len(stale)} rows made with other settings of their method moved to {out / STALE_FILE}")
+        rows = results.retire(stale, out / STALE_FILE)
     print(f"peers: {len(rows)} rows already in {results.path}", flush=True)
     import torch
 
@@ -313,7 +324,7 @@ def run_benchmark(
                 shared = prepare_shared(cfg, out, loader, progress, Path(demo_dir) if demo_dir else None)
                 for ref_split in ("validation", "test"):
                     if not any(r["method"] == "aligned" and r["split"] == ref_split for r in rows):
-                        results.append([reference_row(shared, ref_split)])
+                        results.append([{**reference_row(shared, ref_split), "run_key": run_key(cfg, "aligned", None)}])
                         rows.append(results.rows()[-1])
             started = time.perf_counter()
             print(f"peers: {split} {method} {strength_of(method) or ''}={strength} seed {seed}", flush=True)
@@ -323,6 +334,7 @@ def run_benchmark(
                 run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode,
                 environment={**environment, "load_average": _load_average()},
             )  # fmt: skip
+            row["run_key"] = run_key(cfg, method, strength)
             results.append([row])  # stamped with the config key; a row lands whole or not at all
             rows.append(row)
             budget[0] -= 1

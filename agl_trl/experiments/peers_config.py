@@ -19,7 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agl_trl.baselines.registry import ALL_METHODS, STRENGTHS, PeerSettings
+from agl_trl.baselines.registry import (
+    ALL_METHODS,
+    METHOD_REVISIONS,
+    PROBE_METHODS,
+    STRENGTHS,
+    PeerSettings,
+    method_settings,
+    with_strength,
+)
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 
@@ -101,11 +109,33 @@ def method_order(methods: Sequence[str]) -> list[str]:
 
 
 def config_key(cfg: BenchConfig) -> str:
-    """A hash of everything a result depends on except the method, strength and seed (rows record those) and the
-    lists of methods, grid values and seeds (they may grow on resume)."""
-    return settings_key(
-        {"demo": {k: v for k, v in cfg.demo.to_dict().items() if k != "seed"}, "peers": asdict(cfg.peers)}
-    )
+    """A hash of what every run depends on: the aligned model, the task fine-tune and the evaluation (with the probe
+    split's partition, which decides the safety stage's data). Not in it: the seed, method, strength (rows record
+    them) and what only some methods read (the probe's size and kind, the Fisher estimator, AGL's and the peers'
+    settings): :func:`run_key` keys those per row, so a change to AGL re-runs AGL's rows and no one else's."""
+    demo = cfg.demo.to_dict()
+    shared = {k: v for k, v in demo.items() if k not in ("seed", "agl", "fisher", "probe")}
+    shared["probe"] = {"holdout_every": demo["probe"]["holdout_every"]}
+    return settings_key({"demo": shared})
+
+
+def run_key(cfg: BenchConfig, method: str, strength: float | None) -> str:
+    """A hash of what one method's run reads beyond :func:`config_key`: its settings at ``strength``
+    (:func:`~agl_trl.baselines.registry.method_settings`), the probe and the Fisher estimator when it uses them
+    (:data:`~agl_trl.baselines.registry.PROBE_METHODS`) and its code revision
+    (:data:`~agl_trl.baselines.registry.METHOD_REVISIONS`). A row or cached training with another run key is stale."""
+    if method == "aligned":
+        return settings_key({"method": method})
+    agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)
+    payload: dict[str, Any] = {
+        "method": method,
+        "settings": method_settings(method, agl, peers),
+        "revision": METHOD_REVISIONS.get(method, 0),
+    }
+    if method in PROBE_METHODS:
+        payload["probe"] = asdict(cfg.demo.probe)
+        payload["fisher"] = asdict(cfg.demo.fisher)
+    return settings_key(payload)
 
 
 def gap_drift_of(row: Mapping[str, Any]) -> float:
@@ -146,4 +176,5 @@ __all__ = [
     "config_key",
     "gap_drift_of",
     "method_order",
+    "run_key",
 ]

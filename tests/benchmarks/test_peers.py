@@ -102,6 +102,40 @@ def test_config_modes_methods_grids_and_overrides() -> None:
     assert peers_config.method_order(["safe_lora", "agl", "plain"]) == ["plain", "safe_lora", "agl"]
 
 
+def test_run_keys_follow_what_each_method_reads() -> None:
+    """A change to AGL's settings, the probe or the Fisher estimator re-keys only the methods that read them; a
+    change to the task or the safety stage re-keys the whole file."""
+    base = peers.build_config("tiny", 1, None, [])
+    keys = {m: peers_config.run_key(base, m, g) for m in registry.ALL_METHODS for g in [base.grid(m)[0]]}
+    assert len(set(keys.values())) == len(keys)  # one key per method
+    assert peers_config.run_key(base, "l2", 0.01) != peers_config.run_key(base, "l2", 0.03)  # the strength counts
+    for override, touched in (
+        ("agl.gate_damping=0.5", {"agl", *registry.ABLATIONS}),  # a field no ablation overrides
+        ("fisher.max_new_tokens=7", registry.PROBE_METHODS),
+        ("probe.n=6", registry.PROBE_METHODS),
+    ):
+        cfg = peers.build_config("tiny", 1, None, [override])
+        assert peers_config.config_key(cfg) == peers_config.config_key(base), override
+        changed = {m for m in keys if peers_config.run_key(cfg, m, cfg.grid(m)[0]) != keys[m]}
+        assert changed == set(touched), override
+    for override in ("task.steps=3", "align.steps=3", "probe.holdout_every=3", "eval.judge=other"):
+        cfg = peers.build_config("tiny", 1, None, [override])
+        assert peers_config.config_key(cfg) != peers_config.config_key(base), override
+
+
+def test_results_log_retires_stale_rows_without_losing_them(tmp_path: Path) -> None:
+    from agl_trl.experiments.log import ResultsLog
+
+    log = ResultsLog(tmp_path / "r.jsonl", "k")
+    log.append([{"method": "a", "run_key": 1}, {"method": "b", "run_key": 2}])
+    log.append([{"method": "c", "run_key": 3}])
+    stale = [r for r in log.check() if r["method"] == "b"]
+    kept = log.retire(stale, tmp_path / "stale.jsonl")
+    assert [r["method"] for r in kept] == [r["method"] for r in log.check()] == ["a", "c"]
+    assert [r["method"] for r in ResultsLog(tmp_path / "stale.jsonl", "k").check()] == ["b"]
+    assert log.retire([], tmp_path / "stale.jsonl") == kept
+
+
 def test_registry_strengths_and_settings_of_every_method() -> None:
     agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
     assert registry.method_settings("agl", agl, settings) == asdict(agl)
