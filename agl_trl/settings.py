@@ -28,6 +28,7 @@ GATE_CHOICES = ("soft", "hard")
 ESTIMATOR_CHOICES = ("kfac", "diagonal")
 TARGETS_CHOICES = ("sampled", "empirical")
 SKETCH_CHOICES = ("auto", "exact", "nystrom")
+POSITIONS_CHOICES = ("all", "response")
 
 Check = Callable[[Any], str | None]  # value -> None if fine, else the fix to print
 
@@ -167,6 +168,13 @@ class FisherSettings(_Validated):
         "sampled",
         "Targets: 'sampled' from the model (true Fisher, default) or 'empirical' (the probe responses).",
         choices=TARGETS_CHOICES,
+    )
+    positions: str = setting(
+        "all",
+        "Token positions whose layer inputs and output gradients enter the K-FAC factors: 'all' (default; the "
+        "response's likelihood also moves through the prompt positions, via attention) or 'response' (only the "
+        "positions that predict a response token; underestimates the KL several-fold).",
+        choices=POSITIONS_CHOICES,
     )
     max_rank: int = setting(64, "Maximum number of eigen-directions kept per Kronecker factor (>= 1).", _at_least(1))
     explained_variance: float = setting(
@@ -369,6 +377,7 @@ __all__ = [
     "FisherSettings",
     "GATE_CHOICES",
     "SETTING_KEYS",
+    "POSITIONS_CHOICES",
     "SKETCH_CHOICES",
     "SettingField",
     "TARGETS_CHOICES",
