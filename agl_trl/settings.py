@@ -42,6 +42,10 @@ def _weight(value: float) -> str | None:
     return "weights must be >= 0 (use 0 to switch a term off)." if value < 0 else None
 
 
+def _optional_weight(value: float | None) -> str | None:
+    return None if value is None else _weight(value)
+
+
 def _within(low: float, high: float, low_open: bool, high_open: bool, fix: str) -> Check:
     def check(value: float) -> str | None:
         above = value > low if low_open else value >= low
@@ -112,8 +116,30 @@ class _Validated:
 class AGLSettings(_Validated):
     """Weights and knobs of the AGL objective (docs/method.md; values measured on SmolLM2: docs/benchmarks.md)."""
 
-    lambda_align: float = setting(
-        1.0, "Weight of R_A, the Fisher-weighted penalty on the alignment-critical part of the update.", _weight
+    lambda_align: float | None = setting(
+        None,
+        "Weight of R_A, the Fisher-weighted penalty on the update, per nat of estimated KL. Unset (default): "
+        "adapted during training so that the measured probe KL settles at `agl_kl_budget`; a number: a fixed weight "
+        "(expert override; the KL is still measured and logged); 0: meter only (no penalty).",
+        _optional_weight,
+    )
+    kl_budget: float = setting(
+        0.1,
+        "Drift budget: the KL(aligned || tuned) per probe response token, in nats, that the adaptive lambda_align "
+        "aims for (measured on held-out probe sequences, adapter on vs off; > 0).",
+        _positive("must be > 0 nats per token (e.g. 0.1)."),
+    )
+    kl_every: int = setting(
+        10,
+        "Measure the probe KL every this many optimizer steps (two forwards of `agl_kl_batch_size` sequences, no "
+        "backward); 0: never (then `agl_lambda_align` must be set).",
+        _at_least(0),
+    )
+    kl_batch_size: int = setting(4, "Probe sequences per KL measurement (>= 1).", _at_least(1))
+    kl_sequences: int = setting(
+        16,
+        "Held-out probe sequences the KL meter cycles through (the last ones of the probe data; >= 1).",
+        _at_least(1),
     )
     lambda_task: float = setting(
         0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
@@ -151,6 +177,21 @@ class AGLSettings(_Validated):
         "Momentum of the running tau estimate, in [0, 1).",
         _within(0.0, 1.0, False, True, "must lie in [0, 1) (e.g. 0.9)."),
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lambda_align is None and self.kl_every == 0:
+            raise invalid(
+                "agl_kl_every",
+                0,
+                "the adaptive lambda_align (the default) needs the KL meter: set agl_kl_every "
+                ">= 1 (e.g. 10), or fix the weight with agl_lambda_align (0: no penalty).",
+            )
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether lambda_align is adapted to the drift budget (no fixed weight given)."""
+        return self.lambda_align is None
 
 
 @dataclass
@@ -297,7 +338,14 @@ class SettingField:
 def setting_fields() -> tuple[SettingField, ...]:
     """Every ``agl_*`` key in the order front ends list them: enabled, artifact source, regulariser, Fisher."""
     table = [SettingField("agl_enabled", bool, True, ENABLED_HELP, None, None)]
-    hints = {"float": float, "int": int, "str": str, "bool": bool, "str | None": str | None}
+    hints = {
+        "float": float,
+        "int": int,
+        "str": str,
+        "bool": bool,
+        "str | None": str | None,
+        "float | None": float | None,
+    }
     for cls in (ArtifactSettings, AGLSettings, FisherSettings):
         for f in fields(cls):
             meta = f.metadata
@@ -342,9 +390,11 @@ def check_value(
 ) -> None:
     """Raise :func:`invalid` unless ``value`` is a valid ``kind`` (a type or its name), in ``choices``, and passes
     ``rule``."""
+    if value is None and kind in ("float | None", "str | None", float | None, str | None):
+        return
     if kind in ("bool", bool) and not isinstance(value, bool):
         raise invalid(key, value, "expected true or false.")
-    if kind in ("float", float) and (
+    if kind in ("float", float, "float | None", float | None) and (
         isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     ):
         raise invalid(key, value, "expected a finite number.")

@@ -1,4 +1,5 @@
-"""EWC on the LoRA update: ``lambda * sum_m sum_ij F_diag[m]_ij dW[m]_ij^2``.
+"""EWC on the LoRA update: ``lambda / 2 * sum_m sum_ij F_diag[m]_ij dW[m]_ij^2`` (the EWC paper's form; lambda per nat of
+estimated KL, as AGL's).
 
 Follows "Overcoming catastrophic forgetting in neural networks" (Kirkpatrick et al., PNAS 2017): a quadratic penalty
 towards the old (aligned) weights weighted by the diagonal of the Fisher of the old task, here the alignment

@@ -107,6 +107,7 @@ class Decomposition:
     norm_align_sq: torch.Tensor  # ||dW_A||^2 = sum (G C)^2
     norm_task_sq: torch.Tensor  # ||dW_T||^2
     inner_align_task: torch.Tensor  # <dW_A, dW_T> = sum G (1 - G) C^2
+    fisher_inner: torch.Tensor  # <dW_A, dW_T>_F = vec(dW_A)^T F vec(dW_T) = sum lam G (1 - G) C^2
 
 
 def decompose(
@@ -124,12 +125,25 @@ def decompose(
         norm_align_sq=norm_align_sq,
         norm_task_sq=norm_task_sq,
         inner_align_task=inner_full_align - norm_align_sq,
+        fisher_inner=(curvature * gate * (1.0 - gate) * c_sq).sum(dim=(-1, -2)),
     )
 
 
 def geodesic_separation(parts: Decomposition) -> torch.Tensor:
-    """E_geo = cos^2 angle(dW_A, dW_T) = <dW_A, dW_T>^2 / (||dW_A||^2 ||dW_T||^2): (M,), in [0, 1]."""
+    """cos^2 angle(dW_A, dW_T) = <dW_A, dW_T>^2 / (||dW_A||^2 ||dW_T||^2): (M,), in [0, 1]. A diagnostic only: it is
+    scale-free, so its gradient is orthogonal to dW and grows as 1 / ||dW|| near dW = 0 (:func:`fisher_overlap` is
+    the penalised term)."""
     return parts.inner_align_task.square() / (parts.norm_align_sq * parts.norm_task_sq + EPS)
+
+
+def fisher_overlap(parts: Decomposition) -> torch.Tensor:
+    """E_geo = <dW_A, dW_T>_F = vec(dW_A)^T F vec(dW_T) = sum lam G (1 - G) C^2 >= 0: (M,), in nats.
+
+    The two parts' overlap in Fisher units: it is large where one coordinate of dW is shared by both parts (soft
+    gate values between 0 and 1) on a curved direction, and zero for the hard gate (exact projection). Quadratic
+    in dW: its gradient is bounded by 2 max(lam) ||dW|| and vanishes at dW = 0, unlike the scale-free cosine.
+    """
+    return parts.fisher_inner
 
 
 def task_trust_region(parts: Decomposition, curvature_scale: torch.Tensor) -> torch.Tensor:
@@ -181,12 +195,14 @@ def riemannian_overlap(
     beta: float,
     temperature_ratio: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """E_riem on a sampled sub-block: sum eta |a t| / (sqrt(sum eta a^2) sqrt(sum eta t^2)), in [0, 1].
+    """E_riem (before the curvature scale): sum over dW of eta |a t|, estimated from a sampled sub-block, (M,).
 
-    ``rows`` (M, n_r) and ``cols`` (M, n_c) index the sub-block; ``a`` = dW_A, ``t`` = dW_T restricted to it.
-    The metric eta = 1 + beta * sigmoid((|dW| - tau) / T), T = temperature_ratio * tau, weights large entries
-    more; it is a metric, so it is treated as a constant (detached). Returns (E_riem (M,), |dW| sub-block
-    entries (M, n_r * n_c), detached, for the adaptive tau).
+    ``rows`` (M, n_r) and ``cols`` (M, n_c) index the sub-block (drawn uniformly, so d_out d_in / (n_r n_c) times its
+    sum is an unbiased estimate of the whole matrix's); ``a`` = dW_A, ``t`` = dW_T restricted to it. The metric
+    eta = 1 + beta * sigmoid((|dW| - tau) / T), T = temperature_ratio * tau, weights large entries more; it is a
+    metric, so it is treated as a constant (detached). Coordinate-wise interference, quadratic in dW (the caller
+    multiplies by the mean curvature h to put it in nats, like R_T): the gradient vanishes at dW = 0. Returns
+    (E_riem (M,), |dW| sub-block entries (M, n_r * n_c), detached, for the adaptive tau).
     """
     batch = torch.arange(B.shape[0], device=B.device)[:, None]
     b_rows = B[batch, rows]  # (M, n_r, r)
@@ -199,11 +215,8 @@ def riemannian_overlap(
     magnitude = dw.detach().abs()
     temperature = (temperature_ratio * tau).clamp_min(torch.finfo(tau.dtype).tiny)[:, None, None]
     eta = 1.0 + beta * torch.sigmoid((magnitude - tau[:, None, None]) / temperature)
-    numerator = (eta * (dw_align * dw_task).abs()).sum(dim=(-1, -2))
-    # sqrt(x + EPS) keeps the gradient finite at dW = 0 (step 0 of LoRA, B = 0)
-    norm_a = torch.sqrt((eta * dw_align.square()).sum(dim=(-1, -2)) + EPS)
-    norm_t = torch.sqrt((eta * dw_task.square()).sum(dim=(-1, -2)) + EPS)
-    return numerator / (norm_a * norm_t + EPS), magnitude.flatten(1)
+    area = (B.shape[1] * A.shape[2]) / (rows.shape[1] * cols.shape[1])
+    return area * (eta * (dw_align * dw_task).abs()).sum(dim=(-1, -2)), magnitude.flatten(1)
 
 
 def diagonal_quadratic_form(

@@ -4,10 +4,12 @@ It binds a :class:`~agl_trl.fisher.FisherArtifact` to the active LoRA layers of 
 adapters that TRL creates inside DPO/KTO are found), groups modules of equal shape so each step runs a few batched
 kernels, and returns the weighted sum
 
-    lambda_align * sum_m R_A + lambda_task * sum_m R_T + lambda_collision * (mu * mean_m E_riem + (1-mu) * mean_m E_geo)
+    lambda * c * 0.5 * sum_m R_A + lambda_task * sum_m R_T + lambda_collision * sum_m (mu * E_riem + (1-mu) * E_geo)
 
-with per-term metrics. R_A and R_T are in nats (KL units) and summed over modules; the collision terms are
-scale-free cosines in [0, 1] and averaged over modules (see docs/method.md).
+with per-term metrics. R_A = vec(dW)^T F vec(dW) over the whole K-FAC spectrum, so 0.5 * c * R_A is the estimated
+KL(aligned || tuned) per probe response token in nats, ``c`` the calibration measured by the KL meter; ``lambda`` is
+the fixed ``lambda_align`` or the one the drift budget adapts (:mod:`agl_trl.regularizers.budget`). R_T, E_riem and
+E_geo are quadratic in dW and in nats too, so every gradient vanishes as dW -> 0 (docs/method.md).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from torch import nn
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError, ModuleFisher
 from agl_trl.lora import LoraModule, find_lora_modules
 from agl_trl.regularizers import functional as F
+from agl_trl.regularizers.budget import DriftBudget
 from agl_trl.settings import AGLSettings
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "kl_estimate", "leakage", "tau")
+METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "leakage", "tau", "kl_estimate", "lambda")
+METER_METRICS = ("kl_measured", "kl_ratio")  # logged at the KL meter's readings (every agl_kl_every steps)
 
 
 @dataclass
@@ -65,6 +69,7 @@ class AGLRegularizer:
         self._bound_to: tuple[int, ...] | None = None
         self._tau_state: dict[str, float] = {}
         self._calls = 0
+        self.budget = DriftBudget(budget=self.settings.kl_budget, fixed_lambda=self.settings.lambda_align)
 
     # ----------------------------------------------------------------------------------------------- binding
     def bind(self, model: nn.Module) -> list[LoraModule]:
@@ -141,29 +146,35 @@ class AGLRegularizer:
         step = self._calls if step is None else int(step)
         self._calls += 1
         s = self.settings
+        weight = self.budget.weight * self.budget.scale * 0.5  # lambda per nat of calibrated estimated KL
         device = self._groups[0].scale.device
         zero = torch.zeros((), device=device)
-        total, collision = zero, zero
-        sums = dict.fromkeys(("r_align", "r_task", "kl_estimate"), zero)
-        means = dict.fromkeys(("e_riem", "e_geo", "leakage", "tau"), zero)
+        total = zero
+        sums = dict.fromkeys(("r_align", "r_task", "e_riem", "e_geo"), zero)
+        means = dict.fromkeys(("leakage", "tau"), zero)
         n_modules = sum(len(g.modules) for g in self._groups)
         for index, group in enumerate(self._groups):
             B = torch.stack([m.lora_B.float() for m in group.modules])  # noqa: N806
             A = torch.stack([m.lora_A.float() for m in group.modules])  # noqa: N806
             if group.diag is not None:
                 r_align = F.diagonal_quadratic_form(B, A, group.scale, group.diag)
-                if s.lambda_align > 0:
-                    total = total + s.lambda_align * r_align.sum()
+                if weight > 0:
+                    total = total + weight * r_align.sum()
                 sums["r_align"] = sums["r_align"] + r_align.detach().sum()
-                sums["kl_estimate"] = sums["kl_estimate"] + 0.5 * r_align.detach().sum()
                 continue
             rotated = F.rotate(B, A, group.scale, group.q_out, group.q_in)
             gate, curvature = group.gate, group.curvature
+            # R_A: the whole K-FAC quadratic form, the discarded spectrum through the factors' tail means, so no
+            # direction of dW is free (docs/method.md, "No way around it")
+            r_align = F.kfac_quadratic_form(
+                B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in,
+                group.tail_out, group.tail_in, rotated=rotated,
+            )  # fmt: skip
             parts = F.decompose(rotated.coords, gate, curvature, rotated.norm_sq)
             r_task = F.task_trust_region(parts, group.mean_curvature)
-            e_geo = F.geodesic_separation(parts)
-            if s.lambda_align > 0:
-                total = total + s.lambda_align * parts.r_align.sum()
+            e_geo = F.fisher_overlap(parts)
+            if weight > 0:
+                total = total + weight * r_align.sum()
             if s.lambda_task > 0:
                 total = total + s.lambda_task * r_task.sum()
             if s.lambda_collision > 0:
@@ -172,27 +183,22 @@ class AGLRegularizer:
                 e_riem, magnitudes = F.riemannian_overlap(
                     B, A, group.scale, group.q_out, group.q_in, gate * rotated.coords, rows, cols, group.tau, s.beta
                 )
+                e_riem = group.mean_curvature * e_riem  # |dW_A| |dW_T| entries -> nats, like R_T
                 self._record_tau(group, magnitudes, step)
-                collision = collision + s.mu * e_riem.sum() + (1 - s.mu) * e_geo.sum()
-                means["e_riem"] = means["e_riem"] + e_riem.detach().sum()
+                total = total + s.lambda_collision * (s.mu * e_riem.sum() + (1 - s.mu) * e_geo.sum())
+                sums["e_riem"] = sums["e_riem"] + e_riem.detach().sum()
             with torch.no_grad():
-                kl = 0.5 * F.kfac_quadratic_form(
-                    B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in,
-                    group.tail_out, group.tail_in, rotated=rotated,
-                )  # fmt: skip
-                sums["r_align"] = sums["r_align"] + parts.r_align.detach().sum()
+                sums["r_align"] = sums["r_align"] + r_align.detach().sum()
                 sums["r_task"] = sums["r_task"] + r_task.detach().sum()
-                sums["kl_estimate"] = sums["kl_estimate"] + kl.sum()
-                means["e_geo"] = means["e_geo"] + e_geo.detach().sum()
+                sums["e_geo"] = sums["e_geo"] + e_geo.detach().sum()
                 leak = torch.sqrt(parts.norm_align_sq / (parts.norm_sq + F.EPS))
                 means["leakage"] = means["leakage"] + leak.sum()
                 means["tau"] = means["tau"] + group.tau.sum()
-        # collision terms are cosines in [0, 1]: average them over all modules, whatever the shape grouping
-        if s.lambda_collision > 0:
-            total = total + s.lambda_collision * collision / max(n_modules, 1)
         values = torch.stack([total.detach(), *sums.values(), *(v / max(n_modules, 1) for v in means.values())])
         numbers = values.tolist()
         metrics = dict(zip(("loss", *sums.keys(), *means.keys()), numbers, strict=True))
+        metrics["kl_estimate"] = self.budget.scale * 0.5 * metrics["r_align"]  # calibrated, nats per probe token
+        metrics["lambda"] = self.budget.weight
         bad = [k for k, v in metrics.items() if not (v == v and abs(v) != float("inf"))]
         if bad:
             raise FloatingPointError(
@@ -200,6 +206,32 @@ class AGLRegularizer:
                 "have diverged (check the learning rate and the task loss) or the Fisher artifact is corrupted."
             )
         return total, metrics
+
+    @torch.no_grad()
+    def raw_kl_estimate(self, model: nn.Module) -> float:
+        """0.5 vec(dW)^T F vec(dW) summed over modules at the current weights (uncalibrated nats; no side effects)."""
+        self._ensure_bound(model)
+        total = 0.0
+        for group in self._groups:
+            B = torch.stack([m.lora_B.float() for m in group.modules])  # noqa: N806
+            A = torch.stack([m.lora_A.float() for m in group.modules])  # noqa: N806
+            if group.diag is not None:
+                total += float(F.diagonal_quadratic_form(B, A, group.scale, group.diag).sum())
+                continue
+            total += float(
+                F.kfac_quadratic_form(
+                    B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in, group.tail_out,
+                    group.tail_in,
+                ).sum()
+            )  # fmt: skip
+        return 0.5 * total
+
+    def observe_kl(self, measured: float, model: nn.Module) -> dict[str, float]:
+        """Feed one KL meter reading (nats per probe response token) taken on ``model``'s current update: calibrates
+        the estimate on the first measurable reading and, with no fixed lambda_align, adapts lambda
+        (:class:`~agl_trl.regularizers.budget.DriftBudget`). Returns ``kl_measured`` and ``kl_ratio``."""
+        reading = self.budget.observe(measured, self.raw_kl_estimate(model))
+        return {k: reading[k] for k in METER_METRICS}
 
     def _sample_block(self, group: _Group, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh row/column indices per optimizer step (same on every rank and every micro-batch)."""
@@ -245,12 +277,14 @@ class AGLRegularizer:
             if group.tau is not None:
                 current = group.tau if group.pending is None else self._ema(group.tau, group.pending)
                 tau.update(zip((m.name for m in group.modules), current.tolist(), strict=True))
-        return {"tau": tau, "calls": self._calls, "seed": self.seed}
+        return {"tau": tau, "calls": self._calls, "seed": self.seed, "budget": self.budget.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._tau_state = {k: float(v) for k, v in state.get("tau", {}).items()}
         self._calls = int(state.get("calls", 0))
         self.seed = int(state.get("seed", self.seed))
+        if "budget" in state:
+            self.budget.load_state_dict(state["budget"])
         for group in self._groups:
             if group.tau is not None:
                 group.tau = torch.tensor(

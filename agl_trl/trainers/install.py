@@ -53,13 +53,19 @@ def check_parallelism(trainer: Any) -> None:
 
 
 class AGLCallback(TrainerCallback):
-    """Initialises AGL at ``on_train_begin`` and saves ``agl_state.json`` into every checkpoint."""
+    """Initialises AGL at ``on_train_begin``, takes the KL meter's readings at ``on_step_end`` (every
+    ``agl_kl_every`` optimizer steps) and saves ``agl_state.json`` into every checkpoint."""
 
     def __init__(self, trainer: Any):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
         initialise_agl(self.trainer)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        rt = getattr(self.trainer, "_agl", None)
+        if rt is not None and rt.enabled and rt.regularizer is not None:
+            rt.measure(self.trainer, int(state.global_step))  # after the optimizer step: the update just taken
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from agl_trl.settings import AGLSettings, AGLTrainingSettings, FisherSettings
+from agl_trl.settings import AGLSettings, AGLTrainingSettings, AGLUserError, FisherSettings
 from agl_trl.trainers.state import checkpoint_state
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class AGLRuntime:
     restore_pending: bool = True
     restored_from: str | None = None
     metrics: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    meter_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the KL meter's probe batches
 
     @property
     def enabled(self) -> bool:
@@ -115,6 +116,68 @@ class AGLRuntime:
         )
         self.artifact, self.fisher_dir, self.fisher_source = resolved.artifact, resolved.directory, resolved.source
         self.regularizer = AGLRegularizer(self.artifact, self.settings)
+        self._build_meter(trainer, model)
+
+    def _build_meter(self, trainer: Any, model: torch.nn.Module) -> None:
+        """The KL meter's held-out probe sequences: the last ``kl_sequences`` probe records after the ones the
+        Fisher estimate reads (``agl_fisher_max_samples``), answered by the aligned model (adapters off) when they
+        have no response; the same on every rank."""
+        from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, load_probe_records
+        from agl_trl.lora import adapters_disabled
+
+        s, source = self.settings, self.config.artifact.probe_dataset
+        if s.kl_every == 0 or self.artifact.estimator == "diagonal":
+            return
+        if source is None:
+            if s.adaptive:
+                raise AGLUserError(
+                    "The adaptive lambda_align (the default) measures the KL on probe sequences, but "
+                    "`agl_probe_dataset` is unset: set it (e.g. 'driftcaps'), or fix the weight with "
+                    "`agl_lambda_align`."
+                )
+            logger.warning("AGL: no agl_probe_dataset, so the KL meter is off (kl_measured is not logged).")
+            return
+        records = load_probe_records(source, split=self.config.artifact.probe_split)
+        used = self.fisher_settings.max_samples
+        held_out = records[used:] if len(records) > used else []
+        if len(held_out) < s.kl_sequences:
+            logger.warning(
+                "AGL: the probe data has %d records beyond the %d the Fisher reads (agl_fisher_max_samples); the KL "
+                "meter also uses records the Fisher saw.",
+                len(held_out),
+                used,
+            )
+            held_out = records
+        chosen = [dict(r) for r in held_out[-s.kl_sequences :]]
+        tokenizer = tokenizer_of(trainer)
+        with adapters_disabled(model):
+            chosen = fill_missing_responses(
+                model, tokenizer, chosen, self.fisher_settings.max_new_tokens, s.kl_batch_size, False
+            )
+        sequences = build_sequences(tokenizer, chosen, self.fisher_settings.max_length)
+        if not sequences:
+            raise AGLUserError(
+                f"The KL meter's probe records from `agl_probe_dataset`={source!r} have no response tokens within "
+                "`agl_fisher_max_length`; give longer responses or a larger max length."
+            )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        device = next(p for p in model.parameters()).device
+        size = s.kl_batch_size
+        self.meter_batches = [collate(sequences[i : i + size], pad, device) for i in range(0, len(sequences), size)]
+
+    def measure(self, trainer: Any, step: int) -> None:
+        """One KL meter reading, at optimizer step ``step`` when it is a multiple of ``agl_kl_every``: the measured
+        probe KL goes to the regulariser (calibration, dual ascent) and its metrics to the training logs."""
+        from agl_trl.regularizers.budget import probe_kl
+
+        every = self.settings.kl_every
+        if not self.meter_batches or every == 0 or step % every or not hasattr(self.regularizer, "observe_kl"):
+            return
+        batch = self.meter_batches[(step // every - 1) % len(self.meter_batches)]
+        model = unwrapped_model(trainer)
+        reading = self.regularizer.observe_kl(probe_kl(model, batch), model)
+        for key, value in reading.items():
+            self.metrics[key].append(float(value))
 
     def _restore(self, trainer: Any) -> None:
         checkpoint, state = checkpoint_state(trainer, self.resume_dir)

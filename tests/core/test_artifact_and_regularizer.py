@@ -10,6 +10,7 @@ import torch
 from agl_trl.fisher import FisherArtifact, FisherArtifactError, FisherSettings, estimate_fisher
 from agl_trl.lora import LoraIntrospectionError, canonical_module_name, find_lora_modules
 from agl_trl.regularizers import AGLRegularizer, AGLSettings
+from agl_trl.regularizers.budget import LAMBDA_INIT
 from tests.core.conftest import PROBE, make_lora_model
 
 
@@ -100,18 +101,19 @@ def test_save_is_atomic_and_leaves_no_temporary_files(estimated, tmp_path):
 
 def test_regulariser_terms_metrics_and_gradients(estimated):
     model, _, artifact = estimated
-    reg = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5))
+    reg = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5))  # adaptive lambda: starts at LAMBDA_INIT
     loss, metrics = reg(model, step=0)
     loss.backward()
     for name in ("loss", "r_align", "r_task", "e_riem", "e_geo", "kl_estimate", "leakage"):
         assert metrics[name] > 0, name
-    assert 0 < metrics["leakage"] < 1 and 0 < metrics["e_geo"] < 1 and 0 < metrics["e_riem"] <= 1
+    assert 0 < metrics["leakage"] < 1 and metrics["lambda"] == LAMBDA_INIT
+    assert metrics["kl_estimate"] == pytest.approx(0.5 * metrics["r_align"])  # uncalibrated until the meter reads
     for module in find_lora_modules(model):
         assert module.lora_B.grad is not None and float(module.lora_B.grad.norm()) > 0
     model.zero_grad()
     s = reg.settings
     assert metrics["loss"] == pytest.approx(
-        s.lambda_align * metrics["r_align"]
+        LAMBDA_INIT * metrics["kl_estimate"]
         + s.lambda_task * metrics["r_task"]
         + s.lambda_collision * (s.mu * metrics["e_riem"] + (1 - s.mu) * metrics["e_geo"]),
         rel=1e-5,
@@ -123,7 +125,7 @@ def test_regulariser_equals_per_module_sum_whatever_the_grouping(estimated):
     from agl_trl.regularizers import functional as F
 
     model, _, artifact = estimated
-    reg = AGLRegularizer(artifact, AGLSettings(lambda_collision=0.0, lambda_task=0.3))
+    reg = AGLRegularizer(artifact, AGLSettings(lambda_align=2.0, lambda_collision=0.0, lambda_task=0.3))
     loss, _ = reg(model, step=0)
     expected = torch.zeros(())
     for m in find_lora_modules(model):
@@ -133,7 +135,11 @@ def test_regulariser_equals_per_module_sum_whatever_the_grouping(estimated):
         coords = F.lora_coordinates(B[None], A[None], sc, f.q_out[None], f.q_in[None])
         curvature = F.coordinate_curvature(f.eig_out[None], f.eig_in[None])
         parts = F.decompose(coords, F.spectral_gate(curvature, 0.1), curvature, F.update_norm_sq(B[None], A[None], sc))
-        expected = expected + parts.r_align.sum() + 0.3 * f.mean_curvature * parts.norm_task_sq.sum()
+        tails = torch.tensor([f.tail_out]), torch.tensor([f.tail_in])
+        full = F.kfac_quadratic_form(
+            B[None], A[None], sc, f.q_out[None], f.eig_out[None], f.q_in[None], f.eig_in[None], *tails
+        )
+        expected = expected + 2.0 * 0.5 * full.sum() + 0.3 * f.mean_curvature * parts.norm_task_sq.sum()
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=0)
     assert len(reg._groups) < len(find_lora_modules(model))  # really grouped
 
@@ -151,7 +157,7 @@ def test_zero_update_at_step_zero_is_zero_and_finite():
     artifact = estimate_fisher(model, tokenizer, PROBE[:4], FisherSettings(max_rank=4), show_progress=False)
     loss, metrics = AGLRegularizer(artifact)(model, step=0)
     loss.backward()
-    assert float(loss) == 0.0 and all(v == 0.0 for k, v in metrics.items() if k != "tau")
+    assert float(loss) == 0.0 and all(v == 0.0 for k, v in metrics.items() if k not in ("tau", "lambda"))
     for module in find_lora_modules(model):
         assert torch.isfinite(module.lora_B.grad).all() and torch.isfinite(module.lora_A.grad).all()
 
@@ -163,6 +169,82 @@ def test_hard_gate_logs_the_degeneracy_and_zeroes_e_geo(estimated, caplog):
         _, metrics = reg(model, step=0)
     assert "E_geo is identically 0" in caplog.text
     assert metrics["e_geo"] < 1e-8 and metrics["e_riem"] > 0
+
+
+def test_every_term_is_quadratic_so_its_gradient_vanishes_with_the_update(estimated):
+    """The collision terms used to be scale-free cosines whose gradient grew as 1/||dW||; every term is now
+    quadratic in dW: halving the update halves the penalty's gradient."""
+    model, _, artifact = estimated
+    reg = AGLRegularizer(artifact, AGLSettings(lambda_align=1.0, lambda_task=1.0, lambda_collision=10.0))
+    modules = find_lora_modules(model)
+    saved = [m.lora_B.data.clone() for m in modules]
+    norms = []
+    try:
+        for factor in (1.0, 0.5, 1e-3):
+            for m, b in zip(modules, saved, strict=True):
+                m.lora_B.data = factor * b
+            model.zero_grad()
+            loss, _ = reg(model, step=0)
+            loss.backward()
+            norms.append(float(torch.sqrt(sum(m.lora_B.grad.square().sum() for m in modules))))
+    finally:
+        for m, b in zip(modules, saved, strict=True):
+            m.lora_B.data = b
+        model.zero_grad()
+    assert norms[1] == pytest.approx(0.5 * norms[0], rel=0.02) and norms[2] == pytest.approx(1e-3 * norms[0], rel=0.02)
+
+
+def test_budget_calibrates_once_and_adapts_lambda_towards_the_budget():
+    from agl_trl.regularizers.budget import STEP_UP, DriftBudget
+
+    budget = DriftBudget(budget=0.1)
+    assert budget.weight == LAMBDA_INIT and budget.scale == 1.0
+    first = budget.observe(measured=0.3, estimate=0.1)  # 3x the budget, estimate 3x too low
+    assert budget.calibration == pytest.approx(3.0) and first["kl_ratio"] == pytest.approx(1.0)
+    assert budget.lam == pytest.approx(LAMBDA_INIT * 3.0)
+    second = budget.observe(measured=0.6, estimate=0.1)  # calibration frozen: the ratio reports the miss
+    assert budget.calibration == pytest.approx(3.0) and second["kl_ratio"] == pytest.approx(2.0)
+    assert budget.lam == pytest.approx(LAMBDA_INIT * 3.0 * min(STEP_UP, 4.5))  # mean of the last two readings
+    for _ in range(20):
+        budget.observe(measured=0.001, estimate=0.1)  # far under budget: lambda relaxes, slowly, to its floor
+    assert 1e-3 <= budget.lam < LAMBDA_INIT
+    fixed = DriftBudget(budget=0.1, fixed_lambda=7.0)
+    fixed.observe(measured=5.0, estimate=1.0)
+    assert fixed.weight == 7.0 and fixed.calibration == pytest.approx(5.0)
+    restored = DriftBudget(budget=0.1)
+    restored.load_state_dict(budget.state_dict())
+    assert restored.state_dict() == budget.state_dict()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        budget.observe(float("nan"), 1.0)
+
+
+def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_round_trips(estimated):
+    from agl_trl.fisher.probe import build_sequences, collate
+    from agl_trl.regularizers.budget import probe_kl
+
+    model, tokenizer, artifact = estimated
+    sequences = build_sequences(tokenizer, [{"prompt": "Say hi.", "response": "Hi there, friend."}] * 2, 64)
+    batch = collate(sequences, tokenizer.pad_token_id or 0, torch.device("cpu"))
+    model.train()
+    measured = probe_kl(model, batch)
+    assert measured > 0 and model.training  # measured in eval mode, the training mode restored
+    modules = find_lora_modules(model)
+    saved = [m.lora_B.data.clone() for m in modules]
+    try:
+        for m in modules:
+            m.lora_B.data.zero_()
+        assert probe_kl(model, batch) == pytest.approx(0.0, abs=1e-7)
+    finally:
+        for m, b in zip(modules, saved, strict=True):
+            m.lora_B.data = b
+    reg = AGLRegularizer(artifact, AGLSettings())
+    reading = reg.observe_kl(measured, model)
+    assert reading["kl_ratio"] == pytest.approx(1.0) and reg.budget.calibration > 0
+    _, metrics = reg(model, step=1)
+    assert metrics["kl_estimate"] == pytest.approx(measured, rel=1e-4)  # calibrated at this very update
+    other = AGLRegularizer(artifact, AGLSettings())
+    other.load_state_dict(reg.state_dict())
+    assert other.budget.state_dict() == reg.budget.state_dict()
 
 
 def test_same_step_gives_same_penalty_and_tau_moves_only_between_steps(estimated):
@@ -239,7 +321,7 @@ def test_diagonal_artifact_gives_the_ewc_penalty(estimated):
         float((artifact.modules[m.name].diag * (m.scaling * m.lora_B @ m.lora_A).detach() ** 2).sum())
         for m in find_lora_modules(model)
     )
-    assert float(loss) == pytest.approx(2.0 * expected, rel=1e-4)
+    assert float(loss) == pytest.approx(2.0 * 0.5 * expected, rel=1e-4)  # lambda per nat of estimated KL
     assert metrics["kl_estimate"] == pytest.approx(0.5 * expected, rel=1e-4)
 
 
