@@ -1,8 +1,27 @@
 """Estimate the alignment subspace: a Kronecker-factored (default) or diagonal Fisher of every LoRA module at W0.
 
-One pass over the probe data, adapters disabled (the Fisher of the *aligned* weights). Forward hooks on each LoRA
-layer collect the inputs x_t on response positions, tensor hooks collect the gradients g_t of the sequence's summed
-log-likelihood w.r.t. the layer output (targets sampled from the model: true Fisher; or the data's: empirical).
+One pass over the probe data, adapters disabled (the Fisher of the *aligned* weights). The likelihood is the sum of
+log p(y_{t+1} | y_<=t) over the positions t that predict a response token (targets sampled from the model: true
+Fisher; or the data's: empirical). Forward hooks on each LoRA layer collect its inputs x_t, tensor hooks the
+gradients g_t of that summed log-likelihood w.r.t. the layer output at t, at the positions ``positions`` selects:
+
+``"all"`` (default): every non-padding position. The output at a prompt position moves the response's likelihood
+through attention, so g_t != 0 there too. The gradient of one sequence is G = sum_t g_t x_t^T over all its positions;
+dropping the cross-position terms of E[vec G vec G^T] (K-FAC-expand, Eschenhagen et al. 2023) and factorising,
+
+    sum_t (g_t g_t^T) (x) (x_t x_t^T)  ~=  N_all E_all[g g^T] (x) E_all[x x^T],
+
+summed over the N_all collected positions of the probe set. Divided by the N_resp response tokens (the KL's unit is
+nats per response token) this is S_out (x) S_in with
+
+    S_in = (sum_all x x^T) / N_all,     S_out = (sum_all g g^T) / N_resp,
+
+so 0.5 vec(dW)^T (S_out (x) S_in) vec(dW) = 0.5 tr(S_out dW S_in dW^T) estimates KL(aligned || tuned) per response
+token. The diagonal estimator keeps the per-position terms without factorising: F_diag = sum_all (g^2)(x^2)^T / N_resp.
+
+``"response"``: only the positions that predict a response token (N_all = N_resp: S_in, S_out and F_diag are all
+means over them). It ignores how prompt-position outputs move the response, and underestimates the KL more (about
+3x on SmolLM2 for task-like updates; figures on the tiny test model in docs/method.md).
 
 Memory: ``sketch="exact"`` accumulates S_in = sum x x^T and S_out = sum g g^T (d x d per factor; modules that share
 an input, like q/k/v, share S_in). ``sketch="nystrom"`` streams a randomised Nystrom sketch Y = S @ Omega instead,
@@ -119,9 +138,10 @@ def _dist_info() -> tuple[int, int]:
 
 
 class _Collector:
-    """Forward/backward hooks that accumulate the factors of every LoRA module on response positions."""
+    """Forward/backward hooks that accumulate the factors of every LoRA module on the collected positions."""
 
     def __init__(self, modules: list[LoraModule], settings: FisherSettings, device: torch.device):
+        # every rank builds its factors in the same order (see probe_structure): the all-reduce relies on it
         self.modules = modules
         self.diagonal = settings.estimator == "diagonal"
         width = _auto_sketch(modules, settings)
@@ -153,10 +173,28 @@ class _Collector:
         self._handles.clear()
 
     def start_batch(self, positions: torch.Tensor) -> None:
+        """``positions``: flat indices (into batch x sequence) of the rows collected from this batch."""
         self.positions = positions
         self._batch_inputs.clear()
         self._saved_x.clear()
         self._alive.clear()
+
+    def probe_structure(self, model: nn.Module, token_id: int, device: torch.device) -> None:
+        """One gradient-free forward on a one-token batch that collects no row: it finds which modules share an
+        input and creates every input factor, in forward order, before any data is seen. Every rank does it, so
+        every rank holds the same factors in the same order even when its shard of the probe data is empty."""
+        self.start_batch(torch.zeros(0, dtype=torch.long, device=device))
+        ids = torch.full((1, 1), token_id, dtype=torch.long, device=device)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        self.start_batch(torch.zeros(0, dtype=torch.long, device=device))
+
+    def structure_digest(self) -> int:
+        """A 62-bit digest of the factor set (module -> input factor, in order), to check that ranks agree."""
+        import hashlib
+
+        text = repr((sorted(self.input_key.items()), list(self.inputs), list(self.outputs), list(self.diag)))
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 2
 
     def _forward_hook(self, module: LoraModule):
         def hook(layer: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -243,7 +281,7 @@ def estimate_fisher(
 
     collector = _Collector(modules, settings, device)
     embed_handle = embeddings.register_forward_hook(capture_embeddings)
-    tokens = 0
+    tokens = tokens_all = 0  # N_resp (positions predicting a response token), N_all (positions collected)
     try:
         with adapters_disabled(model), no_cpu_4bit_repacking(model):
             records = fill_missing_responses(
@@ -252,25 +290,37 @@ def estimate_fisher(
             sequences = build_sequences(tokenizer, records, settings.max_length)[rank::world]
             batches = range(0, len(sequences), settings.batch_size)
             with collector:
+                # before any data, and on every rank (a rank may get no sequence): the same factors in the same order
+                collector.probe_structure(model, pad_id, device)
                 for start in tqdm(batches, desc="AGL Fisher estimation", disable=not show_progress):
                     batch = collate(sequences[start : start + settings.batch_size], pad_id, device)
-                    tokens += _accumulate_batch(model, batch, collector, embed_out, settings, generator)
+                    batch_tokens, batch_all = _accumulate_batch(model, batch, collector, embed_out, settings, generator)
+                    tokens, tokens_all = tokens + batch_tokens, tokens_all + batch_all
     finally:
         embed_handle.remove()
         model.train(was_training)
-    counts = torch.tensor([float(tokens)], dtype=torch.float64, device=device)
+    counts = torch.tensor([float(tokens), float(tokens_all)], dtype=torch.float64, device=device)
     if world > 1:
         import torch.distributed as dist
 
+        # every rank runs these collectives, in this order, whatever its shard held
+        digest = collector.structure_digest()
+        agree = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
+        dist.all_reduce(agree, op=dist.ReduceOp.MAX)
+        if int(agree[0]) != digest or -int(agree[1]) != digest:  # seen by every rank alike: all of them raise
+            raise RuntimeError(
+                "Fisher estimation: the ranks found different LoRA modules or input sharing (are the models and "
+                "adapters the same on every rank?)."
+            )
         dist.all_reduce(counts)
         for factor in (*collector.inputs.values(), *collector.outputs.values()):
             factor.all_reduce()
         for tensor in collector.diag.values():
             dist.all_reduce(tensor)
-    count = float(counts.item())
+    count, count_all = float(counts[0].item()), float(counts[1].item())
     if count == 0:
         raise ValueError("The probe data produced no response tokens; check the records and max_length.")
-    fishers = _finalise(modules, collector, count, settings)
+    fishers = _finalise(modules, collector, count, count_all, settings)
     metadata = {
         "estimator": settings.estimator,
         "settings": asdict(settings),
@@ -278,7 +328,8 @@ def estimate_fisher(
         "model_fingerprint": model_fingerprint(model),
         "probe_hash": probe_hash,
         "probe_records": len(records),
-        "tokens": int(count),
+        "tokens": int(count),  # N_resp: the response tokens the KL is normalised by
+        "tokens_all": int(count_all),  # N_all: the positions collected (== tokens for positions="response")
         "world_size": world,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -292,15 +343,19 @@ def _accumulate_batch(
     embed_out: list[torch.Tensor],
     settings: FisherSettings,
     generator: torch.Generator,
-) -> int:
-    """One forward/backward on a batch; returns the number of response positions it contributed."""
+) -> tuple[int, int]:
+    """One forward/backward on a batch; returns (response positions, collected positions) it contributed."""
     # position t predicts token t+1: the likelihood terms live where the *next* token is a response token
     predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
     predicts[:, :-1] = batch["response_mask"][:, 1:].bool()
     positions = predicts.flatten().nonzero().squeeze(1)
     if positions.numel() == 0:
-        return 0
-    collector.start_batch(positions)
+        return 0, 0  # no likelihood term: g = 0 everywhere, and no position is counted
+    if settings.positions == "all":
+        collected = batch["attention_mask"].flatten().nonzero().squeeze(1)
+    else:
+        collected = positions
+    collector.start_batch(collected)
     embed_out.clear()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     log_probs = torch.log_softmax(logits.float().reshape(-1, logits.shape[-1])[positions], dim=-1)
@@ -312,13 +367,17 @@ def _accumulate_batch(
         targets = batch["input_ids"][:, 1:].flatten()[predicts[:, :-1].flatten().nonzero().squeeze(1)]
     log_likelihood = log_probs.gather(1, targets[:, None]).sum()
     torch.autograd.grad(log_likelihood, embed_out[0])
-    return int(positions.numel())
+    return int(positions.numel()), int(collected.numel())
 
 
 def _finalise(
-    modules: list[LoraModule], collector: _Collector, count: float, settings: FisherSettings
+    modules: list[LoraModule], collector: _Collector, count: float, count_all: float, settings: FisherSettings
 ) -> dict[str, ModuleFisher]:
-    """Normalise by the token count and keep the top eigenpairs of each factor (freeing buffers as it goes)."""
+    """Normalise and keep the top eigenpairs of each factor (freeing buffers as it goes).
+
+    ``count`` = N_resp, ``count_all`` = N_all (module docstring): S_in = sum x x^T / N_all, S_out = sum g g^T /
+    N_resp, F_diag = sum g^2 (x^2)^T / N_resp. With positions="response" both counts are N_resp.
+    """
     fishers: dict[str, ModuleFisher] = {}
     if collector.diagonal:
         for module in modules:
@@ -334,7 +393,7 @@ def _finalise(
             raise RuntimeError(f"LoRA module {module.name} was never called during Fisher estimation.")
         if key not in decomposed_inputs:
             decomposed_inputs[key] = collector.inputs[key].top_eigenpairs(
-                count, settings.max_rank, settings.explained_variance
+                count_all, settings.max_rank, settings.explained_variance
             )
         q_in, eig_in, trace_in = decomposed_inputs[key]
         q_out, eig_out, trace_out = collector.outputs.pop(module.name).top_eigenpairs(
