@@ -43,10 +43,12 @@ PROBE_PROMPTS_FILE = "probe_prompts.json"
 SAFETY_ROWS_FILE = "safety_rows.json"
 
 # each method's strength: the setting a sweep varies, and its default log-spaced grid (weakest first). AGL and its
-# ablations vary lambda_align (the rest of AGLSettings fixed); Safe LoRA the share of modules it projects.
+# ablations vary the drift budget (the rest of AGLSettings fixed); Safe LoRA the share of modules it projects.
+AGL_STRENGTHS = ("kl_budget", "lambda_align")  # the AGLSettings fields a sweep may vary
 STRENGTHS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "agl": ("lambda_align", (1.0, 10.0, 100.0, 1000.0)),
-    **{name: ("lambda_align", (1.0, 10.0, 100.0, 1000.0)) for name in ABLATIONS},
+    # AGL's knob is its drift budget (nats of probe KL per token); plain LoRA drifts to ~0.6 on these prompts
+    "agl": ("kl_budget", (0.01, 0.03, 0.1, 0.3)),
+    **{name: ("kl_budget", (0.01, 0.03, 0.1, 0.3)) for name in ABLATIONS},
     "ewc": ("lambda_ewc", (1.0, 10.0, 100.0, 1000.0)),
     "l2": ("lambda_l2", (0.003, 0.01, 0.03, 0.1)),
     "kl_ref": ("lambda_kl", (0.1, 0.3, 1.0, 3.0)),
@@ -62,7 +64,7 @@ STRENGTHS: dict[str, tuple[str, tuple[float, ...]]] = {
 class PeerSettings:
     """The peers' settings (units in each module's docstring); a sweep varies each method's :data:`STRENGTHS` field."""
 
-    lambda_ewc: float | None = None  # None: the AGL lambda_align (both are in nats per token)
+    lambda_ewc: float = 1.0  # per nat of estimated KL, like AGL's lambda
     lambda_l2: float = 0.06
     lambda_kl: float = 1.0
     kl_batch_size: int = 4
@@ -80,9 +82,6 @@ class PeerSettings:
     lisa_task_steps: int = 10
     lisa_batch_size: int = 4
 
-    def ewc_lambda(self, lambda_align: float) -> float:
-        """EWC's weight: ``lambda_ewc``, or AGL's ``lambda_align`` when unset."""
-        return lambda_align if self.lambda_ewc is None else self.lambda_ewc
 
 
 @dataclass
@@ -113,8 +112,8 @@ def with_strength(
     name = strength_of(method)
     if name is None or value is None:
         return agl, peers
-    if name == "lambda_align":
-        return replace(agl, lambda_align=float(value)), peers
+    if name in AGL_STRENGTHS:
+        return replace(agl, **{name: float(value)}), peers
     return agl, replace(peers, **{name: float(value)})
 
 
@@ -135,7 +134,7 @@ def method_settings(method: str, agl: AGLSettings, peers: PeerSettings) -> dict[
     p = peers
     return {
         "plain": {},
-        "ewc": {"lambda_ewc": p.ewc_lambda(agl.lambda_align)},
+        "ewc": {"lambda_ewc": p.lambda_ewc},
         "l2": {"lambda_l2": p.lambda_l2},
         "kl_ref": {"lambda_kl": p.lambda_kl, "batch_size": p.kl_batch_size, "every": p.kl_every},
         "safe_lora": {"fraction": p.safe_lora_fraction, "direction_rank": p.direction_rank},
@@ -163,10 +162,10 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
-def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, lambda_align: float, seed: int) -> Any:
+def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, seed: int) -> Any:
     """The training penalty of a during-training peer (``ewc``, ``l2``, ``kl_ref``, ``asft``, ``sbr``, ``lisa``).
 
-    ``lambda_align``: AGL's, EWC's weight when ``peers.lambda_ewc`` is unset. ``seed``: the penalties' sampling seed.
+    ``seed``: the penalties' sampling seed.
     """
     from agl_trl import baselines as bl
 
@@ -174,7 +173,7 @@ def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, 
     if method == "ewc":
         from agl_trl.fisher import FisherArtifact
 
-        return bl.ewc_penalty(FisherArtifact.load(artifacts.diag_dir), lambda_ewc=p.ewc_lambda(lambda_align), seed=seed)
+        return bl.ewc_penalty(FisherArtifact.load(artifacts.diag_dir), lambda_ewc=p.lambda_ewc, seed=seed)
     if method == "l2":
         return bl.L2UpdatePenalty(lambda_l2=p.lambda_l2)
     if method == "asft":

@@ -25,7 +25,6 @@ import torch
 from agl_trl.experiments import (
     ExperimentConfig,
     ModelLoader,
-    agl_fields,
     auto_threads,
     eval_stage_key,
     evaluate_generations,
@@ -103,7 +102,7 @@ def _run(
 
     runner.run("lora", task_settings, lambda d: finetune(d, None), ("aligned",))
     measure("lora")
-    agl = agl_fields(c.agl, setup.fisher_dir)
+    agl = setup.agl_fields(c.agl)
     runner.run("agl", {**task_settings, "agl": asdict(c.agl)}, lambda d: finetune(d, agl), ("fisher",))
     measure("agl")
 

@@ -46,8 +46,8 @@ class ProbeSettings:
     uses: the probe split's *held-back* part (every ``holdout_every``-th behaviour per category), which the safety
     stage never trains on."""
 
-    kind: str = "unsafe"  # "unsafe": unsafe probe prompts only; "mixed": half unsafe, half safe probe prompts
-    n: int = 48
+    kind: str = "mixed"  # "mixed": half unsafe (refusals), half safe (helpful answers); "unsafe": unsafe only
+    n: int = 64
     holdout_every: int = 4
 
     def __post_init__(self) -> None:
@@ -77,10 +77,10 @@ class TaskSettings:
 
 
 def demo_agl_settings() -> AGLSettings:
-    """The package defaults with lambda_align = 100 (a point of AGL's sweep grid; the peers benchmark chooses AGL's
-    strength on the validation split and reports it in docs/peers.md). The earlier hand-tuned values (lambda_task 10,
-    gate_damping 0.01) were chosen on the prompts they were reported on and are withdrawn."""
-    return AGLSettings(lambda_align=100.0)
+    """The package defaults: the drift budget sets lambda_align during training (no hand-set weight). The earlier
+    hand-tuned values (lambda_align 100, lambda_task 10, gate_damping 0.01) were chosen on the prompts they were
+    reported on and are withdrawn."""
+    return AGLSettings()
 
 
 @dataclass

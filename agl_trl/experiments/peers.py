@@ -116,7 +116,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Train (or project, for Safe LoRA; or reuse the cached adapter) one (method, strength, seed); returns its
     training record (``adapter``: the adapter folder)."""
-    from agl_trl.experiments import PeakRSS, agl_fields, read_json, train_lora, write_json
+    from agl_trl.experiments import PeakRSS, read_json, train_lora, write_json
     from agl_trl.experiments.measure import task_curve_callback
     from agl_trl.models import load_pretrained
 
@@ -146,9 +146,9 @@ def train_run(
         kwargs: dict[str, Any] = {}
         regularizer = method_agl_settings(method, agl)
         if regularizer is not None:
-            kwargs["agl"] = agl_fields(regularizer, shared.setup.fisher_dir)
+            kwargs["agl"] = shared.setup.agl_fields(regularizer)
         elif method not in ("plain", "mix"):
-            kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, lambda_align=agl.lambda_align, seed=seed)
+            kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, seed=seed)
         curve = None
         if method == "plain" and seed == cfg.sweep_seed and cfg.curve_points > 0:
             steps = demo.task.steps

@@ -32,6 +32,9 @@ from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, re
 from agl_trl.experiments.stages import StageRunner
 from agl_trl.experiments.task import TaskItem, task_splits
 from agl_trl.experiments.training import lora_config, train_lora
+from agl_trl.utils import append_jsonl, read_jsonl
+
+PROBE_FILE = "probe.jsonl"  # in the fisher stage's folder: the Fisher's probe records, then the KL meter's
 
 ModelLoader = Callable[[], tuple[Any, Any]]
 
@@ -97,6 +100,21 @@ def probe_items(cfg: ExperimentConfig) -> list[Any]:
     return stratified_subset(held, p.n // 2, "unsafe") + stratified_subset(held, p.n - p.n // 2, "safe")
 
 
+def meter_items(cfg: ExperimentConfig) -> list[Any]:
+    """The KL meter's probe prompts: the probe split's held-back part minus the Fisher's (:func:`probe_items`),
+    unsafe and safe alternating, so the drift budget is measured on prompts neither the safety stage nor the Fisher
+    saw, on both sides of the boundary."""
+    from agl_trl.driftcaps import load_driftcaps
+
+    _, held = probe_parts(load_driftcaps(split="probe"), cfg.probe.holdout_every)
+    used = {it.prompt for it in probe_items(cfg)}
+    rest = [it for it in held if it.prompt not in used]
+    unsafe, safe = [it for it in rest if it.label == "unsafe"], [it for it in rest if it.label != "unsafe"]
+    mixed = [it for pair in zip(unsafe, safe, strict=False) for it in pair]
+    n = min(len(unsafe), len(safe))
+    return unsafe[n:] + safe[n:] + mixed  # the meter reads the last ones: balanced
+
+
 def probe_prompts(cfg: ExperimentConfig) -> list[str]:
     """The prompts of :func:`probe_items`."""
     return [it.prompt for it in probe_items(cfg)]
@@ -149,6 +167,18 @@ class Setup:
     @property
     def fisher_dir(self) -> Path:
         return self.out / "fisher" / "artifact"
+
+    @property
+    def probe_file(self) -> Path:
+        """The Fisher's probe records, then the KL meter's held-out ones (:func:`meter_items`)."""
+        return self.out / "fisher" / PROBE_FILE
+
+    def agl_fields(self, settings: Any) -> dict[str, Any]:
+        """The ``agl_*`` fields of an AGL run with regulariser ``settings`` on this set-up's artifact and probe."""
+        from agl_trl.experiments.training import agl_fields
+
+        n = len(read_jsonl(self.probe_file)) - len(meter_items(self.cfg))
+        return agl_fields(settings, self.fisher_dir, replace(self.cfg.fisher, max_samples=n), self.probe_file)
 
     @property
     def reference_rows(self) -> list[dict[str, Any]]:
@@ -263,6 +293,9 @@ def prepare_setup(
         peft_model = get_peft_model(model, lora_config(c.lora))
         settings = replace(c.fisher, max_samples=len(prompts), seed=c.seed)
         records = [{"prompt": p, "response": None} for p in prompts]
+        meter = [{"prompt": it.prompt, "response": None} for it in meter_items(c)]
+        (directory / PROBE_FILE).unlink(missing_ok=True)
+        append_jsonl(directory / PROBE_FILE, records + meter)  # the Fisher's records, then the KL meter's
         artifact = resolve_artifact(
             peft_model, tokenizer, settings, probe=records, save_to=directory / "artifact", show_progress=progress
         ).artifact

@@ -84,13 +84,20 @@ class PeakRSS:
         return self.peak - self.start
 
 
-def agl_fields(settings: Any, fisher_dir: str | Path) -> dict[str, Any]:
+def agl_fields(
+    settings: Any, fisher_dir: str | Path, fisher: Any = None, probe_file: str | Path | None = None
+) -> dict[str, Any]:
     """The ``agl_*`` config fields of an AGL run with regulariser ``settings`` (an ``AGLSettings``) on the saved
-    artifact ``fisher_dir``, which is read and never re-saved."""
-    return AGLTrainingSettings(regularizer=settings).to_prefixed() | {
-        "agl_fisher_path": str(fisher_dir),
-        "agl_save_fisher": False,
-    }
+    artifact ``fisher_dir``, which is read and never re-saved. ``fisher`` (``FisherSettings``) and ``probe_file``:
+    the estimate's settings and probe records, the Fisher's first (``fisher.max_samples``), then the KL meter's
+    held-out ones (:meth:`~agl_trl.experiments.Setup.agl_fields` passes the set-up's)."""
+    from agl_trl.settings import FisherSettings
+
+    fields = AGLTrainingSettings(regularizer=settings, fisher=fisher or FisherSettings()).to_prefixed()
+    fields |= {"agl_fisher_path": str(fisher_dir), "agl_save_fisher": False}
+    if probe_file is not None:
+        fields["agl_probe_dataset"] = str(probe_file)
+    return fields
 
 
 def train_lora(

@@ -141,7 +141,7 @@ def run_sweep(
     """
     import torch
 
-    from agl_trl.experiments import ResultsLog, agl_fields, auto_threads, prepare_setup, train_lora
+    from agl_trl.experiments import ResultsLog, auto_threads, prepare_setup, train_lora
     from agl_trl.generation import Generation
     from agl_trl.models import load_pretrained
 
@@ -174,7 +174,7 @@ def run_sweep(
             _, record = train_lora(
                 model, tokenizer, setup.task_rows, out / "runs" / method / f"seed{seed}", lora=c.lora, seed=seed,
                 steps=max(cfg.budget_steps), learning_rate=lr, batch_size=c.task.batch_size,
-                agl=agl_fields(c.agl, setup.fisher_dir) if method == "agl" else None, progress=progress,
+                agl=setup.agl_fields(c.agl) if method == "agl" else None, progress=progress,
                 callbacks=[callback],
                 training_overrides={"lr_scheduler_type": "constant", "include_num_input_tokens_seen": "non_padding"},
             )  # fmt: skip

@@ -141,14 +141,14 @@ def test_registry_strengths_and_settings_of_every_method() -> None:
     assert registry.method_settings("agl", agl, settings) == asdict(agl)
     for method, overrides in registry.ABLATIONS.items():
         assert registry.method_agl_settings(method, agl) == replace(agl, **overrides)
-    assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": agl.lambda_align}
+    assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": settings.lambda_ewc}
     assert registry.method_settings("plain", agl, settings) == {}
     assert set(registry.ALL_METHODS) == {"plain", "agl", *registry.ABLATIONS, *registry.PEERS}
     assert set(registry.STRENGTHS) == set(registry.ALL_METHODS) - {"plain"}
     for method in registry.STRENGTHS:
         name = registry.strength_of(method)
         new_agl, new_peers = registry.with_strength(method, 7.0, agl, settings)
-        value = getattr(new_agl if name == "lambda_align" else new_peers, name)
+        value = getattr(new_agl if name in registry.AGL_STRENGTHS else new_peers, name)
         assert value == 7.0, method
         assert registry.method_settings(method, new_agl, new_peers) != registry.method_settings(method, agl, settings)
     assert registry.with_strength("plain", 7.0, agl, settings) == (agl, settings)
@@ -213,5 +213,13 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert peers.main(argv, loader=loader) == 0
     assert not calls
     assert len((out / peers.RESULTS_FILE).read_text().splitlines()) == len(rows)
-    # other settings into the same file are refused (like is compared with like)
-    assert peers.main([*argv, "--set", "peers.lambda_l2=0.5"], loader=loader) == 2
+    # settings every run depends on are refused into the same file (like is compared with like) ...
+    assert peers.main([*argv, "--set", "task.learning_rate=0.5"], loader=loader) == 2
+    # ... while a change to one method re-runs only that method's rows; the old ones are moved aside, not lost
+    assert peers.main([*argv, "--set", "agl.lambda_task=0.5"], loader=loader) == 0
+    stale = [json.loads(line) for line in (out / peers.STALE_FILE).read_text().splitlines()]
+    assert stale and {r["method"] for r in stale} == {"agl"}
+    after = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
+    assert len(after) == len(rows) and all(r["settings"]["lambda_task"] == 0.5 for r in after if r["method"] == "agl")
+    assert [r for r in after if r["method"] == "plain"] == [r for r in rows if r["method"] == "plain"]
+    assert list((out / "train" / "agl").glob("*/seed0.stale-*"))
