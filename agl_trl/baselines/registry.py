@@ -83,7 +83,6 @@ class PeerSettings:
     lisa_batch_size: int = 4
 
 
-
 @dataclass
 class PeerArtifacts:
     """Where the peers' artifacts of one aligned model lie (written by :func:`prepare_peer_artifacts`)."""
