@@ -170,6 +170,7 @@ def train_run(
             peak_memory_mb=round(rss.extra / 2**20, 1), final_train_loss=train.get("final_train_loss"),
             # the last logged value of each agl/* metric (AGL terms or the baseline penalty's): proof that it ran
             penalty_metrics={k: v[-1][1] for k, v in (train.get("agl_curves") or {}).items() if v},
+            agl_curves=train.get("agl_curves") or {},  # every logged agl/* value (the KL meter's readings too)
             n_train_rows=len(rows), task_curve=curve.points if curve is not None else None,
         )  # fmt: skip
     record["adapter"] = str(adapter)

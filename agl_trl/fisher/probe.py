@@ -54,7 +54,13 @@ def load_probe_records(source: str, split: str = "train", max_samples: int | Non
     if source == "driftcaps":
         from agl_trl.driftcaps import load_driftcaps
 
-        records = [{"prompt": item.prompt, "response": None} for item in load_driftcaps(split="probe")]
+        items = load_driftcaps(split="probe")
+        unsafe, safe = [it for it in items if it.label == "unsafe"], [it for it in items if it.label != "unsafe"]
+        # unsafe and safe alternating: any prefix (agl_fisher_max_samples) or tail (the KL meter's held-out
+        # sequences) weighs both sides of the boundary alike
+        n = min(len(unsafe), len(safe))
+        ordered = [it for pair in zip(unsafe, safe, strict=False) for it in pair] + unsafe[n:] + safe[n:]
+        records = [{"prompt": item.prompt, "response": None} for item in ordered]
     elif Path(source).exists():
         path = Path(source)
         if path.suffix == ".jsonl":
