@@ -126,7 +126,7 @@ class AGLRuntime:
         from agl_trl.lora import adapters_disabled
 
         s, source = self.settings, self.config.artifact.probe_dataset
-        if s.kl_every == 0 or self.artifact.estimator == "diagonal":
+        if s.kl_every == 0:
             return
         if source is None:
             if s.adaptive:
