@@ -43,6 +43,7 @@ LABELS = {
     "lisa": "Lisa-style (alternating + proximal)",
 }
 PNG_NAME = "peers_pareto.png"
+KL_PNG_NAME = "peers_agl_kl.png"  # the drift budget's KL meter against the regulariser's estimate, per AGL run
 N_BOOT = 4000
 
 
@@ -236,6 +237,72 @@ def plot(chosen: dict[str, dict[str, Any]], est: dict[str, dict[str, Estimate]],
     plt.close(fig)
 
 
+def _meter_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose training logged the KL meter (one per trained AGL run: the test rows of a reused sweep
+    training are skipped), validation sweeps first."""
+    seen, runs = set(), []
+    for r in sorted(rows, key=lambda r: (r["split"] != "validation", r["method"], r.get("strength") or 0, r["seed"])):
+        curves = r.get("agl_curves") or {}
+        key = (r["method"], r.get("strength"), r["seed"])
+        if curves.get("kl_measured") and key not in seen:
+            seen.add(key)
+            runs.append(r)
+    return runs
+
+
+def meter_table(rows: list[dict[str, Any]], cycle: int = 4) -> list[str]:
+    """Per AGL run: the budget, the measured probe KL and the calibrated estimate over the last ``cycle`` logged
+    readings (the meter cycles through its batches), their ratio over the run, and the final lambda."""
+    lines = [
+        "| method | strength | seed | measured KL, last readings (nats/token) | estimate, same steps | measured / "
+        "estimate: median [min, max] over the run | final lambda |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in _meter_runs(rows):
+        c = r["agl_curves"]
+        measured = [v for _, v in c["kl_measured"]]
+        ratios = [v for _, v in c.get("kl_ratio", []) if v == v]
+        steps = {s for s, _ in c["kl_measured"][-cycle:]}
+        estimate = [v for s, v in c.get("kl_estimate", []) if s in steps]
+        lam = c.get("lambda", [[None, None]])[-1][1]
+        lines.append(
+            f"| {LABELS.get(r['method'], r['method'])} | {_strength_cell(r['method'], [r], r.get('strength'))} | "
+            f"{r['seed']} | {statistics.mean(measured[-cycle:]):.4f} | "
+            f"{statistics.mean(estimate) if estimate else float('nan'):.4f} | "
+            + (f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]" if ratios else "-")
+            + f" | {lam:.3g} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def plot_meter(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in _meter_runs(rows) if r["split"] == "validation"] or _meter_runs(rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, r in enumerate(runs):
+        c, colour = r["agl_curves"], cmap(i % 10)
+        label = f"{r['method']} {r.get('strength_name') or ''}={r.get('strength')} seed {r['seed']}"
+        ax.plot(*zip(*c["kl_measured"], strict=True), "o-", color=colour, label=f"{label}: measured")
+        if c.get("kl_estimate"):
+            ax.plot(*zip(*c["kl_estimate"], strict=True), "--", color=colour, label=f"{label}: estimate")
+        if r.get("strength_name") == "kl_budget":
+            ax.axhline(float(r["strength"]), color=colour, lw=0.8, alpha=0.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("KL(aligned || tuned) per probe response token (nats)")
+    ax.set_title("drift budget: KL meter (solid) vs calibrated estimate (dashed); thin lines: budgets")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _cost_line(rows: list[dict[str, Any]]) -> str:
     seconds = sum(r.get("run_seconds") or 0 for r in rows)
     threads = sorted({(r.get("environment") or {}).get("torch_threads") for r in rows} - {None})
@@ -327,6 +394,22 @@ def write_report(
                 "",
             ]
     lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
+    meter = meter_table(rows)
+    if meter:
+        plot_meter(rows, out_dir / KL_PNG_NAME)
+        lines += [
+            "## AGL's drift budget in training (KL meter vs the regulariser's estimate)",
+            "",
+            "The meter measures KL(aligned || tuned) per response token on held-out probe prompts every "
+            "`agl_kl_every` steps (adapter off vs on); the estimate is c * 0.5 vec(dW)^T F vec(dW), c calibrated at "
+            "the first reading and frozen (docs/method.md, section 4). Readings cycle through 4 probe batches, so "
+            "single readings vary with the batch.",
+            "",
+            *meter,
+            "",
+            f"![KL meter vs estimate]({KL_PNG_NAME})",
+            "",
+        ]
     settings = {
         m: c["test"][0].get("settings") if c["test"] else c["sweep"][0].get("settings") for m, c in chosen.items()
     }
@@ -361,4 +444,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["LABELS", "PNG_NAME", "chosen_points", "main", "pareto_front", "read_rows", "test_table", "write_report"]
+__all__ = [
+    "KL_PNG_NAME",
+    "LABELS",
+    "PNG_NAME",
+    "meter_table",
+    "chosen_points",
+    "main",
+    "pareto_front",
+    "read_rows",
+    "test_table",
+    "write_report",
+]

@@ -64,7 +64,7 @@ def test_files_are_only_checked_with_agl_on(tmp_path: Path) -> None:
 
 
 def test_good_files_pass_and_every_agl_key_is_in_the_validated_cfg(tmp_path: Path) -> None:
-    from agl_trl.settings import SETTING_KEYS
+    from agl_trl.settings import setting_fields
 
     artifact = write_artifact_stub(tmp_path / "artifact")
     cfg = validate(agl_fisher_path=str(artifact))
@@ -72,7 +72,9 @@ def test_good_files_pass_and_every_agl_key_is_in_the_validated_cfg(tmp_path: Pat
     probe = write_probe(tmp_path / "probe.jsonl", [{"prompt": "hi"}, {"messages": [{"role": "user", "content": "x"}]}])
     cfg = validate(agl_probe_dataset=str(probe))
     assert cfg.agl_probe_dataset == str(probe)
-    assert set(SETTING_KEYS) - {"agl_fisher_path"} <= set(cfg)  # unset agl_fisher_path is dropped (exclude_none)
+    unset = {f.key for f in setting_fields() if f.default is None}  # dropped by exclude_none: fisher path, lambda
+    assert unset == {"agl_fisher_path", "agl_lambda_align"}
+    assert {f.key for f in setting_fields()} - unset <= set(cfg)
 
 
 def test_axolotl_train_refuses_a_typo_before_loading_the_model(workspace: Path) -> None:

@@ -223,3 +223,21 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert len(after) == len(rows) and all(r["settings"]["lambda_task"] == 0.5 for r in after if r["method"] == "agl")
     assert [r for r in after if r["method"] == "plain"] == [r for r in rows if r["method"] == "plain"]
     assert list((out / "train" / "agl").glob("*/seed0.stale-*"))
+
+
+def test_report_shows_the_kl_meter_of_agl_runs(tmp_path: Path) -> None:
+    curves = {
+        "kl_measured": [[10, 0.4], [20, 0.2], [30, 0.1], [40, 0.12], [50, 0.08]],
+        "kl_estimate": [[10, 0.4], [20, 0.1], [30, 0.05], [40, 0.06], [50, 0.04]],
+        "kl_ratio": [[10, 1.0], [20, 2.0], [30, 2.0], [40, 2.0], [50, 2.0]],
+        "lambda": [[10, 1.0], [20, 4.0], [30, 8.0], [40, 8.0], [50, 9.5]],
+    }
+    agl = {**row("validation", "agl", 0.1, 0, 30, 3, 15), "agl_curves": curves}
+    lines = peers_report.meter_table([agl, {**agl, "split": "test"}, row("validation", "plain", None, 0, 10, 3, 16)])
+    assert len(lines) == 3  # header, rule, one run (the test row of the same training is not repeated)
+    cells = [c.strip() for c in lines[2].split("|")]
+    assert cells[4] == f"{(0.2 + 0.1 + 0.12 + 0.08) / 4:.4f}" and cells[5] == f"{(0.1 + 0.05 + 0.06 + 0.04) / 4:.4f}"
+    assert cells[6] == "2.00 [1.00, 2.00]" and cells[7] == "9.5"
+    assert peers_report.meter_table([row("validation", "plain", None, 0, 10, 3, 16)]) == []
+    peers_report.plot_meter([agl], tmp_path / "kl.png")
+    assert (tmp_path / "kl.png").stat().st_size > 0
