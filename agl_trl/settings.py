@@ -131,7 +131,7 @@ class AGLSettings(_Validated):
     )
     kl_every: int = setting(
         10,
-        "Measure the probe KL every this many optimizer steps (two forwards of `agl_kl_batch_size` sequences, no "
+        "Measure the probe KL every this many optimizer steps (a forward of `agl_kl_batch_size` sequences, no "
         "backward); 0: never (then `agl_lambda_align` must be set).",
         _at_least(0),
     )

@@ -1,7 +1,7 @@
 """Step-time overhead of the AGL regulariser: one LoRA fwd+bwd+AdamW step with vs without it.
 
 SmolLM2-135M-Instruct, LoRA r=16 on all linear layers, batch 4 x 128 tokens, default AGL settings (all four terms),
-measured alternately in one process. The drift budget's KL meter (two forwards of ``agl_kl_batch_size`` sequences
+measured alternately in one process. The drift budget's KL meter (one forward of ``agl_kl_batch_size`` sequences
 every ``agl_kl_every`` steps, here as long as a training sequence) is timed apart and amortised over its interval.
 Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the amortised meter).
 
@@ -28,7 +28,7 @@ def main() -> None:
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
-    from agl_trl.regularizers.budget import probe_kl
+    from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 
     model, tokenizer, source = load_model_with_lora(rank=16)
     print(f"model: {source}; threads={args.threads}; batch {args.batch} x {args.seq}", flush=True)
@@ -68,10 +68,11 @@ def main() -> None:
     response = torch.zeros_like(meter_ids)
     response[:, args.seq // 2 :] = 1
     meter_batch = {"input_ids": meter_ids, "attention_mask": torch.ones_like(meter_ids), "response_mask": response}
+    reference = reference_log_probs(model, meter_batch).cpu()  # once per meter batch and run
     meter = []
     for _ in range(5):
         start = time.perf_counter()
-        probe_kl(model, meter_batch)
+        probe_kl(model, meter_batch, reference)
         meter.append(time.perf_counter() - start)
     model.train()
     plain, agl, ratio = median_ratio(lambda: step(False), lambda: step(True), args.repeats)

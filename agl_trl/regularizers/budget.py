@@ -82,26 +82,47 @@ class DriftBudget:
                 setattr(self, name, state[name])
 
 
-@torch.no_grad()
-def probe_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
-    """KL(p_aligned || p_tuned) per response token of a teacher-forced probe ``batch`` (``input_ids``,
-    ``attention_mask``, ``response_mask``: :func:`agl_trl.fisher.probe.collate`), adapters off vs on."""
-    from agl_trl.lora import adapters_disabled
-
+def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
     predicts[:, :-1] = batch["response_mask"][:, 1:].bool()  # position t predicts token t + 1
     if not bool(predicts.any()):
         raise ValueError("AGL KL meter: the probe batch has no response tokens; check the probe records.")
+    return predicts
+
+
+@torch.no_grad()
+def _log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: bool) -> torch.Tensor:
+    from agl_trl.lora import adapters_disabled
+
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
     was_training = model.training
     model.eval()
     try:
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-        with adapters_disabled(model):
-            reference = torch.log_softmax(model(**inputs).logits[predicts].float(), dim=-1)
-        tuned = torch.log_softmax(model(**inputs).logits[predicts].float(), dim=-1)
+        if aligned:
+            with adapters_disabled(model):
+                logits = model(**inputs).logits
+        else:
+            logits = model(**inputs).logits
     finally:
         model.train(was_training)
+    return torch.log_softmax(logits[_predicting(batch)].float(), dim=-1)
+
+
+def reference_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The aligned model's (adapters off) log-probabilities at ``batch``'s response positions, (n_tokens, vocab)
+    fp32: fixed for a run, so the meter computes them once per batch and keeps them (on CPU)."""
+    return _log_probs(model, batch, aligned=True)
+
+
+def probe_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor], reference: torch.Tensor | None = None) -> float:
+    """KL(p_aligned || p_tuned) per response token of a teacher-forced probe ``batch`` (``input_ids``,
+    ``attention_mask``, ``response_mask``: :func:`agl_trl.fisher.probe.collate`), adapters off vs on.
+    ``reference``: the batch's :func:`reference_log_probs`, when already computed (one forward instead of two)."""
+    if reference is None:
+        reference = reference_log_probs(model, batch)
+    tuned = _log_probs(model, batch, aligned=False)
+    reference = reference.to(tuned.device)
     return float((reference.exp() * (reference - tuned)).sum(-1).mean())
 
 
-__all__ = ["LAMBDA_INIT", "DriftBudget", "probe_kl"]
+__all__ = ["LAMBDA_INIT", "DriftBudget", "probe_kl", "reference_log_probs"]

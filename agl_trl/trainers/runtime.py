@@ -63,6 +63,7 @@ class AGLRuntime:
     restored_from: str | None = None
     metrics: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     meter_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the KL meter's probe batches
+    meter_reference: dict[int, torch.Tensor] = field(default_factory=dict)  # their aligned log-probs (CPU), by index
 
     @property
     def enabled(self) -> bool:
@@ -168,14 +169,16 @@ class AGLRuntime:
     def measure(self, trainer: Any, step: int) -> None:
         """One KL meter reading, at optimizer step ``step`` when it is a multiple of ``agl_kl_every``: the measured
         probe KL goes to the regulariser (calibration, dual ascent) and its metrics to the training logs."""
-        from agl_trl.regularizers.budget import probe_kl
+        from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 
         every = self.settings.kl_every
         if not self.meter_batches or every == 0 or step % every or not hasattr(self.regularizer, "observe_kl"):
             return
-        batch = self.meter_batches[(step // every - 1) % len(self.meter_batches)]
-        model = unwrapped_model(trainer)
-        reading = self.regularizer.observe_kl(probe_kl(model, batch), model)
+        index = (step // every - 1) % len(self.meter_batches)
+        batch, model = self.meter_batches[index], unwrapped_model(trainer)
+        if index not in self.meter_reference:  # the aligned model never changes: one adapter-off forward per batch
+            self.meter_reference[index] = reference_log_probs(model, batch).cpu()
+        reading = self.regularizer.observe_kl(probe_kl(model, batch, self.meter_reference[index]), model)
         for key, value in reading.items():
             self.metrics[key].append(float(value))
 

@@ -220,7 +220,7 @@ def test_budget_calibrates_once_and_adapts_lambda_towards_the_budget():
 
 def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_round_trips(estimated):
     from agl_trl.fisher.probe import build_sequences, collate
-    from agl_trl.regularizers.budget import probe_kl
+    from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 
     model, tokenizer, artifact = estimated
     sequences = build_sequences(tokenizer, [{"prompt": "Say hi.", "response": "Hi there, friend."}] * 2, 64)
@@ -228,6 +228,8 @@ def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_ro
     model.train()
     measured = probe_kl(model, batch)
     assert measured > 0 and model.training  # measured in eval mode, the training mode restored
+    cached = reference_log_probs(model, batch)
+    assert probe_kl(model, batch, cached) == measured  # the cached aligned side gives the very same reading
     modules = find_lora_modules(model)
     saved = [m.lora_B.data.clone() for m in modules]
     try:
