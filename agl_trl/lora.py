@@ -110,16 +110,16 @@ def find_lora_modules(model: nn.Module, adapter: str | None = None, allow_dora: 
                     "by a learned magnitude, so the update is not s*B@A and AGL's Fisher penalty would be wrong. "
                     "Fix: train with use_dora=False, or pass allow_dora=True to regularise only the directional part."
                 )
-            a_weight = layer.lora_A[name].weight
-            b_weight = layer.lora_B[name].weight
+            a_shape = logical_shape(layer.lora_A[name].weight)
+            b_shape = logical_shape(layer.lora_B[name].weight)
             found.append(
                 LoraModule(
                     name=canonical_module_name(raw_name),
                     layer=layer,
                     adapter=name,
-                    d_out=int(b_weight.shape[0]),
-                    d_in=int(a_weight.shape[1]),
-                    rank=int(a_weight.shape[0]),
+                    d_out=int(b_shape[0]),
+                    d_in=int(a_shape[1]),
+                    rank=int(a_shape[0]),
                 )
             )
     return found
@@ -203,3 +203,116 @@ def no_cpu_4bit_repacking(model: nn.Module) -> Iterator[None]:
     finally:
         for layer, value in zip(layers, previous, strict=True):
             layer.support_avx512bf16_for_cpu = value
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sharded parameters: FSDP2 (DTensor shards) and DeepSpeed ZeRO-3 (partitioned, empty outside the forward)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (an FSDP2 parameter)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def is_zero3_parameter(tensor: torch.Tensor) -> bool:
+    """True for a parameter managed by DeepSpeed ZeRO-3 (it carries ``ds_id`` / ``ds_shape``)."""
+    return hasattr(tensor, "ds_shape") and hasattr(tensor, "ds_id")
+
+
+def logical_shape(tensor: torch.Tensor) -> torch.Size:
+    """The parameter's real shape: ``ds_shape`` under ZeRO-3 (the local tensor is empty), else ``shape`` (global
+    for a DTensor)."""
+    return torch.Size(tensor.ds_shape) if is_zero3_parameter(tensor) else tensor.shape
+
+
+def is_partitioned(tensor: torch.Tensor) -> bool:
+    """True for a ZeRO-3 parameter that is not gathered now (its local data is not the whole tensor)."""
+    return is_zero3_parameter(tensor) and tensor.numel() != logical_shape(tensor).numel()
+
+
+def sharding_engine(model: nn.Module) -> str | None:
+    """``"fsdp2"`` when the model's LoRA factors are DTensors, ``"zero3"`` when DeepSpeed ZeRO-3 manages them, else
+    ``None`` (plain, DDP or ZeRO-1/2: every rank holds full parameters)."""
+    for module in find_lora_modules(model, allow_dora=True):
+        for tensor in (module.lora_A, module.lora_B):
+            if is_dtensor(tensor):
+                return "fsdp2"
+            if is_zero3_parameter(tensor):
+                return "zero3"
+    return None
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on every rank: ``DTensor.full_tensor()`` for an FSDP2 shard (an all-gather; differentiable,
+    so gradients flow back to the shard), the tensor itself otherwise. A partitioned ZeRO-3 parameter cannot be read
+    here: read it inside :func:`readable` or from a forward hook."""
+    if is_dtensor(tensor):
+        return tensor.full_tensor()
+    if is_partitioned(tensor):
+        raise RuntimeError(
+            "A DeepSpeed ZeRO-3 parameter is partitioned here (outside its module's forward); gather it first "
+            "(agl_trl.lora.readable)."
+        )
+    return tensor
+
+
+@contextmanager
+def zero3_gathered(params: list[torch.Tensor]) -> Iterator[None]:
+    """Gather the partitioned ZeRO-3 parameters among ``params`` for the block (read only: ``modifier_rank=None``,
+    nothing is written back). A no-op without partitioned parameters. Collective: every rank must enter it."""
+    partitioned = [p for p in params if is_zero3_parameter(p)]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
+        yield
+
+
+@contextmanager
+def readable(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Yield the whole of ``tensor`` as a plain tensor, without gradient, whatever the engine (an all-gather for an
+    FSDP2 shard or a ZeRO-3 partition: every rank must enter it)."""
+    with torch.no_grad():
+        if is_dtensor(tensor):
+            yield tensor.full_tensor()
+            return
+        with zero3_gathered([tensor]):
+            yield tensor.detach()
+
+
+def outermost_fsdp_module(model: nn.Module) -> nn.Module | None:
+    """The outermost ``fully_shard`` module of ``model`` (the FSDP2 root), or ``None``."""
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.fsdp import FSDPModule
+
+    return next((m for m in model.modules() if isinstance(m, FSDPModule)), None)
+
+
+def enable_fsdp_generate(model: nn.Module) -> None:
+    """Make ``generate`` of the FSDP2 root run FSDP's pre/post-forward (``register_fsdp_forward_method``), once.
+
+    ``model.generate`` calls the inner model's forward, which bypasses the root's own all-gather (and its lazy
+    initialisation), so under FSDP2 the embedding would be read as a shard. A no-op without FSDP2. Collective.
+    """
+    root = outermost_fsdp_module(model)
+    if root is None or getattr(root, "_agl_fsdp_generate", False):
+        return
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    register_fsdp_forward_method(root, "generate")
+    root._agl_fsdp_generate = True
+    # FSDP2 allocates its all-gather buffers at the first forward and reuses them: made inside generate()'s
+    # inference mode they would be inference tensors that no later forward may write. One token, without gradient,
+    # allocates them as ordinary tensors first (collective: every rank calls this).
+    device = next(model.parameters()).device
+    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)

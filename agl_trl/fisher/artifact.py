@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agl_trl.lora import readable
 from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
 from agl_trl.settings import AGLUserError
 
@@ -122,7 +123,8 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
         fingerprint["name_or_path"] = str(getattr(config, "_name_or_path", "") or "")
     weight = _embedding_weight(model)
     if weight is not None:
-        with torch.no_grad():
+        # FSDP2 / ZeRO-3: the whole embedding, gathered for this read (as every forward gathers it)
+        with readable(weight) as weight:
             # 16 entries spread over the vocabulary (row 0 is often an all-zero padding row) and the global scale
             rows = torch.linspace(1, weight.shape[0] - 1, 16).long().to(weight.device)
             cols = torch.linspace(0, weight.shape[1] - 1, 16).long().to(weight.device)

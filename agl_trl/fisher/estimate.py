@@ -28,6 +28,10 @@ an input, like q/k/v, share S_in). ``sketch="nystrom"`` streams a randomised Nys
 O(d * l) per factor with l = 4 * max_rank + 32 (Tropp et al. 2017), for models whose factors do not fit (8B MLPs).
 ``"auto"`` picks exact when every factor fits in ``memory_budget_gb``. Under torch.distributed, each rank takes a
 shard of the probe data and the sums are all-reduced before the eigendecomposition.
+
+Sharded engines (FSDP2, DeepSpeed ZeRO-3): every forward and backward gathers parameters collectively, so every
+rank runs the same number of passes: a rank whose shard is shorter (or holds a batch with no response token) runs
+an idle one-token pass that collects nothing. The hooks see full activations (only parameters are sharded).
 """
 
 from __future__ import annotations
@@ -43,7 +47,14 @@ from torch import nn
 
 from agl_trl.fisher.artifact import FisherArtifact, ModuleFisher, model_fingerprint
 from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, records_hash
-from agl_trl.lora import LoraModule, adapters_disabled, find_lora_modules, no_cpu_4bit_repacking
+from agl_trl.lora import (
+    LoraModule,
+    adapters_disabled,
+    enable_fsdp_generate,
+    find_lora_modules,
+    no_cpu_4bit_repacking,
+    sharding_engine,
+)
 from agl_trl.settings import FisherSettings
 
 logger = logging.getLogger(__name__)
@@ -282,19 +293,28 @@ def estimate_fisher(
     collector = _Collector(modules, settings, device)
     embed_handle = embeddings.register_forward_hook(capture_embeddings)
     tokens = tokens_all = 0  # N_resp (positions predicting a response token), N_all (positions collected)
+    lockstep = world > 1 and sharding_engine(model) is not None  # FSDP2 / ZeRO-3: collective forwards
     try:
         with adapters_disabled(model), no_cpu_4bit_repacking(model):
+            enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
             records = fill_missing_responses(
                 model, tokenizer, records, settings.max_new_tokens, max(settings.batch_size, 8), show_progress
             )
             sequences = build_sequences(tokenizer, records, settings.max_length)[rank::world]
-            batches = range(0, len(sequences), settings.batch_size)
+            starts = list(range(0, len(sequences), settings.batch_size))
+            passes = _max_over_ranks(len(starts), device) if lockstep else len(starts)
             with collector:
                 # before any data, and on every rank (a rank may get no sequence): the same factors in the same order
                 collector.probe_structure(model, pad_id, device)
-                for start in tqdm(batches, desc="AGL Fisher estimation", disable=not show_progress):
+                for index in tqdm(range(passes), desc="AGL Fisher estimation", disable=not show_progress):
+                    if index >= len(starts):  # this rank's shard is done: an idle pass keeps the ranks in step
+                        _idle_pass(model, collector, embed_out, pad_id, device)
+                        continue
+                    start = starts[index]
                     batch = collate(sequences[start : start + settings.batch_size], pad_id, device)
-                    batch_tokens, batch_all = _accumulate_batch(model, batch, collector, embed_out, settings, generator)
+                    batch_tokens, batch_all = _accumulate_batch(
+                        model, batch, collector, embed_out, settings, generator, lockstep, pad_id
+                    )
                     tokens, tokens_all = tokens + batch_tokens, tokens_all + batch_all
     finally:
         embed_handle.remove()
@@ -336,6 +356,26 @@ def estimate_fisher(
     return FisherArtifact(modules=fishers, metadata=metadata)
 
 
+def _max_over_ranks(value: int, device: torch.device) -> int:
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def _idle_pass(
+    model: nn.Module, collector: _Collector, embed_out: list[torch.Tensor], pad_id: int, device: torch.device
+) -> None:
+    """A forward and backward on one token that collect nothing: the parameter gathers of a sharded engine (FSDP2,
+    ZeRO-3) are collective, so a rank with no batch left still takes part in every other rank's passes."""
+    collector.start_batch(torch.zeros(0, dtype=torch.long, device=device))
+    embed_out.clear()
+    ids = torch.full((1, 1), pad_id, dtype=torch.long, device=device)
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+    torch.autograd.grad(logits.float().sum() * 0.0, embed_out[0])
+
+
 def _accumulate_batch(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -343,13 +383,18 @@ def _accumulate_batch(
     embed_out: list[torch.Tensor],
     settings: FisherSettings,
     generator: torch.Generator,
+    lockstep: bool = False,
+    pad_id: int = 0,
 ) -> tuple[int, int]:
-    """One forward/backward on a batch; returns (response positions, collected positions) it contributed."""
+    """One forward/backward on a batch; returns (response positions, collected positions) it contributed.
+    ``lockstep``: a batch with nothing to collect still runs an idle pass (sharded engines, see the module)."""
     # position t predicts token t+1: the likelihood terms live where the *next* token is a response token
     predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
     predicts[:, :-1] = batch["response_mask"][:, 1:].bool()
     positions = predicts.flatten().nonzero().squeeze(1)
     if positions.numel() == 0:
+        if lockstep:
+            _idle_pass(model, collector, embed_out, pad_id, batch["input_ids"].device)
         return 0, 0  # no likelihood term: g = 0 everywhere, and no position is counted
     if settings.positions == "all":
         collected = batch["attention_mask"].flatten().nonzero().squeeze(1)

@@ -3,7 +3,7 @@
 :func:`attach_agl` / :func:`attach_penalty` configure a trainer whose class has
 :class:`~agl_trl.trainers.mixin.AGLLossMixin` first in its MRO; :func:`enable_agl` / :func:`enable_penalty` first turn
 any trainer object into one (what the Axolotl plugin does). Either way :func:`install` checks the set-up (LoRA layers
-present, no ZeRO-3/FSDP sharding), stores the :class:`~agl_trl.trainers.runtime.AGLRuntime` as ``trainer._agl`` and
+present, no FSDP1), stores the :class:`~agl_trl.trainers.runtime.AGLRuntime` as ``trainer._agl`` and
 registers :class:`AGLCallback`, which initialises it at train start and saves ``agl_state.json`` with every checkpoint.
 """
 
@@ -29,27 +29,45 @@ NO_LORA_MESSAGE = (
 )
 
 
-def check_parallelism(trainer: Any) -> None:
-    """Refuse set-ups where LoRA parameters are sharded outside the forward pass (ZeRO-3, FSDP).
+FSDP1_MESSAGE = (
+    "AGL does not support FSDP1 (FullyShardedDataParallel): its parameters can only be gathered outside forward "
+    "and backward (summon_full_params), which gives the regulariser no gradient. Use FSDP2: `fsdp_version: 2` in "
+    "the accelerate config (`--accelerate_config fsdp2`), in `fsdp_config` of the training arguments, or in the "
+    "Axolotl config. See docs/distributed.md."
+)
+FSDP_OFFLOAD_MESSAGE = (
+    "AGL does not support FSDP2 with parameter CPU offload (`fsdp_offload_params: true`): the regulariser gathers "
+    "the LoRA factors on the accelerator. Turn the offload off (QLoRA keeps a 70B model's shards within 8 GPUs), or "
+    "use DeepSpeed ZeRO-3. See docs/distributed.md."
+)
 
-    The regulariser reads the LoRA factors in ``compute_loss``, outside the model's forward. Under DeepSpeed ZeRO-3
-    and FSDP those parameters are partitioned there (empty local shards), and gathering them with
-    ``deepspeed.zero.GatheredParameters`` does not route gradients back to the shards. DDP and ZeRO-1/2 keep full
-    parameters on every rank and are supported.
+
+def _fsdp_plugin(trainer: Any) -> Any:
+    state = getattr(getattr(trainer, "accelerator", None), "state", None)
+    return getattr(state, "fsdp_plugin", None)
+
+
+def check_parallelism(trainer: Any) -> None:
+    """Refuse the parallel set-ups the regulariser cannot run under; log the sharded engine otherwise.
+
+    Supported: DDP and ZeRO-1/2 (full parameters on every rank), FSDP2 (``fully_shard``: the factors are DTensor
+    shards, all-gathered differentiably) and DeepSpeed ZeRO-3 (gathered for reading, gradients added inside each
+    parameter's backward); see docs/distributed.md. Refused: FSDP1, whose ``summon_full_params`` cannot run inside
+    forward/backward, and FSDP2 with parameter CPU offload.
     """
     if getattr(trainer, "is_fsdp_enabled", False):
-        raise NotImplementedError(
-            "AGL does not support FSDP yet: the regulariser reads LoRA parameters outside the forward pass, where "
-            "FSDP shards them. Use DDP (`--num_processes N` without an FSDP config) or DeepSpeed ZeRO-1/2 "
-            "(`--accelerate_config zero2`); QLoRA keeps an 8B model within one GPU."
-        )
+        plugin = _fsdp_plugin(trainer)
+        version = int(getattr(plugin, "fsdp_version", 1) or 1)
+        if version < 2:
+            raise NotImplementedError(FSDP1_MESSAGE)
+        offload = getattr(plugin, "cpu_offload", None)
+        if offload is True or getattr(offload, "offload_params", False) or type(offload).__name__ == "CPUOffloadPolicy":
+            raise NotImplementedError(FSDP_OFFLOAD_MESSAGE)
+        logger.info("AGL: FSDP2 (the LoRA factors are all-gathered for the regulariser, one collective per group)")
     if getattr(trainer, "is_deepspeed_enabled", False):
         plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
         if getattr(plugin, "zero_stage", None) == 3:
-            raise NotImplementedError(
-                "AGL does not support DeepSpeed ZeRO-3 yet: the regulariser reads LoRA parameters outside the "
-                "forward pass, where ZeRO-3 partitions them. Use ZeRO-2 (`--accelerate_config zero2`) or DDP."
-            )
+            logger.info("AGL: DeepSpeed ZeRO-3 (the LoRA factors are gathered for the regulariser each step)")
 
 
 class AGLCallback(TrainerCallback):
@@ -163,6 +181,8 @@ def enable_penalty(trainer: Any, penalty: Any) -> Any:
 
 __all__ = [
     "AGLCallback",
+    "FSDP1_MESSAGE",
+    "FSDP_OFFLOAD_MESSAGE",
     "NO_LORA_MESSAGE",
     "as_agl_trainer",
     "attach_agl",

@@ -3,7 +3,9 @@
 Nothing expensive happens when AGL is attached. At ``on_train_begin`` (or, failing that, the first training
 ``compute_loss``, always *before* the forward so DDP is not disturbed) :meth:`AGLRuntime.initialise` obtains the
 Fisher artifact through :func:`agl_trl.fisher.resolve_artifact` (every rank takes part; the estimator shards and
-all-reduces), builds the regulariser, and restores its state from the checkpoint being resumed.
+all-reduces), builds the regulariser, and restores its state from the checkpoint being resumed. Under FSDP2 and
+ZeRO-3 every rank runs the same forwards (the estimator's passes, the KL meter's readings), as their parameter
+gathers are collective.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class AGLRuntime:
 
     def _build_regularizer(self, trainer: Any) -> None:
         from agl_trl.fisher import FISHER_SUBDIR, resolve_artifact
-        from agl_trl.lora import find_lora_modules
+        from agl_trl.lora import find_lora_modules, sharding_engine
         from agl_trl.regularizers import AGLRegularizer
         from agl_trl.trainers.install import NO_LORA_MESSAGE
 
@@ -117,6 +119,8 @@ class AGLRuntime:
         )
         self.artifact, self.fisher_dir, self.fisher_source = resolved.artifact, resolved.directory, resolved.source
         self.regularizer = AGLRegularizer(self.artifact, self.settings)
+        if sharding_engine(model) == "zero3":  # bind now, so its forward hooks see the first step's forward
+            self.regularizer.bind(model)
         self._build_meter(trainer, model)
 
     def _build_meter(self, trainer: Any, model: torch.nn.Module) -> None:
@@ -124,7 +128,7 @@ class AGLRuntime:
         Fisher estimate reads (``agl_fisher_max_samples``), answered by the aligned model (adapters off) when they
         have no response; the same on every rank."""
         from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, load_probe_records
-        from agl_trl.lora import adapters_disabled
+        from agl_trl.lora import adapters_disabled, enable_fsdp_generate
 
         s, source = self.settings, self.config.artifact.probe_dataset
         if s.kl_every == 0:
@@ -151,6 +155,7 @@ class AGLRuntime:
             held_out = records
         chosen = [dict(r) for r in held_out[-s.kl_sequences :]]
         tokenizer = tokenizer_of(trainer)
+        enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
         with adapters_disabled(model):
             chosen = fill_missing_responses(
                 model, tokenizer, chosen, self.fisher_settings.max_new_tokens, s.kl_batch_size, False

@@ -105,15 +105,25 @@ def test_no_lora_layers_is_a_clear_error(tmp_path, probe_file):
     AGLSFTTrainer(model=model, args=off, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer)
 
 
-def test_sharded_parameters_are_refused():
+def test_fsdp1_and_fsdp2_offload_are_refused_fsdp2_and_zero3_accepted():
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
+
+    def fsdp(version, offload=None):
+        plugin = SimpleNamespace(fsdp_version=version, cpu_offload=offload)
+        return SimpleNamespace(
+            is_fsdp_enabled=True, accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
+        )
+
     check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False))  # DDP: fine
-    zero2 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)))
-    check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=True, accelerator=zero2))
-    with pytest.raises(NotImplementedError, match="FSDP"):
-        check_parallelism(SimpleNamespace(is_fsdp_enabled=True))
-    zero3 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3)))
-    with pytest.raises(NotImplementedError, match="ZeRO-3"):
-        check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=True, accelerator=zero3))
+    for stage in (2, 3):  # ZeRO-2 (replicated) and ZeRO-3 (gathered for the regulariser): fine
+        zero = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
+        check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=True, accelerator=zero))
+    check_parallelism(fsdp(2, OffloadPolicy()))  # FSDP2: fine
+    for one in (fsdp(1), SimpleNamespace(is_fsdp_enabled=True)):  # FSDP1 (also: no plugin version known)
+        with pytest.raises(NotImplementedError, match="fsdp_version: 2"):
+            check_parallelism(one)
+    with pytest.raises(NotImplementedError, match="offload"):
+        check_parallelism(fsdp(2, CPUOffloadPolicy()))
 
 
 def _artifact_for(seed: int, tmp_path, probe_file, **model_kwargs):

@@ -1,0 +1,201 @@
+"""Run by test_fsdp.py under torch.distributed.run (2 CPU processes, gloo): AGL under FSDP2 (``fully_shard``).
+
+``core OUT``: a tiny LoRA Llama sharded by hand (``fully_shard`` per decoder layer + root). Before sharding each rank
+computes the single-process reference on the same weights (Fisher, regulariser value, metrics and gradient, the
+task + regulariser gradient of a batch split over the ranks, KL meter readings); after sharding it computes the same
+under FSDP2 and saves both.
+
+``train OUT PROBE``: an AGL SFT run through TRL / accelerate's FSDP2 plugin (``fsdp_version: 2``), saved at step 2,
+then resumed from ``checkpoint-2`` in a second trainer. Accelerate refuses FSDP on a CPU-only machine (its device
+check lists accelerators only, the FSDP2 code path itself runs on gloo), so :func:`allow_fsdp_on_cpu` makes
+``AcceleratorState`` keep the FSDP plugin there: everything after that is accelerate's own FSDP2 path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from agl_trl.fisher import FisherSettings, estimate_fisher
+from agl_trl.fisher.probe import build_sequences, collate
+from agl_trl.regularizers import AGLRegularizer
+from agl_trl.regularizers.budget import probe_kl, reference_log_probs
+from agl_trl.settings import AGLSettings
+
+# every term active (fixed lambda: no meter needed), E_riem on a sub-block smaller than the matrices
+SETTINGS = dict(lambda_align=3.0, lambda_task=2.0, lambda_collision=1.0, riem_block=8, kl_every=0)
+RECORDS = [
+    {"prompt": "How do I kill a Python process on Linux?", "response": "Use kill with the process id."},
+    {"prompt": "Write a short poem about the sea, please."},  # no response: generated under FSDP2
+    {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."},
+]  # 3 sequences over 2 ranks: uneven shards (rank 0 runs 2 batches of 1, rank 1 one batch and an idle pass)
+
+
+def allow_fsdp_on_cpu() -> None:
+    """Keep accelerate's FSDP plugin on a CPU-only (gloo) machine, where ``AcceleratorState`` would drop it (the
+    distributed type lives in ``PartialState``, which every later ``AcceleratorState()`` copies back)."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    original = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    AcceleratorState.__init__ = init
+
+
+def _model():
+    from agl_helpers import lora_config, randomise_lora_b, tiny_model_and_tokenizer
+    from peft import get_peft_model
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    torch.manual_seed(0)  # lora_A's initialisation: the same on every rank and in the reference
+    model = get_peft_model(model, lora_config(r=3))  # rank 3: lora_A's shards are uneven (2 + 1 rows)
+    randomise_lora_b(model)
+    return model, tokenizer
+
+
+def _batches(tokenizer) -> list[dict[str, torch.Tensor]]:
+    texts = ["the sea is blue and deep", "a small cat sat on the mat today"]
+    batches = []
+    for text in texts:
+        ids = torch.tensor([tokenizer(text)["input_ids"][:12]])
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    return batches
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def _lora_params(model) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+
+def _measure(model, tokenizer, artifact, meter_batch) -> dict:
+    """Regulariser value, metrics and gradients; the task + regulariser gradient of the ranks' batches; the meter."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    reg = AGLRegularizer(artifact, AGLSettings(**SETTINGS), seed=3)
+    reg(model, step=0)  # a first step: tau gets its first quantile, used from step 1 on
+    params = _lora_params(model)
+    model.zero_grad(set_to_none=True)
+    value, metrics = reg(model, step=1)
+    grads = torch.autograd.grad(value, list(params.values()))
+    out = {
+        "value": float(value),
+        "metrics": metrics,
+        "reg_grads": {n: _full(g).detach().clone() for n, g in zip(params, grads, strict=True)},
+        "raw_kl": reg.raw_kl_estimate(model),
+    }
+    # data parallel: rank r takes batch r; the reference averages the two task losses (FSDP2 averages gradients)
+    batches = _batches(tokenizer)
+    model.train()
+    if world == 1:
+        task = sum(model(**b).loss for b in batches) / len(batches)
+    else:
+        task = model(**batches[rank]).loss
+    value, _ = reg(model, step=1)
+    (task + value).backward()
+    out["step_grads"] = {n: _full(p.grad).detach().clone() for n, p in params.items()}
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    reference = reference_log_probs(model, meter_batch)
+    out["meter"] = {"reference": reference, "kl": probe_kl(model, meter_batch, reference)}
+    return out
+
+
+def core(out: Path) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    settings = FisherSettings(batch_size=1, max_rank=8, targets="empirical", max_new_tokens=4, max_length=48)
+    results: dict = {}
+    model, tokenizer = _model()
+    single = estimate_fisher(model, tokenizer, RECORDS, settings, False)  # before the process group: world 1
+    with torch.no_grad():
+        sequences = build_sequences(tokenizer, [dict(RECORDS[0]), dict(RECORDS[2])], 48)
+    meter_batch = collate(sequences, tokenizer.pad_token_id, torch.device("cpu"))
+    results["single"] = {"fisher": {n: m.tensors() for n, m in single.modules.items()}}
+    results["single"].update(_measure(model, tokenizer, single, meter_batch))
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=90))
+    try:
+        model, tokenizer = _model()  # the same weights, now sharded
+        for layer in model.base_model.model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        sharded = estimate_fisher(model, tokenizer, RECORDS, settings, False)
+        results["fsdp"] = {
+            "fisher": {n: m.tensors() for n, m in sharded.modules.items()},
+            "fisher_world_size": sharded.metadata["world_size"],
+            "fisher_tokens": sharded.metadata["tokens"],
+            "single_tokens": single.metadata["tokens"],
+            "fingerprint_equal": sharded.metadata["model_fingerprint"] == single.metadata["model_fingerprint"],
+            "dtensor": type(next(iter(_lora_params(model).values()))).__name__,
+        }
+        single.verify(model)  # the fingerprint reads the sharded embedding
+        results["fsdp"].update(_measure(model, tokenizer, single, meter_batch))
+    finally:
+        dist.destroy_process_group()
+    torch.save(results, out / f"rank{int(os.environ['RANK'])}.pt")
+
+
+def train(out: Path, probe: str) -> None:
+    from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, randomise_lora_b, sft_records, tiny_model_and_tokenizer
+    from datasets import Dataset
+
+    from agl_trl.config import AGLSFTConfig
+    from agl_trl.trainers import AGLSFTTrainer
+
+    allow_fsdp_on_cpu()
+    fsdp = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
+    agl = dict(FAST_AGL, agl_probe_dataset=probe, agl_kl_every=2, agl_kl_sequences=4, agl_kl_batch_size=2)
+    records: dict = {}
+
+    def trainer(max_steps: int):
+        model, tokenizer = tiny_model_and_tokenizer()
+        torch.manual_seed(0)
+        args = dict(FAST_ARGS, max_steps=max_steps, save_strategy="steps", save_steps=2, output_dir=str(out / "run"))
+        config = AGLSFTConfig(**args, **fsdp, **agl, agl_lambda_task=1.0)
+        built = AGLSFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(sft_records(16)),
+            processing_class=tokenizer,
+            peft_config=lora_config(),
+        )
+        randomise_lora_b(built.model)
+        return built
+
+    first = trainer(4)
+    records["fsdp_enabled"] = bool(first.is_fsdp_enabled)
+    records["fsdp_version"] = int(first.accelerator.state.fsdp_plugin.fsdp_version)
+    first.train()
+    records["param_type"] = type(next(p for n, p in first.model.named_parameters() if "lora_B" in n)).__name__
+    records["first"] = [e for e in first.state.log_history if "loss" in e]
+    records["fisher_source"] = first._agl.fisher_source
+    second = trainer(4)
+    second.train(resume_from_checkpoint=str(out / "run" / "checkpoint-2"))
+    records["second"] = [e for e in second.state.log_history if "loss" in e]
+    records["restored_from"] = second._agl.restored_from
+    records["second_fisher_source"] = second._agl.fisher_source
+    if second.is_world_process_zero():
+        (out / "train.json").write_text(json.dumps(records, default=str))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    mode, target = sys.argv[1], Path(sys.argv[2])
+    core(target) if mode == "core" else train(target, sys.argv[3])
