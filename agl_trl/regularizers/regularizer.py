@@ -111,7 +111,9 @@ class _Zero3Gradients:
     (``GatheredParameters``, ``modifier_rank=None``) into fp32 copies, the penalty is computed on them and its
     gradient w.r.t. them taken at once (the factors are small). The loss receives the penalty's value through
     :class:`_Relay`, whose backward records the multiplier the loss applies; a gradient hook on each LoRA parameter
-    then adds ``multiplier * dPenalty/dParam`` to the gradient its forward use produces, before ZeRO-3 reduces it,
+    then adds ``multiplier * dPenalty/dParam`` to the gradient its forward use produces, before ZeRO-3 reduces it
+    (the relay, created after the forward, is back-propagated before any node of the forward: autograd runs the
+    most recently created ready node first),
     so ZeRO-3 reduces one gradient per parameter and step. The addition is made once per call (then dropped): with
     gradient checkpointing the parameter's gradient arrives in the recomputation's backward (reentrant
     checkpointing, which TRL forces for PEFT under ZeRO-3) or in the main one, never twice with the penalty's part.
@@ -153,7 +155,8 @@ class _Zero3Gradients:
             if self.upstream is None:
                 raise RuntimeError(
                     "AGL under ZeRO-3: a LoRA parameter's gradient arrived before the penalty's part of the loss was "
-                    "back-propagated; call backward() on the loss the regulariser was added to."
+                    "back-propagated. Compute the penalty after the model's forward (as AGLLossMixin.compute_loss "
+                    "does) and call backward() on a loss that includes it."
                 )
             return grad + (self.upstream * extra).to(grad.dtype).reshape(grad.shape)
 
