@@ -35,6 +35,13 @@ AXOLOTL_OVERRIDES = {
 }
 
 
+FSDP_OFFLOAD_TEXT = (
+    "`agl_enabled: true` does not support FSDP2 with `fsdp_config.offload_params: true`: the regulariser gathers the "
+    "LoRA factors on the GPU. Turn the offload off (FSDP2 + QLoRA keeps a 70B model's shards within 8 GPUs), or use "
+    "DeepSpeed ZeRO-3 (`deepspeed: zero3.json`). See docs/distributed.md."
+)
+
+
 class _AGLRules(BaseModel):
     """The value rules of :mod:`agl_trl.settings` and the cross-field rules of a training run with AGL."""
 
@@ -72,6 +79,11 @@ class _AGLRules(BaseModel):
                     f"`agl_enabled: true` needs a LoRA adapter: set `adapter: lora` or `adapter: qlora` (got "
                     f"adapter={adapter!r}). AGL regularises the LoRA update; full fine-tuning is not supported."
                 )
+        if "fsdp_config" in type(self).model_fields:  # FSDP2 runs (Axolotl has no FSDP1); its param offload does not
+            fsdp = getattr(self, "fsdp_config", None)
+            offload = fsdp.get("offload_params") if isinstance(fsdp, dict) else getattr(fsdp, "offload_params", None)
+            if offload:
+                raise ValueError(FSDP_OFFLOAD_TEXT)
         if "rl" in type(self).model_fields:
             rl = getattr(self, "rl", None)
             rl = getattr(rl, "value", rl)
