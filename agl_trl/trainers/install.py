@@ -47,13 +47,20 @@ def _fsdp_plugin(trainer: Any) -> Any:
     return getattr(state, "fsdp_plugin", None)
 
 
-def check_parallelism(trainer: Any) -> None:
+PENALTY_SHARDED_MESSAGE = (
+    "Peer penalties (agl_trl.baselines, attach_penalty) read the LoRA factors directly, which FSDP2 and ZeRO-3 shard "
+    "(under ZeRO-3 they are empty there, so a penalty would silently be 0): run them with DDP or ZeRO-1/2. The AGL "
+    "regulariser itself runs under both (docs/distributed.md)."
+)
+
+
+def check_parallelism(trainer: Any, penalty: bool = False) -> None:
     """Refuse the parallel set-ups the regulariser cannot run under; log the sharded engine otherwise.
 
     Supported: DDP and ZeRO-1/2 (full parameters on every rank), FSDP2 (``fully_shard``: the factors are DTensor
     shards, all-gathered differentiably) and DeepSpeed ZeRO-3 (gathered for reading, gradients added inside each
     parameter's backward); see docs/distributed.md. Refused: FSDP1, whose ``summon_full_params`` cannot run inside
-    forward/backward, and FSDP2 with parameter CPU offload.
+    forward/backward, FSDP2 with parameter CPU offload, and a custom ``penalty`` under FSDP2 or ZeRO-3.
     """
     if getattr(trainer, "is_fsdp_enabled", False):
         plugin = _fsdp_plugin(trainer)
@@ -63,10 +70,14 @@ def check_parallelism(trainer: Any) -> None:
         offload = getattr(plugin, "cpu_offload", None)
         if offload is True or getattr(offload, "offload_params", False) or type(offload).__name__ == "CPUOffloadPolicy":
             raise NotImplementedError(FSDP_OFFLOAD_MESSAGE)
+        if penalty:
+            raise NotImplementedError(PENALTY_SHARDED_MESSAGE)
         logger.info("AGL: FSDP2 (the LoRA factors are all-gathered for the regulariser, one collective per group)")
     if getattr(trainer, "is_deepspeed_enabled", False):
         plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
         if getattr(plugin, "zero_stage", None) == 3:
+            if penalty:
+                raise NotImplementedError(PENALTY_SHARDED_MESSAGE)
             logger.info("AGL: DeepSpeed ZeRO-3 (the LoRA factors are gathered for the regulariser each step)")
 
 
@@ -111,7 +122,7 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     trainer._agl = runtime
     if not runtime.enabled:
         return runtime
-    check_parallelism(trainer)
+    check_parallelism(trainer, penalty=runtime.regularizer is not None)  # a ready-made regulariser: a peer penalty
     if not find_lora_modules(unwrapped_model(trainer)):
         raise ValueError(NO_LORA_MESSAGE)
     if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
@@ -184,6 +195,7 @@ __all__ = [
     "FSDP1_MESSAGE",
     "FSDP_OFFLOAD_MESSAGE",
     "NO_LORA_MESSAGE",
+    "PENALTY_SHARDED_MESSAGE",
     "as_agl_trainer",
     "attach_agl",
     "attach_penalty",
