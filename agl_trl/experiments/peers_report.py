@@ -85,7 +85,19 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
         if not test and method != "plain":  # the benchmark tests a point only once its sweep is complete
             strength, why = math.nan, f"sweep in progress ({len(sweep)} points so far): nothing chosen yet"
         out[method] = {"strength": strength, "why": why, "sweep": sweep, "test": test}
+    for method in list(out):  # points tested besides the rule's choice (AGL's package default): shown, labelled
+        others = sorted({r["strength"] for r in _of(rows, "test", method)} - {out[method]["strength"], None})
+        for value in others:
+            test = sorted((r for r in _of(rows, "test", method) if r["strength"] == value), key=lambda r: r["seed"])
+            out[f"{method}@{value:g}"] = {"strength": value, "why": "also tested", "sweep": [], "test": test}
     return out
+
+
+def _label(key: str) -> str:
+    """A method's label; ``method@strength`` (a point tested besides the rule's choice) says so."""
+    method, _, value = key.partition("@")
+    name = LABELS.get(method, method)
+    return f"{name} at {value} (not the rule's choice)" if value else name
 
 
 def _ratio(rows: list[dict[str, Any]], split: str, row: dict[str, Any]) -> float | None:
@@ -121,9 +133,8 @@ def test_table(
     complete = {m: c for m, c in chosen.items() if c["test"]}
     if reference is None or "plain" not in complete:
         return ["(no test rows yet)"], {}
-    seeds = {m: tuple(r["seed"] for r in c["test"]) for m, c in complete.items()}
-    common = min(len(s) for s in seeds.values())
-    models = {m: [_verdicts(r) for r in c["test"][:common]] for m, c in complete.items()}
+    # every test seed of each point; seeds are paired by index when all points have as many (selectivity.compare)
+    models = {m: [_verdicts(r) for r in c["test"]] for m, c in complete.items()}
     est = compare(models, _verdicts(reference), baseline="plain", n_boot=N_BOOT, seed=0)
     ref_est = compare({"aligned": [_verdicts(reference)]}, _verdicts(reference), n_boot=N_BOOT, seed=0)["aligned"]
     head = (
@@ -138,9 +149,9 @@ def test_table(
         f"{100 * reference['task_exact_match']:.1f} | - | - | - | - |"
     )
     for method, c in complete.items():
-        e, test = est[method], c["test"][:common]
+        e, test = est[method], c["test"]
         lines.append(
-            f"| {LABELS.get(method, method)} | {_strength_cell(method, test, c['strength'])} | "
+            f"| {_label(method)} | {_strength_cell(method, test, c['strength'])} | "
             f"{format_estimate(e['refusal_unsafe'])} | {format_estimate(e['over_refusal'])} | "
             f"{format_estimate(e['gap'])} | **{format_estimate(e['gap_drift'])}** | "
             f"{format_estimate(e['gap_drift_reduction']) if method != 'plain' else '0'} | "
@@ -170,13 +181,15 @@ def style_table(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]], k
                 n = sum(r[key].get(g, {}).get(label, {}).get("n", 0) for r in test)
                 parts.append(f"{100 * k / n:.0f}" if n else "-")
             cells.append(" / ".join(parts))
-        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(method)} | " + " | ".join(cells) + " |")
     return lines
 
 
 def sweep_tables(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for method, c in chosen.items():
+        if not c["sweep"]:
+            continue
         lines += [
             f"**{LABELS.get(method, method)}** ({c['why']})",
             "",
@@ -215,15 +228,14 @@ def plot(chosen: dict[str, dict[str, Any]], est: dict[str, dict[str, Estimate]],
     for i, (method, c) in enumerate(chosen.items()):
         colour = cmap(i % 20)
         pts = [(100 * r["gap_drift"], 100 * r["task_exact_match"]) for r in c["sweep"]]
-        left.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour, label=LABELS.get(method, method))
+        if pts:
+            left.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=colour, label=_label(method))
         if method in est:
             e = est[method]
             x, y = 100 * e["gap_drift"].value, 100 * e["task"].value
             xerr = [[x - 100 * e["gap_drift"].ci_low], [100 * e["gap_drift"].ci_high - x]]
             yerr = [[y - 100 * e["task"].ci_low], [100 * e["task"].ci_high - y]]
-            right.errorbar(
-                x, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, capsize=3, label=LABELS.get(method, method)
-            )
+            right.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colour, capsize=3, label=_label(method))
             right.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     left.set_title("validation sweeps (seed 0): each method's front")
     right.set_title("test split, chosen points (95% paired bootstrap)")
@@ -378,7 +390,7 @@ def write_report(
     if plain_est is not None:
         lines += [
             "Not dominated on the test split (lower gap drift and higher task score, point estimates): "
-            + (", ".join(LABELS.get(m, m) for m in front) or "-")
+            + (", ".join(_label(m) for m in front) or "-")
             + ".",
             "",
             f"![task score vs gap drift]({PNG_NAME})",
@@ -418,7 +430,7 @@ def write_report(
         "",
         "| method | settings |",
         "|---|---|",
-        *[f"| {LABELS.get(m, m)} | `{json.dumps(s, sort_keys=True)}` |" for m, s in settings.items()],
+        *[f"| {_label(m)} | `{json.dumps(s, sort_keys=True)}` |" for m, s in settings.items()],
         "",
     ]
     path = out_dir / "peers.md"
