@@ -95,9 +95,14 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
 
 def _label(key: str) -> str:
     """A method's label; ``method@strength`` (a point tested besides the rule's choice) says so."""
+    from agl_trl.settings import AGLSettings
+
     method, _, value = key.partition("@")
     name = LABELS.get(method, method)
-    return f"{name} at {value} (not the rule's choice)" if value else name
+    if not value:
+        return name
+    default = method == "agl" and float(value) == AGLSettings().kl_budget
+    return f"{name} at {value} ({'the package default; ' if default else ''}not the rule's choice)"
 
 
 def _ratio(rows: list[dict[str, Any]], split: str, row: dict[str, Any]) -> float | None:
