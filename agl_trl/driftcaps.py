@@ -148,6 +148,17 @@ def load_driftcaps(
     return items
 
 
+def alternate_labels(items: list[PromptItem], leftovers_first: bool = False) -> list[PromptItem]:
+    """``items`` with unsafe and safe prompts alternating (each label's order kept) and the longer label's leftovers
+    after them, or before them with ``leftovers_first`` (then the *tail* is the balanced part)."""
+    unsafe = [it for it in items if it.label == "unsafe"]
+    safe = [it for it in items if it.label != "unsafe"]
+    n = min(len(unsafe), len(safe))
+    mixed = [it for pair in zip(unsafe, safe, strict=False) for it in pair]
+    rest = unsafe[n:] + safe[n:]
+    return rest + mixed if leftovers_first else mixed + rest
+
+
 def limit_items(items: list[PromptItem], limit_per_category: int) -> list[PromptItem]:
     """At most ``limit_per_category`` items per category, alternating labels (unsafe first), file order kept."""
     if limit_per_category < 1:

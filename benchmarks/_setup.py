@@ -78,4 +78,24 @@ def median_ratio(first: Callable[[], None], second: Callable[[], None], repeats:
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-__all__ = ["LORA_TARGETS", "PeakRSS", "load_model_with_lora", "median_ratio", "probe_records"]
+class TrainStep:
+    """One LoRA fwd+bwd+AdamW step on the fixed batch ``ids``, with or without the AGL ``regularizer`` (keyed on its
+    own step counter, like a trainer's optimizer step): what the overhead benchmarks alternate."""
+
+    def __init__(self, model: torch.nn.Module, regularizer: Callable, ids: torch.Tensor, lr: float = 1e-5):
+        self.model, self.regularizer, self.ids = model, regularizer, ids
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+        self.count = 0
+
+    def __call__(self, with_agl: bool) -> None:
+        loss = self.model(input_ids=self.ids, labels=self.ids).loss
+        if with_agl:
+            penalty, _ = self.regularizer(self.model, step=self.count)
+            loss = loss + penalty
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.count += 1
+
+
+__all__ = ["LORA_TARGETS", "PeakRSS", "TrainStep", "load_model_with_lora", "median_ratio", "probe_records"]

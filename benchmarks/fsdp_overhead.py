@@ -68,7 +68,7 @@ def _model(name: str):
 
 def _worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
-    from _setup import median_ratio, probe_records
+    from _setup import TrainStep, median_ratio, probe_records
     from torch.distributed.fsdp import fully_shard
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
@@ -95,21 +95,9 @@ def _worker(args: argparse.Namespace) -> None:
     estimate_seconds = time.perf_counter() - started
     regularizer = AGLRegularizer(artifact, AGLSettings())
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(1 + rank))
-    state = {"step": 0}
-
-    def step(with_agl: bool) -> None:
-        loss = model(input_ids=ids, labels=ids).loss
-        if with_agl:
-            penalty, _ = regularizer(model, step=state["step"])
-            loss = loss + penalty
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
+    step = TrainStep(model, regularizer, ids)
 
     for _ in range(2):  # warm-up (allocator, FSDP2 lazy init, the regulariser's binding)
         step(False)
@@ -122,8 +110,8 @@ def _worker(args: argparse.Namespace) -> None:
                 _stack_full([m.lora_B for m in group.modules]), _stack_full([m.lora_A for m in group.modules])
         gather.append(time.perf_counter() - start)
         start = time.perf_counter()
-        regularizer(model, step=state["step"])[0].backward()
-        optimizer.zero_grad(set_to_none=True)
+        regularizer(model, step=step.count)[0].backward()
+        step.optimizer.zero_grad(set_to_none=True)
         reg_only.append(time.perf_counter() - start)
     plain, agl, ratio = median_ratio(lambda: step(False), lambda: step(True), args.repeats)
     if rank == 0:

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from _setup import load_model_with_lora, median_ratio, probe_records
+from _setup import TrainStep, load_model_with_lora, median_ratio, probe_records
 
 
 def main() -> None:
@@ -37,22 +37,10 @@ def main() -> None:
     )
     regularizer = AGLRegularizer(artifact, AGLSettings())
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
     generator = torch.Generator().manual_seed(0)
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=generator)
-    state = {"step": 0}
-
-    def step(with_agl: bool) -> None:
-        loss = model(input_ids=ids, labels=ids).loss
-        if with_agl:
-            penalty, _ = regularizer(model, step=state["step"])
-            loss = loss + penalty
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
+    step = TrainStep(model, regularizer, ids)
 
     for _ in range(2):  # warm-up (allocator, first-call binding of the regulariser)
         step(False)
@@ -60,8 +48,8 @@ def main() -> None:
     reg_only = []
     for _ in range(5):
         start = time.perf_counter()
-        regularizer(model, step=state["step"])[0].backward()
-        optimizer.zero_grad(set_to_none=True)
+        regularizer(model, step=step.count)[0].backward()
+        step.optimizer.zero_grad(set_to_none=True)
         reg_only.append(time.perf_counter() - start)
     settings = regularizer.settings
     meter_ids = ids[: settings.kl_batch_size]

@@ -104,15 +104,12 @@ def meter_items(cfg: ExperimentConfig) -> list[Any]:
     """The KL meter's probe prompts: the probe split's held-back part minus the Fisher's (:func:`probe_items`),
     unsafe and safe alternating, so the drift budget is measured on prompts neither the safety stage nor the Fisher
     saw, on both sides of the boundary."""
-    from agl_trl.driftcaps import load_driftcaps
+    from agl_trl.driftcaps import alternate_labels, load_driftcaps
 
     _, held = probe_parts(load_driftcaps(split="probe"), cfg.probe.holdout_every)
     used = {it.prompt for it in probe_items(cfg)}
-    rest = [it for it in held if it.prompt not in used]
-    unsafe, safe = [it for it in rest if it.label == "unsafe"], [it for it in rest if it.label != "unsafe"]
-    mixed = [it for pair in zip(unsafe, safe, strict=False) for it in pair]
-    n = min(len(unsafe), len(safe))
-    return unsafe[n:] + safe[n:] + mixed  # the meter reads the last ones: balanced
+    # leftovers first: the meter reads the last ones, which are then balanced
+    return alternate_labels([it for it in held if it.prompt not in used], leftovers_first=True)
 
 
 def probe_prompts(cfg: ExperimentConfig) -> list[str]:

@@ -46,7 +46,13 @@ import torch
 from torch import nn
 
 from agl_trl.fisher.artifact import FisherArtifact, ModuleFisher, model_fingerprint
-from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, records_hash
+from agl_trl.fisher.probe import (
+    build_sequences,
+    collate,
+    fill_missing_responses,
+    predicting_positions,
+    records_hash,
+)
 from agl_trl.lora import (
     LoraModule,
     adapters_disabled,
@@ -388,9 +394,7 @@ def _accumulate_batch(
 ) -> tuple[int, int]:
     """One forward/backward on a batch; returns (response positions, collected positions) it contributed.
     ``lockstep``: a batch with nothing to collect still runs an idle pass (sharded engines, see the module)."""
-    # position t predicts token t+1: the likelihood terms live where the *next* token is a response token
-    predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
-    predicts[:, :-1] = batch["response_mask"][:, 1:].bool()
+    predicts = predicting_positions(batch["response_mask"])  # the likelihood terms: next token is a response token
     positions = predicts.flatten().nonzero().squeeze(1)
     if positions.numel() == 0:
         if lockstep:

@@ -52,15 +52,11 @@ def load_probe_records(source: str, split: str = "train", max_samples: int | Non
     Records keep their response when they have one; otherwise the estimator generates it.
     """
     if source == "driftcaps":
-        from agl_trl.driftcaps import load_driftcaps
+        from agl_trl.driftcaps import alternate_labels, load_driftcaps
 
-        items = load_driftcaps(split="probe")
-        unsafe, safe = [it for it in items if it.label == "unsafe"], [it for it in items if it.label != "unsafe"]
         # unsafe and safe alternating: any prefix (agl_fisher_max_samples) or tail (the KL meter's held-out
         # sequences) weighs both sides of the boundary alike
-        n = min(len(unsafe), len(safe))
-        ordered = [it for pair in zip(unsafe, safe, strict=False) for it in pair] + unsafe[n:] + safe[n:]
-        records = [{"prompt": item.prompt, "response": None} for item in ordered]
+        records = [{"prompt": it.prompt, "response": None} for it in alternate_labels(load_driftcaps(split="probe"))]
     elif Path(source).exists():
         path = Path(source)
         if path.suffix == ".jsonl":
@@ -140,6 +136,14 @@ def fill_missing_responses(
     for i, text in zip(todo, texts, strict=True):
         records[i]["response"] = text
     return records
+
+
+def predicting_positions(response_mask: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, seq): the positions whose next token is a response token (position t predicts token t + 1),
+    where a response's likelihood terms live."""
+    predicts = torch.zeros_like(response_mask, dtype=torch.bool)
+    predicts[:, :-1] = response_mask[:, 1:].bool()
+    return predicts
 
 
 def collate(sequences: list[ProbeSequence], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -83,8 +83,9 @@ class DriftBudget:
 
 
 def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
-    predicts[:, :-1] = batch["response_mask"][:, 1:].bool()  # position t predicts token t + 1
+    from agl_trl.fisher.probe import predicting_positions
+
+    predicts = predicting_positions(batch["response_mask"])
     if not bool(predicts.any()):
         raise ValueError("AGL KL meter: the probe batch has no response tokens; check the probe records.")
     return predicts

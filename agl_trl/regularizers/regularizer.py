@@ -287,19 +287,14 @@ class AGLRegularizer:
         factors, copies = self._factors(grad=torch.is_grad_enabled())
         for index, (group, (B, A)) in enumerate(zip(self._groups, factors, strict=True)):  # noqa: N806
             if group.diag is not None:
-                r_align = F.diagonal_quadratic_form(B, A, group.scale, group.diag)
+                r_align = self._r_align(group, B, A)
                 if weight > 0:
                     total = total + weight * r_align.sum()
                 sums["r_align"] = sums["r_align"] + r_align.detach().sum()
                 continue
             rotated = F.rotate(B, A, group.scale, group.q_out, group.q_in)
             gate, curvature = group.gate, group.curvature
-            # R_A: the whole K-FAC quadratic form, the discarded spectrum through the factors' tail means, so no
-            # direction of dW is free (docs/method.md, "No way around it")
-            r_align = F.kfac_quadratic_form(
-                B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in,
-                group.tail_out, group.tail_in, rotated=rotated,
-            )  # fmt: skip
+            r_align = self._r_align(group, B, A, rotated)
             parts = F.decompose(rotated.coords, gate, curvature, rotated.norm_sq)
             r_task = F.task_trust_region(parts, group.mean_curvature)
             e_geo = F.fisher_overlap(parts)
@@ -345,16 +340,20 @@ class AGLRegularizer:
         self._ensure_bound(model)
         total = 0.0
         for group, (B, A) in zip(self._groups, self._factors(grad=False)[0], strict=True):  # noqa: N806
-            if group.diag is not None:
-                total += float(F.diagonal_quadratic_form(B, A, group.scale, group.diag).sum())
-                continue
-            total += float(
-                F.kfac_quadratic_form(
-                    B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in, group.tail_out,
-                    group.tail_in,
-                ).sum()
-            )  # fmt: skip
+            total += float(self._r_align(group, B, A).sum())
         return 0.5 * total
+
+    @staticmethod
+    def _r_align(group: _Group, B: torch.Tensor, A: torch.Tensor, rotated: Any = None) -> torch.Tensor:  # noqa: N803
+        """R_A per module: vec(dW)^T F vec(dW), the diagonal form for a diagonal artifact, else the whole K-FAC
+        quadratic form (the discarded spectrum through the factors' tail means, so no direction of dW is free:
+        docs/method.md, "No way around it")."""
+        if group.diag is not None:
+            return F.diagonal_quadratic_form(B, A, group.scale, group.diag)
+        return F.kfac_quadratic_form(
+            B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in, group.tail_out, group.tail_in,
+            rotated=rotated,
+        )  # fmt: skip
 
     def observe_kl(self, measured: float, model: nn.Module) -> dict[str, float]:
         """Feed one KL meter reading (nats per probe response token) taken on ``model``'s current update: calibrates
