@@ -11,7 +11,7 @@ export TRL_EXPERIMENTAL_SILENCE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv venv-axolotl test test-fast test-compat test-axolotl lint format demo demo-quick bench clean
+.PHONY: venv venv-axolotl tiny-model test test-fast test-compat test-axolotl lint format demo demo-quick bench clean
 
 # Main environment: CPU torch 2.13.0 first (a plain `torch` would pull a multi-GB CUDA build), then trl 1.16 stack.
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The tiny random Llama (+ chat tokenizer) of the CPU recipes (recipes/*/tiny-*.yaml), deterministic, a few hundred KB.
+TINY_MODEL := recipes/models/tiny-llama
+$(TINY_MODEL)/config.json: | $(VENV)/.installed
+	$(PY) -c "from agl_trl.models import save_tiny_llama; save_tiny_llama('$(TINY_MODEL)')"
+
+tiny-model: $(TINY_MODEL)/config.json
 
 # Axolotl environment (also the trl 1.14.1 / transformers 5.20.1 leg of the compatibility matrix). Axolotl 0.21.0 says
 # Requires-Python >=3.12 but runs on 3.11: CPU torch first, axolotl --no-deps, then its own requirements (pinned by
@@ -58,18 +65,18 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format --exclude '*.md' .
 
-test-fast: venv
+test-fast: venv tiny-model
 	$(PY) -m pytest -q -m "not slow and not axolotl"
 
-test: venv
+test: venv tiny-model
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not axolotl"
 	$(MAKE) test-axolotl
 
-demo: venv
+demo: venv tiny-model
 	$(VENV)/bin/agl-trl demo --out runs/demo
 
-demo-quick: venv
+demo-quick: venv tiny-model
 	$(VENV)/bin/agl-trl demo --quick --out runs/demo-quick
 
 bench: venv
@@ -77,4 +84,4 @@ bench: venv
 	$(PY) benchmarks/fisher_cost.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache runs
+	rm -rf build dist *.egg-info .pytest_cache runs recipes/models

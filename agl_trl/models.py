@@ -7,7 +7,8 @@
 * :func:`load_pretrained` -- the one loader of a saved or hub model (or ``"default"``), optionally with a saved LoRA
   adapter on top, in eval mode with a pad token.
 * :func:`tiny_llama` / :func:`tiny_tokenizer` -- a random, tiny Llama model and a byte-level BPE chat tokenizer built
-  in-process, for fast tests of trainers, Fisher estimation and evaluation code (no files, no network).
+  in-process, for fast tests of trainers, Fisher estimation and evaluation code (no files, no network);
+  :func:`save_tiny_llama` writes one to disk (``make tiny-model``: the model of the tiny CPU recipes).
 """
 
 from __future__ import annotations
@@ -301,3 +302,32 @@ def tiny_llama(
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.eval()
     return model, tokenizer
+
+
+def save_tiny_llama(directory: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Save :func:`tiny_llama` (``kwargs``; right padding by default) and its tokenizer to ``directory``.
+
+    Written atomically (a temporary sibling directory, then a rename); an existing model is kept unless
+    ``overwrite``. ``make tiny-model`` writes the tiny CPU recipes' model this way (``recipes/models/tiny-llama``).
+    """
+    target = Path(directory)
+    if _is_cached(target) and not overwrite:
+        return target
+    kwargs.setdefault("padding_side", "right")
+    model, tokenizer = tiny_llama(**kwargs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if overwrite:
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not _is_cached(target):  # another process did not win the race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
