@@ -8,7 +8,11 @@ One function, :func:`check_sources`, is run by both front ends when AGL is enabl
   end knows them as a list of names (the rest of the artifact's fit to the model is checked once the model exists,
   at train start: :meth:`agl_trl.fisher.FisherArtifact.verify`);
 * ``agl_probe_dataset`` given as a local ``.jsonl``/``.json`` file (used when no artifact is given): it parses, is
-  not empty, and every row has a ``prompt`` or ``messages`` column (the formats of :mod:`agl_trl.fisher.probe`).
+  not empty, and every row has a ``prompt`` or ``messages`` column (the formats of :mod:`agl_trl.fisher.probe`);
+* the model (``model_name_or_path`` / ``base_model``): a local path that does not exist is refused, and when its
+  ``config.json`` is readable without loading weights (a local directory, or a Hub id already in the local Hugging
+  Face cache; nothing is downloaded) the artifact's model fingerprint is compared with it (the embedding statistics,
+  which need the weights, are compared at train start).
 
 Every error is an :class:`~agl_trl.settings.AGLUserError` naming the key, the path and the fix.
 """
@@ -26,6 +30,21 @@ FORMAT_VERSION = 1
 """Format version of the Fisher artifacts this agl-trl writes and reads."""
 TENSORS_FILE = "fisher.safetensors"
 METADATA_FILE = "fisher.json"
+
+FINGERPRINT_CONFIG_KEYS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
+"""The model config numbers of an artifact's model fingerprint (:func:`agl_trl.fisher.artifact.model_fingerprint`)."""
+# compared at config time: all but vocab_size, which a trainer may change by adding tokens before the estimate
+_CONFIG_TIME_KEYS = tuple(key for key in FINGERPRINT_CONFIG_KEYS if key != "vocab_size")
+TINY_RECIPE_MODEL = "recipes/models/tiny-llama"
+"""Where ``make tiny-model`` writes the model of the tiny CPU recipes (relative to the repository root)."""
 
 PROBE_COLUMNS = ("prompt", "messages")
 """A probe record needs one of these columns (``prompt`` may come with ``response`` or ``completion``)."""
@@ -149,29 +168,112 @@ def check_probe_file(source: str | None, key: str = "agl_probe_dataset") -> None
             )
 
 
+def _looks_local(model: str) -> bool:
+    """Whether ``model`` can only be a local path (a Hub id is ``name`` or ``owner/name``)."""
+    return model.startswith(("./", "../", "/", "~")) or model in (".", "..") or model.count("/") > 1
+
+
+def model_config(model: str | None, key: str = "model_name_or_path") -> dict[str, Any] | None:
+    """The ``config.json`` of ``model`` read without loading weights: a local directory's, or a Hub id's when the
+    local Hugging Face cache holds it (no download); ``None`` when it is not readable that way.
+
+    Raises :func:`~agl_trl.settings.invalid` for a path that can only be local and does not exist.
+    """
+    if not model:
+        return None
+    directory = Path(os.path.expanduser(model))
+    if directory.is_dir():
+        path: Path | None = directory / "config.json"
+    elif _looks_local(model):
+        hint = " The tiny recipes' model is written by `make tiny-model` (from the repository root)." * (
+            Path(model).as_posix().rstrip("/").endswith(TINY_RECIPE_MODEL)
+        )
+        raise invalid(
+            key,
+            model,
+            f"this local model directory does not exist (relative paths are read from {os.getcwd()}); fix the path, "
+            "or give a Hub model id." + hint,
+        )
+    else:
+        path = _cached_hub_config(model)
+    if path is None or not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # left to the model loader, which names the problem
+    return config if isinstance(config, dict) else None
+
+
+def _cached_hub_config(model: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def check_model_fingerprint(metadata: dict[str, Any], fisher_path: str, config: dict[str, Any], key: str) -> None:
+    """Refuse an artifact whose model fingerprint's config numbers differ from the model's ``config.json``."""
+    saved = metadata.get("model_fingerprint")
+    if not isinstance(saved, dict):
+        return
+    problems = [
+        f"{name}: artifact {saved[name]!r} vs model {config[name]!r}"
+        for name in _CONFIG_TIME_KEYS
+        if name in saved and name in config and saved[name] != config[name]
+    ]
+    if problems:
+        raise invalid(
+            "agl_fisher_path",
+            fisher_path,
+            f"the artifact was estimated on another model ({saved.get('name_or_path') or '?'!r}) than `{key}`: "
+            + "; ".join(problems)
+            + ". Estimate an artifact for this model (`agl-trl fisher`), or leave `agl_fisher_path` unset.",
+        )
+
+
 def check_sources(
-    fisher_path: str | None, probe_dataset: str | None, target_modules: Any = None, targets_key: str = ""
+    fisher_path: str | None,
+    probe_dataset: str | None,
+    target_modules: Any = None,
+    targets_key: str = "",
+    model: str | None = None,
+    model_key: str = "model_name_or_path",
 ) -> dict[str, Any] | None:
     """The config-time checks of an AGL run (AGL enabled): the artifact if given (and, with ``target_modules``,
-    that it covers those LoRA targets; ``targets_key`` names them in the message), else a local probe file.
+    that it covers those LoRA targets; ``targets_key`` names them in the message), else a local probe file; then the
+    ``model`` (named ``model_key`` in messages): a local path must exist, and an artifact must fit its config.
 
     Returns the artifact's metadata when ``fisher_path`` is given (the probe is not used then), else ``None``.
     """
+    metadata = None
     if fisher_path:
         metadata = read_artifact_metadata(fisher_path)
         check_artifact_targets(metadata, fisher_path, target_modules, targets_key or "lora_target_modules")
-        return metadata
-    check_probe_file(probe_dataset)
-    return None
+    else:
+        check_probe_file(probe_dataset)
+    config = model_config(model, model_key)
+    if metadata is not None and config is not None:
+        check_model_fingerprint(metadata, str(fisher_path), config, model_key)
+    return metadata
 
 
 __all__ = [
+    "FINGERPRINT_CONFIG_KEYS",
     "FORMAT_VERSION",
     "METADATA_FILE",
     "PROBE_COLUMNS",
     "TENSORS_FILE",
+    "TINY_RECIPE_MODEL",
     "check_artifact_targets",
+    "check_model_fingerprint",
     "check_probe_file",
     "check_sources",
+    "model_config",
     "read_artifact_metadata",
 ]

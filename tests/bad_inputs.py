@@ -162,6 +162,26 @@ ROWS: list[BadInput] = [
         axolotl_keys=lambda tmp: {"agl_fisher_path": _q_only(tmp)},  # the tiny recipe targets all 7 projections
     ),
     BadInput(
+        "fisher-other-model",
+        "the artifact's model fingerprint differs from the model's `config.json` (read without loading weights)",
+        lambda tmp: {"agl_fisher_path": _other_model_artifact(tmp), "model_name_or_path": _config_only_model(tmp)},
+        r"Invalid `agl_fisher_path`='.*other-model': the artifact was estimated on another model \('org/big-model'\) "
+        r"than `model_name_or_path`: hidden_size: artifact 4096 vs model 32; num_hidden_layers: artifact 32 vs model 2\. "
+        r"Estimate an artifact for this model",
+        r"Invalid `agl_fisher_path`='.*other-model': the artifact was estimated on another model \('org/big-model'\) "
+        r"than `base_model`: hidden_size: artifact 4096 vs model 32; num_hidden_layers: artifact 32 vs model 2\.",
+        axolotl_keys=lambda tmp: {"agl_fisher_path": _other_model_artifact(tmp), "base_model": _config_only_model(tmp)},
+    ),
+    BadInput(
+        "model-missing",
+        "a local model path that does not exist (`model_name_or_path` / `base_model`)",
+        lambda tmp: {"model_name_or_path": str(tmp / "no-such-model")},
+        r"Invalid `model_name_or_path`='.*no-such-model': this local model directory does not exist \(relative paths "
+        r"are read from .*\); fix the path, or give a Hub model id\.",
+        r"Invalid `base_model`='.*no-such-model': this local model directory does not exist",
+        axolotl_keys=lambda tmp: {"base_model": str(tmp / "no-such-model")},
+    ),
+    BadInput(
         "probe-missing",
         "local `agl_probe_dataset` file does not exist",
         lambda tmp: {"agl_probe_dataset": str(tmp / "missing-probe.jsonl")},
@@ -203,6 +223,22 @@ AXOLOTL_ROWS = [row for row in ROWS if row.axolotl is not None]
 def _q_only(tmp: Path) -> str:
     """An artifact estimated for the ``q_proj`` modules only."""
     return str(write_artifact_stub(tmp / "q-only", modules={"model.layers.0.self_attn.q_proj": {}}))
+
+
+TINY_CONFIG = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+def _config_only_model(tmp: Path) -> str:
+    """A model directory holding only ``config.json`` (no weights: the config-time check reads nothing else)."""
+    directory = _mkdir(tmp / "config-only-model")
+    (directory / "config.json").write_text(json.dumps(TINY_CONFIG))
+    return str(directory)
+
+
+def _other_model_artifact(tmp: Path) -> str:
+    """An artifact whose fingerprint names a larger Llama."""
+    fingerprint = dict(TINY_CONFIG, hidden_size=4096, num_hidden_layers=32, name_or_path="org/big-model")
+    return str(write_artifact_stub(tmp / "other-model", model_fingerprint=fingerprint))
 
 
 def _mkdir(path: Path) -> Path:

@@ -15,6 +15,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+
 FIXTURE_PROMPTS = [
     # unsafe, two categories, both splits; safe contrast prompts in the same categories
     {
@@ -118,3 +120,13 @@ def tiny_model_factory():
 def tiny_model(tiny_model_factory):
     """A fresh random tiny Llama (hidden 32, 2 layers, vocab 512) and its chat tokenizer (left padding)."""
     return tiny_model_factory(seed=0)
+
+
+@pytest.fixture(scope="session")
+def recipe_model() -> Path:
+    """``recipes/models/tiny-llama``, the model of the tiny CPU recipes (what ``make tiny-model`` writes), written
+    here when missing so that the tests also run without ``make``."""
+    from agl_trl.models import save_tiny_llama
+    from agl_trl.preflight import TINY_RECIPE_MODEL
+
+    return save_tiny_llama(REPO / TINY_RECIPE_MODEL)

@@ -20,18 +20,9 @@ import torch
 from torch import nn
 
 from agl_trl.lora import readable
+from agl_trl.preflight import FINGERPRINT_CONFIG_KEYS as _FINGERPRINT_CONFIG_KEYS
 from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
 from agl_trl.settings import AGLUserError
-
-_FINGERPRINT_CONFIG_KEYS = (
-    "model_type",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "vocab_size",
-)
 
 
 class FisherArtifactError(AGLUserError):

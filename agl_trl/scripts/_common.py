@@ -96,9 +96,10 @@ def check_parsed(script_args: Any, training_args: Any, model_args: Any, *rest: A
         return
     if not getattr(model_args, "use_peft", False):
         raise AGLUserError(NO_PEFT_MESSAGE)
+    # the files were checked by the config; the LoRA targets and the model are ModelConfig's
     fisher_path = getattr(training_args, "agl_fisher_path", None)
-    if fisher_path:  # the files were checked by the config; the LoRA targets are ModelConfig's
-        check_sources(fisher_path, None, getattr(model_args, "lora_target_modules", None), "lora_target_modules")
+    targets, model = getattr(model_args, "lora_target_modules", None), getattr(model_args, "model_name_or_path", None)
+    check_sources(fisher_path, None, targets, "lora_target_modules", model=model, model_key="model_name_or_path")
 
 
 def load_training_dataset(script_args: Any, dataset_args: Any) -> Any:

@@ -9,6 +9,12 @@ import pytest
 from tests.axolotl.helpers import axolotl_available, write_workspace
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_recipe_model(recipe_model: Path) -> Path:
+    """The tiny recipes name ``recipes/models/tiny-llama``; AGL's validation checks that it exists."""
+    return recipe_model
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not axolotl_available():

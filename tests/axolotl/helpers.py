@@ -79,6 +79,8 @@ def write_workspace(root: Path) -> Path:
     model, tokenizer = tiny_llama(vocab_size=512, seed=0, padding_side="right")
     model.save_pretrained(root / "tiny-model")
     tokenizer.save_pretrained(root / "tiny-model")
+    # the recipes' relative paths (recipes/models/tiny-llama, recipes/data/*) resolve as from the repository root
+    (root / "recipes").symlink_to(REPO / "recipes", target_is_directory=True)
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     with (data / "sft.jsonl").open("w") as f:

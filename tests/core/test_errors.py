@@ -1,6 +1,7 @@
 """docs/errors.md, TRL side: every bad input stops ``agl-trl`` before any model loads, with one line and status 2.
 
-No model is loaded: every row fails while the config is parsed and validated (``model_name_or_path`` points nowhere).
+No model is loaded: every row fails while the config is parsed and validated (``model_name_or_path`` is a Hub id that
+is not in the local cache, so nothing is read for it before the model would load).
 The rows live in ``tests/bad_inputs.py`` (shared with tests/axolotl/test_errors.py).
 """
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 ERRORS_DOC = REPO / "docs" / "errors.md"
 AGL_TRL = Path(sys.executable).parent / "agl-trl"
 BASE = {  # a config that would train if the model and data existed (nothing is loaded before the errors)
-    "model_name_or_path": "./no-model-here",
+    "model_name_or_path": "example-org/no-such-model",  # a Hub id not in the local cache: nothing reads it early
     "dataset_name": "./no-data-here.jsonl",
     "output_dir": "./out",
     "use_peft": True,
@@ -181,8 +182,10 @@ def test_traceback_on_request(tmp_path: Path, monkeypatch) -> None:
 # The same checks in the Python API (the trainer configs' __post_init__), and as real processes
 # ---------------------------------------------------------------------------------------------------------------------
 
-# the rows a trainer config checks by itself (the LoRA targets are ModelConfig's: checked by the command line)
-FILE_ROWS = [row for row in ROWS if row.id.startswith(("fisher-", "probe-")) and row.id != "fisher-lora-targets"]
+# the rows a trainer config checks by itself (the LoRA targets and the model are ModelConfig's: checked by the
+# command line)
+MODEL_CONFIG_ROWS = ("fisher-lora-targets", "fisher-other-model")
+FILE_ROWS = [row for row in ROWS if row.id.startswith(("fisher-", "probe-")) and row.id not in MODEL_CONFIG_ROWS]
 
 
 @pytest.mark.parametrize("row", FILE_ROWS, ids=[row.id for row in FILE_ROWS])

@@ -110,7 +110,7 @@ def test_in_process_dpo_and_fisher_then_sft_reuses_it(tmp_path, tiny_model_dir, 
     assert (sft_out / "adapter_model.safetensors").is_file()
 
 
-def test_multi_process_flags_go_to_accelerate(tmp_path, monkeypatch):
+def test_multi_process_flags_go_to_accelerate(tmp_path, monkeypatch, recipe_model):
     calls = []
     monkeypatch.setattr(cli, "launch_with_accelerate", lambda *a: calls.append(a))
     recipe = tmp_path / "r.yaml"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from agl_trl.preflight import check_sources
-from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, check_known_keys, invalid, setting_fields
+from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, AGLUserError, check_known_keys, invalid, setting_fields
 
 SETTINGS = {spec.key: spec for spec in setting_fields()}
 
@@ -71,11 +71,12 @@ class _AGLRules(BaseModel):
         # Axolotl's LoRA targets: a list of names unless `lora_target_linear` adds every linear layer
         targets = None if getattr(self, "lora_target_linear", None) else getattr(self, "lora_target_modules", None)
         fisher_path, probe = self.agl_fisher_path, self.agl_probe_dataset  # type: ignore[attr-defined]
-        check_sources(fisher_path, probe, targets, "lora_target_modules")
+        model = getattr(self, "base_model", None)
+        check_sources(fisher_path, probe, targets, "lora_target_modules", model=model, model_key="base_model")
         if "adapter" in type(self).model_fields:
             adapter = getattr(self, "adapter", None)
             if adapter not in SUPPORTED_ADAPTERS:
-                raise ValueError(
+                raise AGLUserError(
                     f"`agl_enabled: true` needs a LoRA adapter: set `adapter: lora` or `adapter: qlora` (got "
                     f"adapter={adapter!r}). AGL regularises the LoRA update; full fine-tuning is not supported."
                 )
@@ -83,13 +84,13 @@ class _AGLRules(BaseModel):
             fsdp = getattr(self, "fsdp_config", None)
             offload = fsdp.get("offload_params") if isinstance(fsdp, dict) else getattr(fsdp, "offload_params", None)
             if offload:
-                raise ValueError(FSDP_OFFLOAD_TEXT)
+                raise AGLUserError(FSDP_OFFLOAD_TEXT)
         if "rl" in type(self).model_fields:
             rl = getattr(self, "rl", None)
             rl = getattr(rl, "value", rl)
             if rl not in SUPPORTED_RL:
                 supported = ", ".join(str(r) for r in SUPPORTED_RL if r)
-                raise ValueError(
+                raise AGLUserError(
                     f"`agl_enabled: true` does not support `rl: {rl}`; AGL supports SFT (no `rl:`) and rl: {supported}."
                 )
         return self
