@@ -17,6 +17,8 @@ _LAZY: dict[str, str] = {
     "AGLSFTConfig": "agl_trl.config",
     "AGLDPOConfig": "agl_trl.config",
     "AGLKTOConfig": "agl_trl.config",
+    "AGLGRPOConfig": "agl_trl.config",
+    "AGLRLOOConfig": "agl_trl.config",
     "AGLORPOConfig": "agl_trl.config",
     "AGLCPOConfig": "agl_trl.config",
     # trainers
@@ -26,6 +28,8 @@ _LAZY: dict[str, str] = {
     "AGLSFTTrainer": "agl_trl.trainers",
     "AGLDPOTrainer": "agl_trl.trainers",
     "AGLKTOTrainer": "agl_trl.trainers",
+    "AGLGRPOTrainer": "agl_trl.trainers",
+    "AGLRLOOTrainer": "agl_trl.trainers",
     "AGLORPOTrainer": "agl_trl.trainers",
     "AGLCPOTrainer": "agl_trl.trainers",
     # core

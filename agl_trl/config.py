@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
-from trl import DPOConfig, KTOConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig, SFTConfig
 
 from agl_trl.preflight import check_sources
 from agl_trl.settings import (
@@ -123,6 +123,8 @@ def agl_config_class(base: type, name: str | None = None) -> type:
 AGLSFTConfig = agl_config_class(SFTConfig)
 AGLDPOConfig = agl_config_class(DPOConfig)
 AGLKTOConfig = agl_config_class(KTOConfig)
+AGLGRPOConfig = agl_config_class(GRPOConfig)
+AGLRLOOConfig = agl_config_class(RLOOConfig)
 
 # TRL's experimental trainers AGL wraps (kind -> module); their AGL config and trainer classes are built on first
 # access, since importing trl.experimental is slow and prints a warning
@@ -136,6 +138,8 @@ __all__ = [
     "AGLSFTConfig",
     "AGLDPOConfig",
     "AGLKTOConfig",
+    "AGLGRPOConfig",
+    "AGLRLOOConfig",
     "AGL_FIELD_NAMES",
     "BUILTIN_PROBE",
     "ESTIMATOR_CHOICES",

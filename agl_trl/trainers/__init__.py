@@ -1,7 +1,11 @@
 """AGL versions of the TRL trainers: the TRL trainer with the AGL regulariser added to its loss.
 
-``AGLSFTTrainer``, ``AGLDPOTrainer`` and ``AGLKTOTrainer`` take exactly the arguments of their TRL parents; pass an
-AGL config (``AGLSFTConfig``, ...) as ``args`` to set the ``agl_*`` fields. ``AGLORPOTrainer`` and ``AGLCPOTrainer``
+``AGLSFTTrainer``, ``AGLDPOTrainer``, ``AGLKTOTrainer`` and the online RL trainers ``AGLGRPOTrainer`` and
+``AGLRLOOTrainer`` take exactly the arguments of their TRL parents; pass an AGL config (``AGLSFTConfig``, ...) as
+``args`` to set the ``agl_*`` fields. The online trainers generate inside their training step; the regulariser does
+not depend on the batch, so it is added to every micro-batch's loss under the same gradient-accumulation rule
+(:func:`scale_for_ga`) and reaches each optimizer step once, however ``num_generations``, ``steps_per_generation``
+and ``num_iterations`` slice and reuse the generated batch (docs/trainers.md). ``AGLORPOTrainer`` and ``AGLCPOTrainer``
 wrap ``trl.experimental`` trainers and are built on first access (importing ``trl.experimental`` only then).
 """
 
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trl import DPOTrainer, KTOTrainer, SFTTrainer
+from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RLOOTrainer, SFTTrainer
 
 from agl_trl.config import EXPERIMENTAL_KINDS
 from agl_trl.trainers.install import (
@@ -52,6 +56,22 @@ class AGLKTOTrainer(AGLLossMixin, KTOTrainer):
         attach_agl(self, self.args)
 
 
+class AGLGRPOTrainer(AGLLossMixin, GRPOTrainer):
+    """``trl.GRPOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLGRPOConfig`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        attach_agl(self, self.args)
+
+
+class AGLRLOOTrainer(AGLLossMixin, RLOOTrainer):
+    """``trl.RLOOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLRLOOConfig`."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        attach_agl(self, self.args)
+
+
 def agl_trainer_class(base: type, name: str | None = None) -> type:
     """``base`` (a TRL trainer class) with the AGL regulariser added to its loss, configured from ``self.args``."""
     name = name or f"AGL{base.__name__}"
@@ -85,6 +105,8 @@ __all__ = [
     "AGLSFTTrainer",
     "AGLDPOTrainer",
     "AGLKTOTrainer",
+    "AGLGRPOTrainer",
+    "AGLRLOOTrainer",
     "attach_agl",
     "enable_agl",
 ]
