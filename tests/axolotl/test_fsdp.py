@@ -1,15 +1,26 @@
-"""Axolotl with FSDP2 and AGL at config validation: the 70B FSDP2 + QLoRA recipe validates with AGL on, FSDP2 on the
-tiny recipe validates, FSDP2 parameter offload is refused with the fix (the training path itself is tested through
-TRL / accelerate in tests/trainers/test_fsdp.py)."""
+"""Axolotl with FSDP2 and AGL: the 70B FSDP2 + QLoRA recipe validates with AGL on, FSDP2 on the tiny recipe validates,
+FSDP2 parameter offload is refused with the fix, and a real two-process ``axolotl train`` (torchrun, gloo, CPU) with
+``fsdp_version: 2`` trains with AGL, writes adapter, artifact and state, and resumes from its checkpoint. On CPU the
+run needs ``cpu_fsdp/sitecustomize.py``, which bends two CUDA assumptions of Axolotl and accelerate (the device mesh's
+device type, accelerate's FSDP-needs-an-accelerator check); the regulariser's equality with a single process is
+tested through TRL in tests/trainers/test_fsdp.py."""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import PLUGIN, load_recipe, requires_axolotl
+from tests.axolotl.helpers import PLUGIN, axolotl_env, load_recipe, requires_axolotl, train_logs, write_config
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 
@@ -49,3 +60,74 @@ def test_fsdp2_validates_with_agl_and_its_param_offload_is_refused() -> None:
     with pytest.raises(ValueError, match="offload_params"):
         validate(raw)
     validate(dict(raw, agl_enabled=False))  # only with AGL on
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _train_fsdp2(workspace: Path, run_name: str, **overrides: Any) -> subprocess.CompletedProcess:
+    """``axolotl train --launcher torchrun -- --nproc_per_node 2`` on the tiny SFT recipe with FSDP2."""
+    fsdp = copy.deepcopy(FSDP2)
+    config = write_config(
+        workspace, "tiny-sft-cpu.yaml", run_name,
+        base_model="./tiny-model",
+        datasets=[{"path": "./data/sft.jsonl", "ds_type": "json", "type": "chat_template", "field_messages": "messages"}],
+        agl_probe_dataset="./data/probe.jsonl", agl_fisher_max_samples=4, agl_kl_sequences=2, agl_kl_batch_size=2,
+        agl_kl_every=1, micro_batch_size=2, gradient_accumulation_steps=1, max_steps=4, save_steps=2, **fsdp,
+        **overrides,
+    )  # fmt: skip
+    env = axolotl_env(workspace)
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),  # Axolotl execs `torchrun` from PATH
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "cpu_fsdp"), env.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+        ACCELERATE_USE_CPU="1",  # accelerate's multi-CPU (gloo) state, which the shim turns into FSDP
+        MASTER_PORT=str(_free_port()),
+    )
+    exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
+    command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",
+               "--master_port", env["MASTER_PORT"]]  # fmt: skip
+    try:
+        proc = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the two-process FSDP2 axolotl train hung: {exc}")
+    config.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return proc
+
+
+@pytest.mark.timeout(1200)
+def test_axolotl_fsdp2_training_with_agl_writes_its_outputs_and_resumes(workspace: Path) -> None:
+    _train_fsdp2(workspace, "fsdp2-agl")
+    out = workspace / "outputs" / "fsdp2-agl"
+    assert (out / "agl_fisher" / "fisher.json").is_file()
+    assert (out / "adapter_model.safetensors").is_file()
+    for step in (2, 4):
+        checkpoint = out / f"checkpoint-{step}"
+        assert (checkpoint / "pytorch_model_fsdp.bin").is_file(), "the run was not sharded by FSDP"
+        state = json.loads((checkpoint / "agl_state.json").read_text())
+        assert state["regularizer"]["budget"]["readings"], "the KL meter read under FSDP2"
+    history = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    first = train_logs(history)
+    assert [e["step"] for e in first] == [1, 2, 3, 4]
+    assert all(math.isfinite(e["agl/r_align"]) for e in first) and first[-1]["agl/r_align"] > 0
+    assert any("agl/kl_measured" in e for e in first)
+
+    # resumed from checkpoint-2 into a fresh output dir: the state is restored and steps 3-4 are the same
+    resumed_dir = workspace / "outputs" / "fsdp2-resumed"
+    shutil.copytree(out / "checkpoint-2", resumed_dir / "checkpoint-2")
+    shutil.copytree(out / "agl_fisher", resumed_dir / "agl_fisher")
+    _train_fsdp2(workspace, "fsdp2-resumed", resume_from_checkpoint="./outputs/fsdp2-resumed/checkpoint-2")
+    readings = json.loads((resumed_dir / "checkpoint-4" / "agl_state.json").read_text())["regularizer"]["budget"]
+    assert len(readings["readings"]) == 4, "the meter's readings of steps 1-2 were restored, then 3-4 added"
+    history = json.loads((resumed_dir / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    second = [e for e in train_logs(history) if e["step"] > 2]
+    assert [e["step"] for e in second] == [3, 4]
+    for before, after in zip(first[2:], second, strict=True):
+        assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
+        assert after["agl/r_align"] == pytest.approx(before["agl/r_align"], rel=1e-4)
+        assert after["agl/lambda"] == pytest.approx(before["agl/lambda"], rel=1e-6)
