@@ -4,6 +4,7 @@ Training commands mirror ``trl <command>`` (``trl/cli/commands/training.py``)::
 
     agl-trl sft --config recipes/trl/tiny-sft.yaml [--key value ...]       # CLI overrides the YAML
     agl-trl dpo --config recipe.yaml --num_processes 4                      # via `accelerate launch`
+    agl-trl grpo --config recipes/trl/llama3.1-8b-instruct-qlora-grpo.yaml  # online RL (also: rloo)
     agl-trl sft --config recipe.yaml --accelerate_config zero2              # trl's named configs, or a path
     agl-trl fisher --config recipe.yaml                                     # estimate + save the Fisher only
 
@@ -13,7 +14,8 @@ the script runs in this process. ``drift``, ``demo`` and ``scaling`` forward to 
 
 User errors of a training command (a bad or unknown ``agl_*`` key, a bad value or boolean, a missing artifact or
 probe file, AGL without ``use_peft``) print one line, ``agl-trl: error: <message>``, and exit with status 2, before
-any model loads (docs/errors.md); other errors keep their traceback. ``AGL_TRL_TRACEBACK=1`` shows it for every error.
+any model loads (docs/errors.md), as do the online scripts' bad ``reward_funcs``; other errors keep their traceback.
+``AGL_TRL_TRACEBACK=1`` shows it for every error.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ TRAINING_COMMANDS: dict[str, str] = {
     "kto": "KTO with AGL (AGLKTOTrainer)",
     "orpo": "ORPO with AGL (AGLORPOTrainer, trl.experimental)",
     "cpo": "CPO/SimPO with AGL (AGLCPOTrainer, trl.experimental)",
+    "grpo": "GRPO with AGL (AGLGRPOTrainer; reward_funcs as `trl grpo` names them)",
+    "rloo": "RLOO with AGL (AGLRLOOTrainer; reward_funcs as `trl rloo` names them)",
     "fisher": "Estimate and save a Fisher artifact for a model + LoRA config, without training",
 }
 FORWARDED_COMMANDS: dict[str, tuple[str, str]] = {

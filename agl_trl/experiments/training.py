@@ -38,22 +38,47 @@ def lora_config(lora: LoraSettings) -> Any:
     )  # fmt: skip
 
 
-def step_timer() -> Any:
-    """A ``TrainerCallback`` whose ``times`` list holds the wall time of every optimizer step."""
+def step_timer(trainer: Any = None) -> Any:
+    """A ``TrainerCallback`` whose ``times`` list holds the wall time of every optimizer step.
+
+    With an online RL ``trainer`` (one with ``_generate_and_score_completions``: GRPO, RLOO), the time spent
+    generating and scoring completions inside a step is measured apart (``generation`` per step) and left out of
+    ``times``: the step-time ratio of AGL to plain training then compares what the regulariser adds to the
+    optimisation, not to sampling, whose cost is the same with and without it.
+    """
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.generation: list[float] = []
             self._start = 0.0
+            self._generating = 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self._generating = 0.0
             self._start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            self.times.append(time.perf_counter() - self._start)
+            self.times.append(time.perf_counter() - self._start - self._generating)
+            self.generation.append(self._generating)
 
-    return StepTimer()
+        def charge_generation(self, seconds: float) -> None:
+            self._generating += seconds
+
+    timer = StepTimer()
+    generate = getattr(trainer, "_generate_and_score_completions", None)
+    if generate is not None:
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return generate(*args, **kwargs)
+            finally:
+                timer.charge_generation(time.perf_counter() - started)
+
+        trainer._generate_and_score_completions = timed  # the instance only; the class is untouched
+    return timer
 
 
 class PeakRSS:
@@ -98,6 +123,30 @@ def agl_fields(
     if probe_file is not None:
         fields["agl_probe_dataset"] = str(probe_file)
     return fields
+
+
+def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> dict[str, Any]:
+    """The record of a finished run (step times, median of the steady steps, loss curve, ``agl/*`` metric curves,
+    final loss; ``generation_seconds`` for the online trainers); removes the trainer's scratch folder."""
+    history = [dict(h) for h in trainer.state.log_history]
+    times = timer.times
+    steady = times[1:] if len(times) > 2 else times
+    record = {
+        "steps": len(times),
+        "seconds": round(seconds, 2),
+        "step_seconds": [round(t, 4) for t in times],
+        "step_seconds_median": statistics.median(steady) if steady else None,
+        "loss_curve": [(h["step"], h["loss"]) for h in history if "loss" in h],
+        "agl_curves": {
+            key[4:]: [(h["step"], h[key]) for h in history if key in h]
+            for key in sorted({k for h in history for k in h if k.startswith("agl/")})
+        },
+        "final_train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+    }
+    if any(timer.generation):
+        record["generation_seconds"] = [round(t, 4) for t in timer.generation]
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return record
 
 
 def train_lora(
@@ -176,24 +225,8 @@ def train_lora(
         trainer.add_callback(callback)
     started = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - started
-    history = [dict(h) for h in trainer.state.log_history]
-    times = timer.times
-    steady = times[1:] if len(times) > 2 else times
-    record = {
-        "steps": len(times),
-        "seconds": round(seconds, 2),
-        "step_seconds": [round(t, 4) for t in times],
-        "step_seconds_median": statistics.median(steady) if steady else None,
-        "loss_curve": [(h["step"], h["loss"]) for h in history if "loss" in h],
-        "agl_curves": {
-            key[4:]: [(h["step"], h[key]) for h in history if key in h]
-            for key in sorted({k for h in history for k in h if k.startswith("agl/")})
-        },
-        "final_train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
-    }
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
     return trainer.model, record
 
 
-__all__ = ["PeakRSS", "agl_fields", "auto_threads", "lora_config", "step_timer", "train_lora"]
+__all__ = ["PeakRSS", "agl_fields", "auto_threads", "lora_config", "step_timer", "train_lora", "training_record"]

@@ -4,4 +4,4 @@ Each is also runnable directly: ``python -m agl_trl.scripts.sft --config recipe.
 ``accelerate launch -m agl_trl.scripts.sft --config recipe.yaml`` (several).
 """
 
-TRAINING_SCRIPTS = ("sft", "dpo", "kto", "orpo", "cpo")
+TRAINING_SCRIPTS = ("sft", "dpo", "kto", "orpo", "cpo", "grpo", "rloo")

@@ -1,4 +1,4 @@
-"""Shared plumbing of the AGL training scripts (mirrors the bodies of ``trl/scripts/{sft,dpo,kto}.py``)."""
+"""Shared plumbing of the AGL training scripts (mirrors the bodies of ``trl/scripts/{sft,dpo,kto,grpo,rloo}.py``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "kto": ("AGLKTOTrainer", "AGLKTOConfig"),
     "orpo": ("AGLORPOTrainer", "AGLORPOConfig"),
     "cpo": ("AGLCPOTrainer", "AGLCPOConfig"),
+    "grpo": ("AGLGRPOTrainer", "AGLGRPOConfig"),
+    "rloo": ("AGLRLOOTrainer", "AGLRLOOConfig"),
 }
 NO_PEFT_MESSAGE = (
     "AGL regularises a LoRA update, but `use_peft` is not set: add `use_peft: true` to the config (or pass "
@@ -38,10 +40,14 @@ def trainer_class(kind: str) -> type:
 def make_training_parser(
     kind: str, subparsers: argparse._SubParsersAction | None = None, prog: str | None = None
 ) -> Any:
-    """``TrlParser`` over ``(ScriptArguments, AGL<Kind>Config, ModelConfig, DatasetMixtureConfig)``."""
+    """``TrlParser`` over ``(ScriptArguments, AGL<Kind>Config, ModelConfig, DatasetMixtureConfig)`` (the online kinds:
+    TRL's ``GRPOScriptArguments`` / ``RLOOScriptArguments``, which add ``reward_funcs``)."""
     from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
-    dataclass_types = (ScriptArguments, config_class(kind), ModelConfig, DatasetMixtureConfig)
+    from agl_trl.scripts._online import ONLINE_KINDS, script_arguments_class
+
+    script_cls = script_arguments_class(kind) if kind in ONLINE_KINDS else ScriptArguments
+    dataclass_types = (script_cls, config_class(kind), ModelConfig, DatasetMixtureConfig)
     if subparsers is not None:
         return subparsers.add_parser(
             kind, help=f"Run the AGL {kind.upper()} training script", dataclass_types=dataclass_types
@@ -86,12 +92,16 @@ def parse_user_args(parser: Any, argv: Sequence[str] | None) -> tuple[list[Any],
 
 
 def check_parsed(script_args: Any, training_args: Any, model_args: Any, *rest: Any) -> None:
-    """Config-time checks across the parsed dataclasses (each validated itself): AGL needs ``use_peft``, and a
-    given artifact must cover the LoRA ``lora_target_modules``.
+    """Config-time checks across the parsed dataclasses (each validated itself): AGL needs ``use_peft``, a given
+    artifact must cover the LoRA ``lora_target_modules``, and an online script's ``reward_funcs`` must resolve.
 
     A stock TRL config trains the full model; AGL does not switch PEFT on by itself (the run would then train other
     weights than the config says), it stops and says which key to add.
     """
+    if hasattr(script_args, "reward_funcs"):  # the online scripts: their rewards, before any model loads
+        from agl_trl.scripts._online import resolve_reward_funcs
+
+        resolve_reward_funcs(script_args)
     if not getattr(training_args, "agl_enabled", True):
         return
     if not getattr(model_args, "use_peft", False):
@@ -154,6 +164,7 @@ def run_training(kind: str, script_args: Any, training_args: Any, model_args: An
 
     kwargs: dict[str, Any] = dict(
         model=model_args.model_name_or_path,
+        **_reward_kwargs(script_args),
         args=training_args,
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
@@ -184,6 +195,15 @@ def run_training(kind: str, script_args: Any, training_args: Any, model_args: An
     if Version(transformers.__version__) >= Version("5.18.0") and hasattr(trainer, "end"):
         trainer.end()
     return trainer
+
+
+def _reward_kwargs(script_args: Any) -> dict[str, Any]:
+    """``reward_funcs=...`` for the online scripts (their script arguments have ``reward_funcs``), else nothing."""
+    if not hasattr(script_args, "reward_funcs"):
+        return {}
+    from agl_trl.scripts._online import resolve_reward_funcs
+
+    return {"reward_funcs": resolve_reward_funcs(script_args)}
 
 
 def _kbit_device_map() -> Any:

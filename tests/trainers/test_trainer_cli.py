@@ -50,7 +50,7 @@ def test_help_lists_every_subcommand():
 def test_every_recipe_parses_with_its_script(recipe):
     import importlib
 
-    kind = "dpo" if "dpo" in recipe.name else "sft"
+    kind = next((k for k in ("dpo", "grpo", "rloo") if k in recipe.name), "sft")
     parser = importlib.import_module(f"agl_trl.scripts.{kind}").make_parser()
     # local probe paths of the tiny recipes need not exist here; bf16 GPU recipes are checked on CPU
     overrides_ = ["--agl_probe_dataset", "driftcaps", "--use_cpu"]

@@ -1,0 +1,115 @@
+"""Online RL in the experiment harness: the task's verifiable reward and a GRPO LoRA run (plain or AGL).
+
+* :func:`task_reward` -- the demo's task scored by exact match (:func:`~agl_trl.experiments.task.exact_match`), as a
+  TRL reward function: 1.0 for a completion that matches the row's ``answer``, else 0.0. Usable by dotted path in
+  recipes (``reward_funcs: [agl_trl.experiments.online.task_reward]``).
+* :func:`train_grpo` -- the GRPO counterpart of :func:`~agl_trl.experiments.train_lora`: the same LoRA, seed,
+  step timer and training record, with ``trl.GRPOTrainer`` (``AGLGRPOTrainer`` when ``agl``) on the task's prompts.
+  The step times exclude generation (:func:`~agl_trl.experiments.training.step_timer` with the trainer), so the
+  step-time ratio AGL / plain charges the regulariser with what it adds to the optimisation, not with sampling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agl_trl.experiments.config import LoraSettings
+from agl_trl.experiments.task import exact_match
+
+
+def _completion_text(completion: Any) -> str:
+    """A completion as text: TRL passes strings for standard prompts, message lists for conversational ones."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.get("content", "") for message in completion)
+
+
+def task_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
+    """1.0 where the completion is the row's ``answer`` (the task's exact match), else 0.0."""
+    return [float(exact_match(_completion_text(c), a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def task_prompt_rows(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """The task's ``{"prompt", "answer"}`` rows as GRPO data: a conversational prompt and the answer column that
+    :func:`task_reward` reads."""
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in rows]
+
+
+def train_grpo(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    out_dir: Path,
+    *,
+    lora: LoraSettings,
+    seed: int,
+    steps: int,
+    learning_rate: float,
+    prompts_per_step: int,
+    num_generations: int,
+    max_completion_length: int,
+    agl: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+    training_overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """GRPO LoRA of ``model`` on the task's prompt/answer ``rows``, rewarded by :func:`task_reward`.
+
+    Each optimizer step samples ``num_generations`` completions (``max_completion_length`` tokens at most) for each
+    of ``prompts_per_step`` prompts, in one micro-batch. ``agl``: ``agl_*`` config fields
+    (:func:`~agl_trl.experiments.agl_fields`). Returns (trained PeftModel, training record:
+    :func:`~agl_trl.experiments.training.training_record` plus ``generation_seconds`` and the reward curve).
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agl_trl.config import AGLGRPOConfig
+    from agl_trl.experiments.training import lora_config, step_timer, training_record
+    from agl_trl.trainers import AGLGRPOTrainer
+
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out_dir / "trainer"),
+        "max_steps": steps,
+        "per_device_train_batch_size": prompts_per_step * num_generations,
+        "gradient_accumulation_steps": 1,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
+        "beta": 0.0,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "constant",
+        "logging_steps": max(1, steps // 16),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+        **(training_overrides or {}),
+    }
+    set_seed(seed)
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if agl is None else (AGLGRPOConfig, AGLGRPOTrainer)
+    trainer = trainer_cls(
+        model=model, reward_funcs=task_reward, args=config_cls(**kwargs, **(agl or {})),
+        train_dataset=Dataset.from_list(task_prompt_rows(rows)), processing_class=tokenizer,
+        peft_config=lora_config(lora),
+    )  # fmt: skip
+    timer = step_timer(trainer)
+    trainer.add_callback(timer)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    started = time.perf_counter()
+    trainer.train()
+    record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
+    history = trainer.state.log_history
+    record["reward_curve"] = [(h["step"], h["reward"]) for h in history if "reward" in h]
+    return trainer.model, record
+
+
+__all__ = ["task_prompt_rows", "task_reward", "train_grpo"]
