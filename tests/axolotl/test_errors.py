@@ -1,5 +1,6 @@
 """docs/errors.md, Axolotl side: every bad input fails Axolotl's own config validation (no model is loaded), naming
-the key and the fix; unknown ``agl_*`` keys are refused with the closest valid key instead of being dropped.
+the key and the fix; unknown ``agl_*`` keys are refused with the closest valid key instead of being dropped; Axolotl's
+CLI prints AGL's errors as one line without a traceback (``agl_trl.integrations.axolotl.errors``).
 
 The rows live in ``tests/bad_inputs.py`` (shared with tests/core/test_errors.py).
 """
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import axolotl_train, load_recipe, requires_axolotl, tail, write_config
+from tests.axolotl.helpers import axolotl_env, axolotl_train, load_recipe, requires_axolotl, tail, write_config
 from tests.bad_inputs import AXOLOTL_ROWS, BadInput, write_artifact_stub, write_probe
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
@@ -77,10 +80,80 @@ def test_good_files_pass_and_every_agl_key_is_in_the_validated_cfg(tmp_path: Pat
     assert {f.key for f in setting_fields()} - unset <= set(cfg)
 
 
-def test_axolotl_train_refuses_a_typo_before_loading_the_model(workspace: Path) -> None:
+@pytest.mark.parametrize("row", AXOLOTL_ROWS, ids=[row.id for row in AXOLOTL_ROWS])
+def test_every_row_is_one_line_for_axolotls_cli(row: BadInput, tmp_path: Path) -> None:
+    """What ``report_validation_error`` prints for each row: one line, naming the key."""
+    from pydantic import ValidationError
+
+    from agl_trl.integrations.axolotl.errors import agl_messages
+
+    keys = row.keys_for("axolotl", tmp_path)
+    with pytest.raises(ValidationError) as info:
+        validate(**keys)
+    lines = agl_messages(info.value)
+    assert lines is not None and len(lines) == 1, (lines, str(info.value))
+    key = "adapter" if row.id == "no-lora" else next(iter(keys))
+    assert key in lines[0] and "\n" not in lines[0], lines
+
+
+def test_errors_that_are_not_only_agls_are_left_to_axolotl() -> None:
+    from pydantic import ValidationError
+
+    from agl_trl.integrations.axolotl.errors import agl_messages
+
+    with pytest.raises(ValidationError) as info:
+        validate(micro_batch_size="two")
+    assert agl_messages(info.value) is None, str(info.value)
+    assert agl_messages(ValueError("not pydantic")) is None and agl_messages(None) is None
+
+
+def test_report_exits_2_with_one_line_unless_a_traceback_is_asked_for(capsys, monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from agl_trl.integrations.axolotl.errors import report_validation_error
+
+    monkeypatch.delenv("AGL_TRL_TRACEBACK", raising=False)
+    report_validation_error()  # no exception being handled: nothing to do
+    try:
+        validate(agl_mu=1.5)
+    except ValidationError:
+        with pytest.raises(SystemExit) as stop:
+            report_validation_error()
+        assert stop.value.code == 2
+        monkeypatch.setenv("AGL_TRL_TRACEBACK", "1")
+        report_validation_error()  # returns: Axolotl re-raises with its traceback
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "agl-trl: error: Invalid `agl_mu`=1.5: must lie in [0, 1] (1 = Riemannian overlap only, 0 = geodesic only)."
+    ], err
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("agl-trl: error:")]
+
+
+def test_axolotl_train_refuses_a_typo_in_one_line_before_loading_the_model(workspace: Path) -> None:
     config = write_config(workspace, "tiny-sft-cpu.yaml", "typo", agl_lamda_align=100)
     proc = axolotl_train(workspace, config, timeout=300)
-    assert proc.returncode != 0, tail(proc)
-    output = proc.stdout + proc.stderr
-    assert "unknown key agl_lamda_align: did you mean agl_lambda_align?" in output, tail(proc)
+    assert proc.returncode == 2, tail(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr, tail(proc)
+    assert error_lines(proc) == ["agl-trl: error: unknown key agl_lamda_align: did you mean agl_lambda_align?"]
     assert not (workspace / "outputs" / "typo").exists() or not any((workspace / "outputs" / "typo").iterdir())
+
+
+def test_axolotl_preprocess_reports_a_bad_probe_file_in_one_line(workspace: Path) -> None:
+    probe = write_probe(workspace / "qa-probe.jsonl", [{"question": "q?", "answer": "a."}])
+    config = write_config(workspace, "tiny-sft-cpu.yaml", "bad-probe", agl_probe_dataset=str(probe))
+    exe = Path(sys.executable).parent / "axolotl"
+    proc = subprocess.run(
+        [str(exe), "preprocess", str(config)],
+        cwd=workspace,
+        env=axolotl_env(workspace),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, tail(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr, tail(proc)
+    (line,) = error_lines(proc)
+    assert "Invalid `agl_probe_dataset`=" in line and "record 1 has the columns ['answer', 'question']" in line

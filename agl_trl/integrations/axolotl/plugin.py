@@ -43,6 +43,12 @@ class AGLPlugin(BasePlugin):
     def get_input_args(self) -> str:
         return ARGS_PATH
 
+    def on_config_validation_error(self, cfg: Any) -> None:
+        """AGL's user errors as one line each, without Axolotl's traceback (``errors.report_validation_error``)."""
+        from agl_trl.integrations.axolotl.errors import report_validation_error
+
+        report_validation_error(cfg)
+
     def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
         """Turn ``trainer`` into an AGL trainer in place (no-op unless ``cfg.agl_enabled``)."""
         if not cfg.get("agl_enabled"):
