@@ -22,8 +22,9 @@ from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, AGLUserError, check
 
 SETTINGS = {spec.key: spec for spec in setting_fields()}
 
-# Axolotl `rl:` values whose trainers the AGL mixin supports (None = SFT with AxolotlTrainer).
-SUPPORTED_RL = (None, "dpo", "ipo", "kto", "orpo", "simpo")
+# Axolotl `rl:` values whose trainers the AGL mixin supports (None = SFT with AxolotlTrainer; grpo and gdpo: Axolotl's
+# GRPO trainer, gdpo with multi-objective reward aggregation). Not ebft: its strided mode has its own loss and sampler.
+SUPPORTED_RL = (None, "dpo", "ipo", "kto", "orpo", "simpo", "grpo", "gdpo")
 SUPPORTED_ADAPTERS = ("lora", "qlora")
 
 # (default, help) that differ from the TRL side, and why: see the module docstring
