@@ -1,0 +1,111 @@
+"""Every CPU recipe in recipes/ runs as written: the command in its header comment, from the repository root.
+
+A CPU recipe is a TRL recipe with ``use_cpu: true`` or an Axolotl recipe whose name ends in ``-cpu.yaml``. Each
+names its command in its first comment lines (``#   agl-trl sft --config recipes/trl/tiny-sft.yaml``); the test runs
+that line as a subprocess, unchanged, in a directory laid out as the repository root (``recipes/`` is this checkout's,
+linked), so the relative paths resolve exactly as for a user while the outputs (``runs/...``) stay out of the
+checkout. The model is ``recipes/models/tiny-llama`` (``make tiny-model``; the ``recipe_model`` fixture writes it
+the same way when missing); the data ships in ``recipes/data/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.axolotl.helpers import requires_axolotl
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def is_cpu_recipe(path: Path) -> bool:
+    if path.parent.name == "axolotl":
+        return path.name.endswith("-cpu.yaml")
+    return bool(yaml.safe_load(path.read_text()).get("use_cpu"))
+
+
+CPU_RECIPES = sorted(path for path in (REPO / "recipes").glob("*/*.yaml") if is_cpu_recipe(path))
+
+
+def documented_command(recipe: Path) -> list[str]:
+    """The command line of the recipe's header comment that names the recipe (``VAR=value`` prefixes kept)."""
+    relative = recipe.relative_to(REPO).as_posix()
+    for line in recipe.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if relative in line and re.search(r"\b(agl-trl|axolotl) ", line):
+            return shlex.split(line.lstrip("#").strip())
+    raise AssertionError(f"{relative}: no header comment line runs it (e.g. `#   agl-trl sft --config {relative}`)")
+
+
+def run_documented(recipe: Path, root: Path, timeout: float) -> subprocess.CompletedProcess:
+    words = documented_command(recipe)
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_DATASETS_CACHE=str(root / ".hf-cache"))
+    env.pop("AGL_TRL_TRACEBACK", None)
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # `VAR=value cmd ...`, as a shell would
+        key, value = words.pop(0).split("=", 1)
+        env[key] = value
+    words[0] = str(BIN / words[0])  # this environment's console script
+    return subprocess.run(words, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def repo_like_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "recipes").symlink_to(REPO / "recipes", target_is_directory=True)
+    return root
+
+
+def output_dir(recipe: Path) -> str:
+    return yaml.safe_load(recipe.read_text())["output_dir"]
+
+
+def tail(proc: subprocess.CompletedProcess) -> str:
+    return (proc.stdout + "\n" + proc.stderr)[-4000:]
+
+
+def _param(recipe: Path) -> object:
+    marks = [pytest.mark.timeout(900)]
+    marks += [pytest.mark.axolotl, requires_axolotl] if recipe.parent.name == "axolotl" else [pytest.mark.slow]
+    return pytest.param(recipe, marks=marks, id=recipe.relative_to(REPO / "recipes").as_posix())
+
+
+def test_the_cpu_recipes_are_the_tiny_ones() -> None:
+    names = {path.relative_to(REPO / "recipes").as_posix() for path in CPU_RECIPES}
+    assert {"axolotl/tiny-dpo-cpu.yaml", "axolotl/tiny-sft-cpu.yaml", "trl/tiny-dpo.yaml", "trl/tiny-sft.yaml"} <= names
+    assert all(Path(name).name.startswith("tiny-") for name in names), names
+    for recipe in CPU_RECIPES:
+        assert documented_command(recipe)
+
+
+@pytest.mark.parametrize("recipe", [_param(recipe) for recipe in CPU_RECIPES])
+def test_cpu_recipe_runs_as_written(recipe: Path, tmp_path: Path, recipe_model: Path) -> None:
+    root = repo_like_root(tmp_path)
+    proc = run_documented(recipe, root, timeout=900)
+    assert proc.returncode == 0, tail(proc)
+    out = root / output_dir(recipe)
+    assert (out / "adapter_model.safetensors").is_file(), sorted(p.name for p in out.iterdir())
+    assert (out / "agl_fisher" / "fisher.json").is_file(), sorted(p.name for p in out.iterdir())
+    assert "agl/r_align" in proc.stdout + proc.stderr, tail(proc)
+
+
+def test_a_recipe_without_its_model_says_how_to_build_it(tmp_path: Path) -> None:
+    """Run before ``make tiny-model``: one line naming the key and the fix, before anything loads."""
+    root = tmp_path / "root"
+    (root / "recipes").mkdir(parents=True)
+    for name in ("trl", "data"):
+        (root / "recipes" / name).symlink_to(REPO / "recipes" / name, target_is_directory=True)
+    proc = run_documented(REPO / "recipes" / "trl" / "tiny-sft.yaml", root, timeout=300)
+    assert proc.returncode == 2, tail(proc)
+    assert "Traceback" not in proc.stderr, tail(proc)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("agl-trl: error:")]
+    assert len(lines) == 1, tail(proc)
+    assert "Invalid `model_name_or_path`='recipes/models/tiny-llama'" in lines[0] and "`make tiny-model`" in lines[0]
