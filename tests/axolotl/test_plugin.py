@@ -60,7 +60,7 @@ def test_agl_enabled_unset_means_off() -> None:
         ({"agl_enabled": "maybe"}, r"agl_enabled\s+Input should be a valid boolean"),
         ({"agl_probe_dataset": "missing-probe.jsonl"}, r"agl_probe_dataset.*does not exist"),
         ({"adapter": None}, r"needs a LoRA adapter"),
-        ({"rl": "grpo"}, r"does not support `rl: grpo`"),
+        ({"rl": "gdpo"}, r"does not support `rl: gdpo`; AGL supports .*simpo, grpo\. Axolotl 0\.21 cannot build"),
     ],
 )
 def test_invalid_agl_values_are_axolotl_validation_errors(overrides: dict[str, Any], match: str) -> None:
@@ -97,8 +97,8 @@ def test_plugin_refuses_unsupported_rl_when_called_directly() -> None:
 
     from agl_trl.integrations.axolotl import AGLPlugin
 
-    with pytest.raises(ValueError, match="does not support `rl: grpo`"):
-        AGLPlugin().post_trainer_create(DictDefault(agl_enabled=True, rl="grpo"), SimpleNamespace())
+    with pytest.raises(ValueError, match="does not support `rl: ebft`"):
+        AGLPlugin().post_trainer_create(DictDefault(agl_enabled=True, rl="ebft"), SimpleNamespace())
 
 
 def test_cli_reports_invalid_agl_value(workspace) -> None:

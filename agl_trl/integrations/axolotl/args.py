@@ -22,9 +22,15 @@ from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, AGLUserError, check
 
 SETTINGS = {spec.key: spec for spec in setting_fields()}
 
-# Axolotl `rl:` values whose trainers the AGL mixin supports (None = SFT with AxolotlTrainer; grpo and gdpo: Axolotl's
-# GRPO trainer, gdpo with multi-objective reward aggregation). Not ebft: its strided mode has its own loss and sampler.
-SUPPORTED_RL = (None, "dpo", "ipo", "kto", "orpo", "simpo", "grpo", "gdpo")
+# Axolotl `rl:` values whose trainers the AGL mixin supports (None = SFT with AxolotlTrainer; grpo: AxolotlGRPOTrainer).
+SUPPORTED_RL = (None, "dpo", "ipo", "kto", "orpo", "simpo", "grpo")
+# what to use instead of an `rl:` value AGL refuses, where there is something (said in the error)
+RL_INSTEAD = {
+    "gdpo": "Axolotl 0.21 cannot build rl: gdpo with a LoRA adapter (it hands the LoRA config to a model that already "
+    "has it: GRPOTrainer raises). gdpo is GRPO with `trl.multi_objective_aggregation: normalize_then_sum`: use "
+    "`rl: grpo` with that key.",
+    "ebft": "EBFT's strided mode has its own loss and sampler, which AGL has not been checked against.",
+}
 SUPPORTED_ADAPTERS = ("lora", "qlora")
 
 # (default, help) that differ from the TRL side, and why: see the module docstring
@@ -91,8 +97,10 @@ class _AGLRules(BaseModel):
             rl = getattr(rl, "value", rl)
             if rl not in SUPPORTED_RL:
                 supported = ", ".join(str(r) for r in SUPPORTED_RL if r)
+                instead = f" {RL_INSTEAD[rl]}" if rl in RL_INSTEAD else ""
                 raise AGLUserError(
                     f"`agl_enabled: true` does not support `rl: {rl}`; AGL supports SFT (no `rl:`) and rl: {supported}."
+                    + instead
                 )
         return self
 
@@ -117,4 +125,4 @@ AGLAxolotlArgs = create_model(
 AGL_AXOLOTL_FIELD_NAMES: tuple[str, ...] = tuple(AGLAxolotlArgs.model_fields)
 """Names of every ``agl_*`` key, in declaration order."""
 
-__all__ = ["AGLAxolotlArgs", "AGL_AXOLOTL_FIELD_NAMES", "SUPPORTED_RL", "SUPPORTED_ADAPTERS"]
+__all__ = ["AGLAxolotlArgs", "AGL_AXOLOTL_FIELD_NAMES", "RL_INSTEAD", "SUPPORTED_RL", "SUPPORTED_ADAPTERS"]

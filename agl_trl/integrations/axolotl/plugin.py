@@ -6,9 +6,9 @@ plugins:
 agl_enabled: true
 ```
 
-After Axolotl has built its trainer (SFT ``AxolotlTrainer`` or an RL trainer: DPO/IPO, KTO, ORPO, SimPO/CPO), the
-plugin swaps the trainer's class for a dynamic subclass ``(AGLLossMixin, type(trainer))`` and calls ``attach_agl``,
-which loads or estimates the Fisher, adds the regulariser to ``compute_loss`` with the right gradient-accumulation
+After Axolotl has built its trainer (SFT ``AxolotlTrainer``, a preference trainer: DPO/IPO, KTO, ORPO, SimPO/CPO, or
+the online ``AxolotlGRPOTrainer`` of ``rl: grpo``), the plugin swaps the trainer's class for a dynamic
+subclass ``(AGLLossMixin, type(trainer))`` and calls ``attach_agl``, which loads or estimates the Fisher, adds the regulariser to ``compute_loss`` with the right gradient-accumulation
 scaling and logs ``agl/*``. It never returns a class from ``get_trainer_cls`` (Axolotl's RL builder would then build
 the trainer without its model/ref-model arguments), and it does nothing unless ``agl_enabled: true``.
 """
@@ -38,7 +38,8 @@ def _rl_name(cfg: Any) -> str | None:
 
 
 class AGLPlugin(BasePlugin):
-    """Axolotl plugin adding the AGL regulariser to SFT and preference (DPO/IPO, KTO, ORPO, SimPO) training."""
+    """Axolotl plugin adding the AGL regulariser to SFT, preference (DPO/IPO, KTO, ORPO, SimPO) and online RL (GRPO)
+    training."""
 
     def get_input_args(self) -> str:
         return ARGS_PATH
