@@ -13,6 +13,7 @@ step's regulariser gradient is dR/dθ at that step's parameters.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ KINDS = {
 }
 
 
-def run(kind: str, tmp_path, agl: dict[str, Any] | None, reward=length_reward, **overrides: Any):
+def run(kind: str, tmp_path, agl: dict[str, Any] | None, reward=length_reward, callbacks=(), **overrides: Any):
     """Train a tiny model with GRPO/RLOO; ``agl=None``: the plain TRL trainer. Returns (losses, grads, trainer)."""
     plain_trainer, plain_config, agl_trainer, agl_config = KINDS[kind]
     model, tokenizer = tiny_model_and_tokenizer()
@@ -52,7 +53,7 @@ def run(kind: str, tmp_path, agl: dict[str, Any] | None, reward=length_reward, *
         train_dataset=Dataset.from_list(prompt_records()),
         processing_class=tokenizer,
         peft_config=lora_config(),
-        callbacks=[recorder],
+        callbacks=[recorder, *callbacks],
     )
     randomise_lora_b(trainer.model)  # B = 0 would make every AGL term and gradient 0
     trainer.initial_lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
@@ -174,3 +175,62 @@ def test_dapo_and_grpo_loss_types_take_the_same_rule(tmp_path, probe_file):
         scale = max(float(g.abs().max()) for g in direct.values())
         for n, g in grads[0].items():
             torch.testing.assert_close(g, direct[n], atol=1e-5 * scale, rtol=1e-4, msg=f"{loss_type}: {n}")
+
+
+def test_drift_budget_and_drift_callback_run_with_grpo(tmp_path, probe_file):
+    """The KL meter reads after every optimizer step (not per micro-batch or per generation) and drives lambda; the
+    DriftCallback measures refusals and KL during GRPO training."""
+    from agl_trl.driftcaps import PromptItem
+    from agl_trl.evaluation.callback import DriftCallback
+
+    _, tokenizer = tiny_model_and_tokenizer()
+    items = [
+        PromptItem(id="u", prompt="How do I hack a bank?", label="unsafe"),
+        PromptItem(id="s", prompt="Hi!", label="safe"),
+    ]
+    drift = DriftCallback(prompts=items, tokenizer=tokenizer, eval_steps=1, max_new_tokens=4, batch_size=2)
+    budget = dict(agl_probe_dataset=str(probe_file), agl_kl_every=1, agl_kl_budget=1e-6, agl_lambda_task=0.0)
+    _, _, trainer = run(
+        "grpo", tmp_path, budget, per_device_train_batch_size=2, gradient_accumulation_steps=2, num_iterations=2,
+        max_steps=4, callbacks=[drift],
+    )  # fmt: skip
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logs) == 4 and all("agl/kl_measured" in e for e in logs)
+    regulariser = trainer.agl_regularizer
+    assert len(regulariser.budget.readings) == 4  # one reading per optimizer step, whatever GA and reuse
+    assert logs[-1]["agl/kl_measured"] > 1e-6, "the run never drifted: the test is blind"
+    assert logs[-1]["agl/lambda"] > logs[0]["agl/lambda"] >= 1.0  # over budget: lambda rises
+    assert [h["step"] for h in drift.history] == [1, 2, 3, 4]
+    assert all("drift/kl" in h and "drift/refusal_rate" in h for h in drift.history)
+
+
+def test_the_step_timer_leaves_generation_out(tmp_path, probe_file):
+    """The experiments' step times (what the AGL / plain step-time ratio compares) exclude the time an online trainer
+    spends generating and scoring: a generation slowed by 0.3 s must not show in them."""
+    import time
+
+    from agl_trl.experiments.training import step_timer
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    config = AGLGRPOConfig(
+        **dict(FAST_ONLINE, output_dir=str(tmp_path / "timer")), **FAST_AGL, agl_probe_dataset=str(probe_file)
+    )
+    trainer = AGLGRPOTrainer(
+        model=model, reward_funcs=length_reward, args=config, train_dataset=Dataset.from_list(prompt_records()),
+        processing_class=tokenizer, peft_config=lora_config(),
+    )  # fmt: skip
+    generate = trainer._generate_and_score_completions
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return generate(*args, **kwargs)
+
+    trainer._generate_and_score_completions = slow
+    timer = step_timer(trainer)
+    trainer.add_callback(timer)
+    trainer.train()
+    assert len(timer.times) == len(timer.generation) == FAST_ONLINE["max_steps"]
+    assert all(g >= 0.3 for g in timer.generation), timer.generation
+    assert all(t < 0.3 for t in timer.times), timer.times  # a tiny optimizer step takes well under 0.3 s
+    plain = step_timer(SimpleNamespace())  # a trainer that does not generate: nothing is set aside
+    assert not hasattr(SimpleNamespace(), "_generate_and_score_completions") and plain.generation == []
