@@ -50,7 +50,10 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = No
         )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not isinstance(prompt, str):
-        raise ValueError("message-list prompts need a tokenizer with a chat template")
+        from agl_trl.diagnostics import NO_CHAT_TEMPLATE
+        from agl_trl.settings import AGLUserError
+
+        raise AGLUserError(f"Cannot encode a prompt for AGL: {NO_CHAT_TEMPLATE}")
     text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
     return list(tokenizer(text)["input_ids"])
 

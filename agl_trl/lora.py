@@ -125,6 +125,36 @@ def find_lora_modules(model: nn.Module, adapter: str | None = None, allow_dora: 
     return found
 
 
+def no_lora_message(model: nn.Module) -> str:
+    """Why ``model`` has no LoRA layer AGL can regularise (none, merged, inactive, or not on linear layers), and the
+    fix; for a model that :func:`find_lora_modules` finds nothing in."""
+    (lora_layer_type,) = _lora_layer_types()
+    layers = [(canonical_module_name(n), m) for n, m in model.named_modules() if isinstance(m, lora_layer_type)]
+    off = "or train without AGL (`agl_enabled: false`)."
+    if not layers:
+        return (
+            "AGL regularises a LoRA update, but the model has no LoRA layers: train with a LoRA adapter "
+            f"(`peft_config=LoraConfig(...)` in Python, `use_peft: true` in an agl-trl recipe, `adapter: lora` in "
+            f"Axolotl), {off}"
+        )
+    unmerged = [(name, m) for name, m in layers if not getattr(m, "merged", False)]
+    if not unmerged:
+        return (
+            "AGL regularises a LoRA update, but the model's LoRA layers are merged into its weights (merge_adapter / "
+            f"merge_and_unload): train with unmerged adapters, {off}"
+        )
+    active = [(name, m) for name, m in unmerged if getattr(m, "active_adapters", None)]
+    if not active:
+        return f"AGL regularises a LoRA update, but no LoRA adapter is active: set an active adapter, {off}"
+    kinds = sorted({type(m).__name__ for _, m in active})
+    shown = ", ".join(sorted({name.rsplit(".", 1)[-1] for name, _ in active})[:6])
+    return (
+        f"AGL regularises LoRA on linear layers, but this model's LoRA targets are not linear ({shown}: "
+        f"{', '.join(kinds)}): add linear target modules (`target_modules='all-linear'`, or names such as q_proj, "
+        f"v_proj; `lora_target_modules` in a recipe), {off}"
+    )
+
+
 def select_modules(modules: list[LoraModule], pattern: str | None) -> list[LoraModule]:
     """Keep the modules whose canonical name matches the regular expression ``pattern`` (all when None)."""
     if not pattern:

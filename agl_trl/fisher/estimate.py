@@ -59,9 +59,10 @@ from agl_trl.lora import (
     enable_fsdp_generate,
     find_lora_modules,
     no_cpu_4bit_repacking,
+    no_lora_message,
     sharding_engine,
 )
-from agl_trl.settings import FisherSettings
+from agl_trl.settings import AGLUserError, FisherSettings
 
 logger = logging.getLogger(__name__)
 
@@ -273,11 +274,8 @@ def estimate_fisher(
 
     settings = settings if settings is not None else FisherSettings()  # validated when built
     modules = find_lora_modules(model)
-    if not modules:
-        raise ValueError(
-            "estimate_fisher needs a model with LoRA layers (the Fisher is estimated per LoRA-adapted module). "
-            "Fix: wrap the model with peft.get_peft_model(model, LoraConfig(...)) first."
-        )
+    if not modules:  # the Fisher is estimated per LoRA-adapted linear module
+        raise AGLUserError(no_lora_message(model))
     rank, world = _dist_info()
     show_progress = show_progress and rank == 0
     started = time.perf_counter()

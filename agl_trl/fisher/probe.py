@@ -123,15 +123,18 @@ def fill_missing_responses(
     todo = [i for i, r in enumerate(records) if r.get("response") is None]
     if not todo:
         return records
-    texts = generate_responses(
-        model,
-        tokenizer,
-        [records[i]["prompt"] for i in todo],
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        progress=show_progress,
-        desc="AGL probe: generating responses",
-    )
+    from agl_trl.diagnostics import explained
+
+    with explained("probe generation", model):
+        texts = generate_responses(
+            model,
+            tokenizer,
+            [records[i]["prompt"] for i in todo],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress=show_progress,
+            desc="AGL probe: generating responses",
+        )
     records = [dict(r) for r in records]
     for i, text in zip(todo, texts, strict=True):
         records[i]["response"] = text

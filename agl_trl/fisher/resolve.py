@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from agl_trl.diagnostics import explained
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError
 from agl_trl.fisher.estimate import estimate_fisher
 from agl_trl.fisher.probe import load_probe_records, records_hash
@@ -149,7 +150,8 @@ def resolve_artifact(
         raise ValueError(NO_TOKENIZER_MESSAGE)
     if is_main:
         logger.info("AGL: estimating the Fisher (%s) from %d probe records", settings.estimator, len(records))
-    with fork_rng():  # the estimator samples and seeds: keep the caller's RNG stream untouched
+    # the estimator samples and seeds: keep the caller's RNG stream untouched; set-up failures say their cause
+    with fork_rng(), explained("Fisher estimate", model):
         artifact = estimate_fisher(model, tokenizer, records, settings, show_progress=show_progress and is_main)
     if save_to is not None and is_main:
         artifact.save(save_to)

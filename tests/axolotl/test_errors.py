@@ -157,3 +157,33 @@ def test_axolotl_preprocess_reports_a_bad_probe_file_in_one_line(workspace: Path
     assert "Traceback" not in proc.stdout + proc.stderr, tail(proc)
     (line,) = error_lines(proc)
     assert "Invalid `agl_probe_dataset`=" in line and "record 1 has the columns ['answer', 'question']" in line
+
+
+NO_GPU = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1, "compute_capability": None}
+
+
+def test_fused_lora_kernels_without_a_gpu_are_refused_at_config_time() -> None:
+    """What Axolotl's CLI detects on a CPU machine (gpu_capabilities): the kernels would fail inside AGL's probe
+    generation; unknown capabilities (Python callers) or AGL off leave the keys to Axolotl."""
+    from axolotl.utils.config import prepare_plugins, validate_config
+    from axolotl.utils.dict import DictDefault
+    from pydantic import ValidationError
+
+    from agl_trl.integrations.axolotl.errors import agl_messages
+
+    def check(capabilities: Any, **overrides: Any) -> Any:
+        cfg = DictDefault({**copy.deepcopy(load_recipe("tiny-sft-cpu.yaml")), **overrides})
+        prepare_plugins(cfg)
+        env = {"torch_version": "2.13.0"} if capabilities is not None else None
+        return validate_config(cfg, capabilities=capabilities, env_capabilities=env)
+
+    with pytest.raises(ValidationError) as info:
+        check(NO_GPU, lora_mlp_kernel=True, lora_o_kernel=True)
+    (line,) = agl_messages(info.value)
+    assert line.startswith(
+        "`agl_enabled: true` with `lora_mlp_kernel: true`, `lora_o_kernel: true` on a machine without a CUDA GPU"
+    ), line
+    assert "set them to false to train on the CPU" in line, line
+    assert check(NO_GPU).agl_enabled is True  # the recipe switches them off
+    assert check(None, lora_mlp_kernel=True).lora_mlp_kernel is True
+    assert check(NO_GPU, lora_mlp_kernel=True, agl_enabled=False).lora_mlp_kernel is True

@@ -250,3 +250,92 @@ def test_script_entry_stock_trl_config_without_peft(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = error_lines(proc.stderr)
     assert "add `use_peft: true`" in line
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors inside AGL's own steps that something else caused: the cause and the fix (agl_trl.diagnostics)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _peft_tiny(target_modules: Any = "all-linear") -> tuple[Any, Any]:
+    from peft import LoraConfig, get_peft_model
+
+    from agl_trl.models import tiny_llama
+
+    model, tokenizer = tiny_llama()
+    return get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=target_modules)), tokenizer
+
+
+def _cuda_only_mlp(model: Any) -> None:
+    """Patch every MLP's forward the way a CUDA-only fused kernel fails on CPU (Axolotl's swiglu kernel does
+    ``torch.empty(..., device="cuda")`` on a CPU build)."""
+
+    def fused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Torch not compiled with CUDA enabled")
+
+    for name, module in model.named_modules():
+        if name.endswith("mlp"):
+            module.forward = fused
+
+
+@pytest.mark.parametrize("probe", ["generated", "given"], ids=["probe-generation", "fisher-estimate"])
+def test_a_cuda_kernel_on_cpu_names_the_kernels_and_the_fix(probe: str) -> None:
+    from agl_trl.fisher import resolve_artifact
+    from agl_trl.settings import FisherSettings
+
+    model, tokenizer = _peft_tiny()
+    _cuda_only_mlp(model)
+    records = [{"prompt": "Write a poem.", "response": None if probe == "generated" else "The sea."}] * 2
+    settings = FisherSettings(max_samples=2, batch_size=2, max_new_tokens=2, max_rank=4)
+    with pytest.raises(AGLUserError) as info:
+        resolve_artifact(model, tokenizer, settings, probe=records, show_progress=False)
+    step = "probe generation" if probe == "generated" else "Fisher estimate"
+    message = str(info.value)
+    assert message.startswith(f"AGL's {step} ran the model on the CPU and it failed with a CUDA error "), message
+    assert "Torch not compiled with CUDA enabled" in message and "`lora_mlp_kernel`" in message, message
+    assert "set them to false to train on the CPU" in message and "\n" not in message, message
+    assert isinstance(info.value.__cause__, AssertionError)
+
+
+def test_other_errors_inside_agls_steps_are_not_rewritten() -> None:
+    from agl_trl.diagnostics import explained
+
+    model, _ = _peft_tiny()
+    with pytest.raises(RuntimeError, match="^a bug$"), explained("Fisher estimate", model):
+        raise RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="CUDA out of memory"), explained("Fisher estimate", object()):
+        raise RuntimeError("CUDA out of memory")  # not a model on the CPU: a real GPU error, left as it is
+
+
+def test_chat_messages_without_a_chat_template_name_the_fix() -> None:
+    from agl_trl.fisher import resolve_artifact
+    from agl_trl.fisher.probe import _normalise
+    from agl_trl.settings import FisherSettings
+
+    model, tokenizer = _peft_tiny()
+    tokenizer.chat_template = None
+    records = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    with pytest.raises(AGLUserError) as info:
+        resolve_artifact(model, tokenizer, FisherSettings(max_rank=4), probe=[_normalise(r) for r in records])
+    message = str(info.value)
+    assert "the tokenizer has no chat template, but this prompt is a list of chat messages" in message, message
+    assert "`chat_template: chatml`" in message and "plain `prompt` string" in message, message
+
+
+@pytest.mark.parametrize("case", ["no-adapter", "embedding-only", "merged"])
+def test_a_model_without_lora_targets_says_why(case: str) -> None:
+    from agl_trl.fisher import estimate_fisher
+    from agl_trl.models import tiny_llama
+
+    if case == "no-adapter":
+        model, tokenizer = tiny_llama()
+        expected = "the model has no LoRA layers: train with a LoRA adapter"
+    elif case == "embedding-only":
+        model, tokenizer = _peft_tiny(["embed_tokens"])
+        expected = "this model's LoRA targets are not linear (embed_tokens: Embedding): add linear target modules"
+    else:
+        model, tokenizer = _peft_tiny()
+        model.merge_adapter()
+        expected = "the model's LoRA layers are merged into its weights"
+    with pytest.raises(AGLUserError, match=re.escape(expected)):
+        estimate_fisher(model, tokenizer, [{"prompt": "hi", "response": "hello"}])

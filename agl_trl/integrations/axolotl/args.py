@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
 
+from agl_trl.diagnostics import CUDA_KERNELS_FIX, LORA_KERNEL_KEYS
 from agl_trl.preflight import check_sources
 from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, AGLUserError, check_known_keys, invalid, setting_fields
 
@@ -87,6 +88,13 @@ class _AGLRules(BaseModel):
                     f"`agl_enabled: true` needs a LoRA adapter: set `adapter: lora` or `adapter: qlora` (got "
                     f"adapter={adapter!r}). AGL regularises the LoRA update; full fine-tuning is not supported."
                 )
+        kernels = [key for key in LORA_KERNEL_KEYS if getattr(self, key, None)]
+        if kernels and _without_cuda(getattr(self, "capabilities", None)):  # Axolotl found no GPU (CLI runs)
+            raise AGLUserError(
+                f"`agl_enabled: true` with `{': true`, `'.join(kernels)}: true` on a machine without a CUDA GPU: AGL's "
+                f"probe generation and Fisher estimate run the model and would fail inside these kernels. "
+                + CUDA_KERNELS_FIX
+            )
         if "fsdp_config" in type(self).model_fields:  # FSDP2 runs (Axolotl has no FSDP1); its param offload does not
             fsdp = getattr(self, "fsdp_config", None)
             offload = fsdp.get("offload_params") if isinstance(fsdp, dict) else getattr(fsdp, "offload_params", None)
@@ -103,6 +111,15 @@ class _AGLRules(BaseModel):
                     + instead
                 )
         return self
+
+
+def _without_cuda(capabilities: Any) -> bool:
+    """Whether Axolotl's detected ``capabilities`` say there is no CUDA GPU (unknown, e.g. in Python: ``False``)."""
+    if capabilities is None:
+        return False
+    if isinstance(capabilities, dict):
+        return "compute_capability" in capabilities and capabilities["compute_capability"] is None
+    return getattr(capabilities, "compute_capability", "unknown") is None
 
 
 def _pydantic_fields() -> dict[str, Any]:
