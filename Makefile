@@ -49,6 +49,7 @@ $(AXO_VENV)/.installed: pyproject.toml .ci/axolotl-requirements.txt .ci/axolotl-
 	$(AXO_PIP) install --no-deps --ignore-requires-python axolotl==0.21.0
 	$(AXO_PIP) install -r .ci/axolotl-requirements.txt
 	$(AXO_PIP) install --no-deps -e .
+	DS_BUILD_OPS=0 $(AXO_PIP) install deepspeed==0.19.8  # tests/axolotl/test_deepspeed.py (real ZeRO-3 on CPU)
 	$(AXO_PY) -c "import torch, trl, transformers as t; assert torch.__version__ == '2.13.0+cpu', 'expected the CPU torch 2.13.0+cpu, got ' + torch.__version__; assert trl.__version__ == '1.14.1' and t.__version__ == '5.20.1', (trl.__version__, t.__version__)"
 	touch $@
 

@@ -1,0 +1,96 @@
+"""Axolotl with DeepSpeed ZeRO-3 and AGL: a real two-process ``axolotl train`` (torchrun, ``DS_ACCELERATOR=cpu``,
+DeepSpeed's CPU accelerator on gloo) of the tiny SFT recipe with ``deepspeed:`` a stage-3 config in which every
+parameter is partitioned (``stage3_param_persistence_threshold: 0``). No shim is needed: Axolotl's DeepSpeed path
+runs on CPU as it is. The run trains with AGL (every term non-zero after the first step), writes the artifact, whole
+(gathered) adapters, a ZeRO checkpoint with one partition per rank and ``agl_state.json``. The regulariser's equality
+with a single process under a real ZeRO-3 engine is tested through TRL in tests/trainers/test_deepspeed.py.
+
+Skipped where ``deepspeed`` is not installed (``make venv-axolotl`` installs it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.axolotl.helpers import axolotl_env, requires_axolotl, train_logs, write_config
+
+pytestmark = [
+    pytest.mark.axolotl,
+    requires_axolotl,
+    pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (make venv-axolotl)"),
+    pytest.mark.timeout(1200),
+]
+
+ZERO3 = {
+    "zero_optimization": {
+        "stage": 3,
+        "stage3_param_persistence_threshold": 0,  # partition the (small) LoRA factors too
+        "stage3_gather_16bit_weights_on_model_save": True,
+    },
+    "bf16": {"enabled": False},
+    "fp16": {"enabled": False},
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_axolotl_zero3_training_with_agl_writes_its_outputs(workspace: Path) -> None:
+    (workspace / "zero3.json").write_text(json.dumps(ZERO3))
+    config = write_config(
+        workspace, "tiny-sft-cpu.yaml", "zero3-agl",
+        base_model="./tiny-model",
+        datasets=[{"path": "./data/sft.jsonl", "ds_type": "json", "type": "chat_template", "field_messages": "messages"}],
+        deepspeed="zero3.json", agl_probe_dataset="./data/probe.jsonl", agl_fisher_max_samples=4,
+        agl_kl_sequences=2, agl_kl_batch_size=2, agl_kl_every=1, micro_batch_size=2, gradient_accumulation_steps=1,
+        max_steps=3, save_steps=3,
+    )  # fmt: skip
+    bin_dir = str(Path(sys.executable).parent)
+    env = axolotl_env(workspace)
+    env.update(
+        PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),  # Axolotl execs `torchrun` from PATH
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+    )
+    exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
+    command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",
+               "--master_port", str(_free_port())]  # fmt: skip
+    try:
+        proc = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=1100)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the two-process ZeRO-3 axolotl train hung: {exc}")
+    config.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+
+    out = workspace / "outputs" / "zero3-agl"
+    checkpoint = out / "checkpoint-3"
+    partitions = sorted(p.name for p in (checkpoint / "global_step3").glob("zero_pp_rank_*_model_states.pt"))
+    assert len(partitions) == 2, f"not a two-rank ZeRO checkpoint: {partitions}"
+    assert (out / "agl_fisher" / "fisher.json").is_file()
+    adapter = load_file(out / "adapter_model.safetensors")  # gathered on save: whole factors, not empty partitions
+    assert adapter and all(t.numel() > 0 for t in adapter.values())
+    assert any(t.shape == (32, 8) for name, t in adapter.items() if "q_proj.lora_B" in name)
+    state = json.loads((checkpoint / "agl_state.json").read_text())
+    assert len(state["regularizer"]["budget"]["readings"]) == 3, "the KL meter read at every step"
+    logs = train_logs(json.loads((checkpoint / "trainer_state.json").read_text())["log_history"])
+    assert [e["step"] for e in logs] == [1, 2, 3]
+    for key in ("agl/loss", "agl/r_align", "agl/r_task", "agl/e_riem", "agl/e_geo", "agl/kl_estimate"):
+        assert all(math.isfinite(e[key]) for e in logs), (key, logs)
+        assert logs[-1][key] > 0, (key, logs[-1])  # B = 0 at step 1; the penalty's gradient moved it after
