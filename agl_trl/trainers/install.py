@@ -15,19 +15,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from agl_trl.settings import AGLTrainingSettings
+from agl_trl.settings import AGLTrainingSettings, AGLUserError
 from agl_trl.trainers.mixin import AGLLossMixin
 from agl_trl.trainers.runtime import AGLRuntime, unwrapped_model
 from agl_trl.trainers.state import save_agl_state
 
 logger = logging.getLogger(__name__)
-
-NO_LORA_MESSAGE = (
-    "AGL regularises LoRA adapters, but the model has no active LoRA layers. Pass a peft_config "
-    "(e.g. `peft_config=LoraConfig(...)` in Python, or `--use_peft` / `use_peft: true` in a recipe), or disable AGL "
-    "with `agl_enabled=False`."
-)
-
 
 FSDP1_MESSAGE = (
     "AGL does not support FSDP1 (FullyShardedDataParallel): its parameters can only be gathered outside forward "
@@ -112,7 +105,7 @@ def initialise_agl(trainer: Any) -> AGLRuntime | None:
 
 def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     """Check the set-up, store ``runtime`` as ``trainer._agl`` and register :class:`AGLCallback` (once)."""
-    from agl_trl.lora import find_lora_modules
+    from agl_trl.lora import find_lora_modules, no_lora_message
 
     if not isinstance(trainer, AGLLossMixin):
         raise TypeError(
@@ -124,7 +117,7 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
         return runtime
     check_parallelism(trainer, penalty=runtime.regularizer is not None)  # a ready-made regulariser: a peer penalty
     if not find_lora_modules(unwrapped_model(trainer)):
-        raise ValueError(NO_LORA_MESSAGE)
+        raise AGLUserError(no_lora_message(unwrapped_model(trainer)))
     if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
         trainer.add_callback(AGLCallback(trainer))
     return runtime
@@ -194,7 +187,6 @@ __all__ = [
     "AGLCallback",
     "FSDP1_MESSAGE",
     "FSDP_OFFLOAD_MESSAGE",
-    "NO_LORA_MESSAGE",
     "PENALTY_SHARDED_MESSAGE",
     "as_agl_trainer",
     "attach_agl",

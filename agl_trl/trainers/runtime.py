@@ -92,13 +92,12 @@ class AGLRuntime:
 
     def _build_regularizer(self, trainer: Any) -> None:
         from agl_trl.fisher import FISHER_SUBDIR, resolve_artifact
-        from agl_trl.lora import find_lora_modules, sharding_engine
+        from agl_trl.lora import find_lora_modules, no_lora_message, sharding_engine
         from agl_trl.regularizers import AGLRegularizer
-        from agl_trl.trainers.install import NO_LORA_MESSAGE
 
         model = unwrapped_model(trainer)
         if not find_lora_modules(model):
-            raise ValueError(NO_LORA_MESSAGE)
+            raise AGLUserError(no_lora_message(model))
         source = self.config.artifact
         candidates: list[tuple[str, str]] = []
         _, state = checkpoint_state(trainer, self.resume_dir)

@@ -253,5 +253,7 @@ def test_points_tested_besides_the_rules_choice_are_shown_and_labelled() -> None
     chosen = peers_report.chosen_points(rows, 0.05)
     assert chosen["agl"]["strength"] == 0.01 and [r["seed"] for r in chosen["agl@0.03"]["test"]] == [0, 1]
     table, est = peers_report.test_table(rows, chosen)
-    assert "agl@0.03" in est and any("AGL at 0.03 (the package default; not the rule's choice)" in line for line in table)
+    assert "agl@0.03" in est and any(
+        "AGL at 0.03 (the package default; not the rule's choice)" in line for line in table
+    )
     assert sum("**AGL**" in line for line in peers_report.sweep_tables(rows, chosen)) == 1  # its sweep shown once

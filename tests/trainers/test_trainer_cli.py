@@ -42,7 +42,7 @@ def overrides(model_dir, dataset, probe, output_dir) -> list[str]:
 def test_help_lists_every_subcommand():
     result = subprocess.run([str(AGL_TRL), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for name in ("sft", "dpo", "kto", "orpo", "cpo", "fisher", "drift", "demo", "scaling"):
+    for name in ("sft", "dpo", "kto", "orpo", "cpo", "grpo", "rloo", "fisher", "drift", "demo", "scaling"):
         assert name in result.stdout
 
 

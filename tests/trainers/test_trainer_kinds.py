@@ -22,8 +22,9 @@ import agl_trl.config as config_module
 import agl_trl.trainers as trainers_module
 from agl_trl.config import AGLSFTConfig, fisher_settings
 from agl_trl.fisher import FisherArtifactError, estimate_fisher
+from agl_trl.lora import no_lora_message
+from agl_trl.settings import AGLUserError
 from agl_trl.trainers import AGLSFTTrainer, check_parallelism, enable_agl
-from agl_trl.trainers.install import NO_LORA_MESSAGE
 
 
 def kto_records(n: int = 12):
@@ -94,12 +95,12 @@ def test_eval_logs_do_not_take_train_metrics(tmp_path, probe_file):
 def test_no_lora_layers_is_a_clear_error(tmp_path, probe_file):
     model, tokenizer = tiny_model_and_tokenizer()
     config = AGLSFTConfig(**FAST_ARGS, output_dir=str(tmp_path / "x"), agl_probe_dataset=str(probe_file))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(AGLUserError) as info:
         AGLSFTTrainer(
             model=model, args=config, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer
         )
-    assert str(info.value) == NO_LORA_MESSAGE
-    assert "peft_config" in NO_LORA_MESSAGE and "--use_peft" in NO_LORA_MESSAGE
+    assert str(info.value) == no_lora_message(model)
+    assert "has no LoRA layers" in str(info.value) and "peft_config" in str(info.value)
     # fine once AGL is off
     off = AGLSFTConfig(**FAST_ARGS, output_dir=str(tmp_path / "y"), agl_enabled=False)
     AGLSFTTrainer(model=model, args=off, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer)
