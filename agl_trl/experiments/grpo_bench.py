@@ -2,7 +2,9 @@
 
 The peers benchmark's protocol (:mod:`agl_trl.experiments.peers`) with GRPO in place of SFT, on the same harness: the
 shared set-up (:func:`~agl_trl.experiments.prepare_setup`: the aligned SmolLM2, its Fisher, its answers on both
-splits), the demo's task as the RL task (prompts only; reward: exact match, :func:`~.online.task_reward`), one GRPO
+splits), the demo's task as the RL task (prompts only; reward: the similarity to the reference answer,
+:func:`~.online.task_similarity_reward`, since the aligned model's 0% exact match would give an exact-match reward
+no signal; ``reward="exact"`` for :func:`~.online.task_reward`), one GRPO
 LoRA run per (method, strength, seed) (:func:`~.online.train_grpo`), and the peers' measurement of each run
 (:func:`~agl_trl.experiments.peers.evaluate_run`: refusal on unsafe, over-refusal, gap, gap drift, KL drift, task
 exact match = the greedy reward on held-out items, step-time ratio).
@@ -41,6 +43,8 @@ class GRPOSettings:
     prompts_per_step: int = 4
     num_generations: int = 4
     max_completion_length: int = 16  # the task's answers fit (the demo's answer_tokens)
+    # partial credit: the aligned model scores 0% exact match, so an exact-match reward gives GRPO no signal
+    reward: str = "similarity"
 
 
 TINY_GRPO = GRPOSettings(steps=2, learning_rate=5e-3, prompts_per_step=2, num_generations=2, max_completion_length=4)
@@ -76,7 +80,7 @@ def _train(
         trained, train = train_grpo(
             model, tokenizer, shared.setup.task_rows, directory, lora=cfg.demo.lora, seed=seed, steps=grpo.steps,
             learning_rate=grpo.learning_rate, prompts_per_step=grpo.prompts_per_step,
-            num_generations=grpo.num_generations, max_completion_length=grpo.max_completion_length,
+            num_generations=grpo.num_generations, max_completion_length=grpo.max_completion_length, reward=grpo.reward,
             agl=shared.setup.agl_fields(regularizer) if regularizer is not None else None, progress=False,
         )  # fmt: skip
     trained.save_pretrained(directory / "adapter")

@@ -3,6 +3,11 @@
 * :func:`task_reward` -- the demo's task scored by exact match (:func:`~agl_trl.experiments.task.exact_match`), as a
   TRL reward function: 1.0 for a completion that matches the row's ``answer``, else 0.0. Usable by dotted path in
   recipes (``reward_funcs: [agl_trl.experiments.online.task_reward]``).
+* :func:`task_similarity_reward` -- partial credit on the same task: the similarity of the normalised completion to
+  the answer (1.0 exactly when :func:`task_reward` is 1). A model that scores 0% exact match (the aligned model
+  does) gives every completion reward 0 under :func:`task_reward`, hence zero advantage and no GRPO update; the
+  similarity still ranks near misses, so the scenario has a learning signal. Still computed from the reference
+  answer only (verifiable), and the reported task metric stays the greedy exact match.
 * :func:`train_grpo` -- the GRPO counterpart of :func:`~agl_trl.experiments.train_lora`: the same LoRA, seed,
   step timer and training record, with ``trl.GRPOTrainer`` (``AGLGRPOTrainer`` when ``agl``) on the task's prompts.
   The step times exclude generation (:func:`~agl_trl.experiments.training.step_timer` with the trainer), so the
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.experiments.config import LoraSettings
-from agl_trl.experiments.task import exact_match
+from agl_trl.experiments.task import exact_match, normalize_answer
 
 
 def _completion_text(completion: Any) -> str:
@@ -30,6 +35,19 @@ def _completion_text(completion: Any) -> str:
 def task_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
     """1.0 where the completion is the row's ``answer`` (the task's exact match), else 0.0."""
     return [float(exact_match(_completion_text(c), a)) for c, a in zip(completions, answer, strict=True)]
+
+
+def task_similarity_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
+    """``difflib`` similarity ratio in [0, 1] of the normalised completion and ``answer`` (1.0 iff exact match)."""
+    from difflib import SequenceMatcher
+
+    return [
+        SequenceMatcher(None, normalize_answer(_completion_text(c)), normalize_answer(a)).ratio()
+        for c, a in zip(completions, answer, strict=True)
+    ]
+
+
+REWARDS = {"exact": task_reward, "similarity": task_similarity_reward}
 
 
 def task_prompt_rows(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
@@ -51,12 +69,14 @@ def train_grpo(
     prompts_per_step: int,
     num_generations: int,
     max_completion_length: int,
+    reward: str = "exact",
     agl: dict[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
     training_overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
-    """GRPO LoRA of ``model`` on the task's prompt/answer ``rows``, rewarded by :func:`task_reward`.
+    """GRPO LoRA of ``model`` on the task's prompt/answer ``rows``, rewarded by ``reward`` (a key of :data:`REWARDS`:
+    :func:`task_reward` or :func:`task_similarity_reward`).
 
     Each optimizer step samples ``num_generations`` completions (``max_completion_length`` tokens at most) for each
     of ``prompts_per_step`` prompts, in one micro-batch. ``agl``: ``agl_*`` config fields
@@ -93,10 +113,12 @@ def train_grpo(
         "dataloader_num_workers": 0,
         **(training_overrides or {}),
     }
+    if reward not in REWARDS:
+        raise ValueError(f"train_grpo: reward {reward!r} is not one of {sorted(REWARDS)}")
     set_seed(seed)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if agl is None else (AGLGRPOConfig, AGLGRPOTrainer)
     trainer = trainer_cls(
-        model=model, reward_funcs=task_reward, args=config_cls(**kwargs, **(agl or {})),
+        model=model, reward_funcs=REWARDS[reward], args=config_cls(**kwargs, **(agl or {})),
         train_dataset=Dataset.from_list(task_prompt_rows(rows)), processing_class=tokenizer,
         peft_config=lora_config(lora),
     )  # fmt: skip
@@ -112,4 +134,4 @@ def train_grpo(
     return trainer.model, record
 
 
-__all__ = ["task_prompt_rows", "task_reward", "train_grpo"]
+__all__ = ["REWARDS", "task_prompt_rows", "task_reward", "task_similarity_reward", "train_grpo"]

@@ -61,3 +61,16 @@ def test_score_counts_overall_and_per_operation() -> None:
     assert result["by_operation"]["reverse"]["k"] == 1
     with pytest.raises(ValueError):
         score(items, ["X"])
+
+
+def test_grpo_rewards_exact_and_partial_credit() -> None:
+    from agl_trl.experiments.online import task_reward, task_similarity_reward
+
+    answers = ["THE CAT SAT", "THE CAT SAT", "95", "95"]
+    completions = ["THE CAT SAT.", "THE CAT SIT", [{"role": "assistant", "content": "95"}], "Sure! The answer is 95"]
+    assert task_reward(completions, answers) == [1.0, 0.0, 1.0, 0.0]
+    similarity = task_similarity_reward(completions, answers)
+    assert similarity[0] == 1.0 and similarity[2] == 1.0  # exact match -> full credit
+    assert 0.5 < similarity[1] < 1.0  # a near miss is ranked above a chatty one, which still gets some credit
+    assert 0.0 < similarity[3] < similarity[1]
+    assert task_similarity_reward(["zzzz"], ["95"]) == [0.0]
