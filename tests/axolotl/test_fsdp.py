@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.axolotl.helpers import PLUGIN, axolotl_env, load_recipe, requires_axolotl, train_logs, write_config
+from tests.distributed_helpers import free_port
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 
@@ -62,12 +62,6 @@ def test_fsdp2_validates_with_agl_and_its_param_offload_is_refused() -> None:
     validate(dict(raw, agl_enabled=False))  # only with AGL on
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _train_fsdp2(workspace: Path, run_name: str, **overrides: Any) -> subprocess.CompletedProcess:
     """``axolotl train --launcher torchrun -- --nproc_per_node 2`` on the tiny SFT recipe with FSDP2."""
     fsdp = copy.deepcopy(FSDP2)
@@ -83,10 +77,12 @@ def _train_fsdp2(workspace: Path, run_name: str, **overrides: Any) -> subprocess
     bin_dir = str(Path(sys.executable).parent)
     env.update(
         PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),  # Axolotl execs `torchrun` from PATH
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "cpu_fsdp"), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(__file__).parent / "cpu_fsdp"), str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]
+        ),
         OMP_NUM_THREADS="1",
         ACCELERATE_USE_CPU="1",  # accelerate's multi-CPU (gloo) state, which the shim turns into FSDP
-        MASTER_PORT=str(_free_port()),
+        MASTER_PORT=str(free_port()),
     )
     exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
     command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",

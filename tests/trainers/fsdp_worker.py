@@ -26,6 +26,7 @@ from agl_trl.fisher.probe import build_sequences, collate
 from agl_trl.regularizers import AGLRegularizer
 from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 from agl_trl.settings import AGLSettings
+from tests.distributed_helpers import allow_fsdp_on_cpu
 
 # every term active (fixed lambda: no meter needed), E_riem on a sub-block smaller than the matrices
 SETTINGS = dict(lambda_align=3.0, lambda_task=2.0, lambda_collision=1.0, riem_block=8, kl_every=0)
@@ -34,24 +35,6 @@ RECORDS = [
     {"prompt": "Write a short poem about the sea, please."},  # no response: generated under FSDP2
     {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."},
 ]  # 3 sequences over 2 ranks: uneven shards (rank 0 runs 2 batches of 1, rank 1 one batch and an idle pass)
-
-
-def allow_fsdp_on_cpu() -> None:
-    """Keep accelerate's FSDP plugin on a CPU-only (gloo) machine, where ``AcceleratorState`` would drop it (the
-    distributed type lives in ``PartialState``, which every later ``AcceleratorState()`` copies back)."""
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import DistributedType
-
-    original = AcceleratorState.__init__
-
-    def init(self, *args, fsdp_plugin=None, **kwargs):
-        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
-        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-            self.distributed_type = DistributedType.FSDP
-            self.fsdp_plugin = fsdp_plugin
-
-    AcceleratorState.__init__ = init
 
 
 def _model():

@@ -21,7 +21,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests.distributed_helpers import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,19 +47,13 @@ HERE = Path(__file__).resolve().parent
 TERMS = ("agl/loss", "agl/r_align", "agl/r_task", "agl/e_riem", "agl/e_geo", "agl/kl_estimate")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run(out: Path, mode: str, probe: Path, model: Path, timeout: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]), OMP_NUM_THREADS="1")
     env.update(DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     launcher = [sys.executable]
     if mode.startswith("zero3"):
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     command = [*launcher, str(HERE / "deepspeed_worker.py"), mode, str(out), str(probe), str(model)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=out)

@@ -1,0 +1,45 @@
+"""Shared by the multi-process tests (DDP, FSDP2, DeepSpeed; TRL and Axolotl): a free port for torch.distributed.run,
+and the two test-only bends that let accelerate's and Axolotl's FSDP2 paths run on a CPU-only machine (gloo)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for ``--master_port``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def allow_fsdp_on_cpu() -> None:
+    """Keep accelerate's FSDP plugin on a CPU-only (gloo) machine, where ``AcceleratorState`` would drop it (its device
+    check lists accelerators only; the distributed type lives in ``PartialState``, which every later
+    ``AcceleratorState()`` copies back). Everything after that is accelerate's own FSDP2 code."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType
+
+    original = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    AcceleratorState.__init__ = init
+
+
+def build_device_mesh_on_cpu() -> None:
+    """Axolotl 0.21 builds its device mesh on ``"cuda"`` unconditionally (``axolotl.utils.distributed.
+    build_parallelism_config``): build it on ``"cpu"`` instead."""
+    from accelerate import parallelism_config
+
+    original = parallelism_config.ParallelismConfig.build_device_mesh
+
+    def build(self, device_type):
+        return original(self, "cpu")
+
+    parallelism_config.ParallelismConfig.build_device_mesh = build
