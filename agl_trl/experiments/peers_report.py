@@ -105,13 +105,28 @@ def _label(key: str) -> str:
     return f"{name} at {value} ({'the package default; ' if default else ''}not the rule's choice)"
 
 
+MAX_LOAD_DIFFERENCE = 1.0  # 1-minute load averages further apart than this make two step times incomparable
+
+
+def comparable_conditions(row: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two rows' step times were measured under the same conditions: the same torch threads and 1-minute
+    load averages (at the row's end) within :data:`MAX_LOAD_DIFFERENCE`. Rows without that record count as
+    comparable (older files)."""
+    env, other_env = row.get("environment") or {}, other.get("environment") or {}
+    if env.get("torch_threads") != other_env.get("torch_threads"):
+        return False
+    load, other_load = env.get("load_average"), other_env.get("load_average")
+    return not (load and other_load) or abs(load[0] - other_load[0]) <= MAX_LOAD_DIFFERENCE
+
+
 def _ratio(rows: list[dict[str, Any]], split: str, row: dict[str, Any]) -> float | None:
-    """Median step time / plain LoRA's of the same seed (None when either is missing)."""
+    """Median step time / plain LoRA's of the same seed; None when either is missing or the two were measured under
+    other conditions (:func:`comparable_conditions`: on a shared CPU a busier machine slows a run 2-4x)."""
     plain = [
         r for r in rows
         if r["method"] == "plain" and r["seed"] == row["seed"] and r.get("step_seconds_median")
     ]  # fmt: skip
-    if not plain or not row.get("step_seconds_median"):
+    if not plain or not row.get("step_seconds_median") or not comparable_conditions(row, plain[0]):
         return None
     return row["step_seconds_median"] / plain[0]["step_seconds_median"]
 
@@ -373,7 +388,8 @@ def write_report(
         "drift = aligned gap - model gap (points of selectivity lost, the primary figure); intervals: paired "
         "bootstrap 95% over prompts, task items and seeds. KL drift: mean per-token KL(aligned || model) on the "
         "aligned model's own test answers (mean ± SD over seeds). Step-time ratio: median step time / plain LoRA's "
-        "(same seed).",
+        f"(same seed), shown only when both ran with the same torch threads and load averages within "
+        f"{MAX_LOAD_DIFFERENCE:g} of each other ('-' otherwise).",
         "",
     ]
     if curve:
@@ -467,6 +483,7 @@ __all__ = [
     "PNG_NAME",
     "meter_table",
     "chosen_points",
+    "comparable_conditions",
     "main",
     "pareto_front",
     "read_rows",

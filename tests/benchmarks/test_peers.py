@@ -257,3 +257,16 @@ def test_points_tested_besides_the_rules_choice_are_shown_and_labelled() -> None
         "AGL at 0.03 (the package default; not the rule's choice)" in line for line in table
     )
     assert sum("**AGL**" in line for line in peers_report.sweep_tables(rows, chosen)) == 1  # its sweep shown once
+
+
+def test_step_time_ratio_only_between_rows_measured_under_the_same_conditions() -> None:
+    def row(method: str, seconds: float, threads: int, load: float) -> dict:
+        env = {"torch_threads": threads, "load_average": [load, load, load]}
+        return {"method": method, "seed": 0, "step_seconds_median": seconds, "environment": env}
+
+    plain = row("plain", 2.0, 2, 2.0)
+    assert peers_report._ratio([plain], "test", row("agl", 2.2, 2, 2.5)) == pytest.approx(1.1)
+    assert peers_report._ratio([plain], "test", row("agl", 6.0, 1, 2.0)) is None  # other threads
+    assert peers_report._ratio([plain], "test", row("agl", 6.0, 2, 4.5)) is None  # a much busier machine
+    assert peers_report.comparable_conditions({"method": "agl"}, plain) is False  # threads unknown vs 2
+    assert peers_report.comparable_conditions({"environment": {}}, {"environment": {}})  # older files: no record
