@@ -181,18 +181,33 @@ class AGLSettings(_Validated):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.lambda_align is None and self.kl_every == 0:
-            raise invalid(
-                "agl_kl_every",
-                0,
-                "the adaptive lambda_align (the default) needs the KL meter: set agl_kl_every "
-                ">= 1 (e.g. 10), or fix the weight with agl_lambda_align (0: no penalty).",
-            )
+        check_weight_settings(self.lambda_align, self.kl_every, self.kl_budget)
 
     @property
     def adaptive(self) -> bool:
         """Whether lambda_align is adapted to the drift budget (no fixed weight given)."""
         return self.lambda_align is None
+
+
+def check_weight_settings(lambda_align: float | None, kl_every: int, kl_budget: float) -> None:
+    """The rules between the alignment weight's keys, shared by the TRL configs and the Axolotl args: the adaptive
+    weight needs the meter, and a fixed weight leaves ``agl_kl_budget`` without effect, so a budget other than the
+    default beside a fixed weight is a conflict (the user meant one of the two)."""
+    if lambda_align is None and kl_every == 0:
+        raise invalid(
+            "agl_kl_every",
+            0,
+            "the adaptive lambda_align (the default) needs the KL meter: set agl_kl_every "
+            ">= 1 (e.g. 10), or fix the weight with agl_lambda_align (0: no penalty).",
+        )
+    default_budget = AGLSettings.__dataclass_fields__["kl_budget"].default
+    if lambda_align is not None and kl_budget != default_budget:
+        raise invalid(
+            "agl_kl_budget",
+            kl_budget,
+            f"it has no effect while agl_lambda_align={lambda_align:g} fixes the weight: remove agl_lambda_align to "
+            "let lambda adapt to this budget, or remove agl_kl_budget to keep the fixed weight.",
+        )
 
 
 @dataclass
@@ -434,6 +449,7 @@ __all__ = [
     "TARGETS_CHOICES",
     "check_known_keys",
     "check_value",
+    "check_weight_settings",
     "invalid",
     "read_prefixed",
     "setting_fields",

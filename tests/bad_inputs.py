@@ -64,6 +64,20 @@ class BadInput:
 
 ROWS: list[BadInput] = [
     BadInput(
+        "weight-and-budget",
+        "conflicting keys: a fixed weight and a drift budget (`agl_lambda_align: 100` with `agl_kl_budget: 0.05`)",
+        lambda tmp: {"agl_lambda_align": 100, "agl_kl_budget": 0.05},
+        r"Invalid `agl_kl_budget`=0\.05: it has no effect while agl_lambda_align=100 fixes the weight",
+        r"Invalid `agl_kl_budget`=0\.05: it has no effect while agl_lambda_align=100 fixes the weight",
+    ),
+    BadInput(
+        "adaptive-without-meter",
+        "the adaptive weight without the KL meter (`agl_kl_every: 0`, `agl_lambda_align` unset)",
+        lambda tmp: {"agl_kl_every": 0},
+        r"Invalid `agl_kl_every`=0: the adaptive lambda_align \(the default\) needs the KL meter",
+        r"Invalid `agl_kl_every`=0: the adaptive lambda_align \(the default\) needs the KL meter",
+    ),
+    BadInput(
         "misspelled-key",
         "misspelled `agl_*` key (`agl_lamda_align: 100`)",
         lambda tmp: {"agl_lamda_align": 100},

@@ -139,23 +139,29 @@ def _parser():
     return make_parser()
 
 
-def test_trl_parser_reads_every_agl_field_from_yaml(tmp_path):
+# a fixed lambda_align and a non-default kl_budget conflict (docs/errors.md), so they are read in two passes
+READ_PASSES = [{k: v for k, v in NON_DEFAULTS.items() if k != "agl_kl_budget"}, {"agl_kl_budget": 0.05}]
+
+
+@pytest.mark.parametrize("values", READ_PASSES, ids=["all-but-kl_budget", "kl_budget"])
+def test_trl_parser_reads_every_agl_field_from_yaml(tmp_path, values):
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), **BASE | {"output_dir": "o"}, **NON_DEFAULTS}))
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), **BASE | {"output_dir": "o"}, **values}))
     _, training_args, _, _ = _parser().parse_args_and_config(["--config", str(path)])
-    for name, value in NON_DEFAULTS.items():
+    for name, value in values.items():
         assert getattr(training_args, name) == value, name
 
 
-def test_trl_parser_reads_every_agl_field_from_the_cli():
+@pytest.mark.parametrize("values", READ_PASSES, ids=["all-but-kl_budget", "kl_budget"])
+def test_trl_parser_reads_every_agl_field_from_the_cli(values):
     argv = ["--output_dir", "o", "--report_to", "none", "--use_cpu", "--bf16", "false"]
-    for name, value in NON_DEFAULTS.items():
+    for name, value in values.items():
         if isinstance(value, bool):
             argv += [f"--{name}", str(value).lower()]
         else:
             argv += [f"--{name}", str(value)]
     _, training_args, _, _ = _parser().parse_args_and_config(argv)
-    for name, value in NON_DEFAULTS.items():
+    for name, value in values.items():
         assert getattr(training_args, name) == value, name
 
 

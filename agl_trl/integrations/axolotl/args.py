@@ -19,7 +19,15 @@ from pydantic import BaseModel, Field, ValidationInfo, create_model, field_valid
 
 from agl_trl.diagnostics import CUDA_KERNELS_FIX, LORA_KERNEL_KEYS
 from agl_trl.preflight import check_sources
-from agl_trl.settings import NO_FISHER_SOURCE, SETTING_KEYS, AGLUserError, check_known_keys, invalid, setting_fields
+from agl_trl.settings import (
+    NO_FISHER_SOURCE,
+    SETTING_KEYS,
+    AGLUserError,
+    check_known_keys,
+    check_weight_settings,
+    invalid,
+    setting_fields,
+)
 
 SETTINGS = {spec.key: spec for spec in setting_fields()}
 
@@ -76,6 +84,7 @@ class _AGLRules(BaseModel):
             return self
         if self.agl_fisher_path is None and self.agl_probe_dataset is None:  # type: ignore[attr-defined]
             raise invalid("agl_probe_dataset", None, NO_FISHER_SOURCE)
+        check_weight_settings(self.agl_lambda_align, self.agl_kl_every, self.agl_kl_budget)  # type: ignore[attr-defined]
         # Axolotl's LoRA targets: a list of names unless `lora_target_linear` adds every linear layer
         targets = None if getattr(self, "lora_target_linear", None) else getattr(self, "lora_target_modules", None)
         fisher_path, probe = self.agl_fisher_path, self.agl_probe_dataset  # type: ignore[attr-defined]
