@@ -102,18 +102,7 @@ def _convert_gguf(target: Path) -> None:
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not _is_cached(target):  # another process did not win the race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _save_atomically(plain, tokenizer, target)
 
 
 def load_default_model(dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None) -> tuple[Any, Any]:
@@ -304,17 +293,9 @@ def tiny_llama(
     return model, tokenizer
 
 
-def save_tiny_llama(directory: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
-    """Save :func:`tiny_llama` (``kwargs``; right padding by default) and its tokenizer to ``directory``.
-
-    Written atomically (a temporary sibling directory, then a rename); an existing model is kept unless
-    ``overwrite``. ``make tiny-model`` writes the tiny CPU recipes' model this way (``recipes/models/tiny-llama``).
-    """
-    target = Path(directory)
-    if _is_cached(target) and not overwrite:
-        return target
-    kwargs.setdefault("padding_side", "right")
-    model, tokenizer = tiny_llama(**kwargs)
+def _save_atomically(model: Any, tokenizer: Any, target: Path, overwrite: bool = False) -> None:
+    """Save ``model`` and ``tokenizer`` to ``target`` through a temporary sibling directory and a rename, so a reader
+    never sees a half-written model; a concurrent writer that won the race is accepted."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     tmp.chmod(0o755)
@@ -330,4 +311,18 @@ def save_tiny_llama(directory: str | Path, overwrite: bool = False, **kwargs: An
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_tiny_llama(directory: str | Path, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Save :func:`tiny_llama` (``kwargs``; right padding by default) and its tokenizer to ``directory``.
+
+    Written atomically (a temporary sibling directory, then a rename); an existing model is kept unless
+    ``overwrite``. ``make tiny-model`` writes the tiny CPU recipes' model this way (``recipes/models/tiny-llama``).
+    """
+    target = Path(directory)
+    if _is_cached(target) and not overwrite:
+        return target
+    kwargs.setdefault("padding_side", "right")
+    model, tokenizer = tiny_llama(**kwargs)
+    _save_atomically(model, tokenizer, target, overwrite=overwrite)
     return target

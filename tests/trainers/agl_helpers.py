@@ -138,3 +138,12 @@ class GradRecorder:
                 )
 
         return _Recorder()
+
+
+def assert_same_grads(a: list[dict], b: list[dict]) -> None:
+    """Two runs' per-step LoRA gradients (GradRecorder) are bitwise equal at every step."""
+    assert len(a) == len(b) > 0
+    for step, (ga, gb) in enumerate(zip(a, b, strict=True)):
+        assert ga.keys() == gb.keys() and ga
+        for name in ga:
+            assert torch.equal(ga[name], gb[name]), f"step {step}: gradient of {name} differs"

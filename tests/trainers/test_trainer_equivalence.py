@@ -10,6 +10,7 @@ from agl_helpers import (
     FAST_AGL,
     FAST_ARGS,
     GradRecorder,
+    assert_same_grads,
     dpo_records,
     lora_config,
     randomise_lora_b,
@@ -54,14 +55,6 @@ def run(kind: str, tmp_path, agl: dict[str, Any] | None, **overrides: Any) -> tu
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return losses, recorder.grads, trainer
-
-
-def assert_same_grads(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b) > 0
-    for step, (ga, gb) in enumerate(zip(a, b, strict=True)):
-        assert ga.keys() == gb.keys() and ga
-        for name in ga:
-            assert torch.equal(ga[name], gb[name]), f"step {step}: gradient of {name} differs"
 
 
 @pytest.mark.parametrize("kind", ["sft", "dpo"])

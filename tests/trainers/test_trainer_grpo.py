@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 import torch
-from agl_helpers import FAST_AGL, GradRecorder, lora_config, randomise_lora_b, tiny_model_and_tokenizer
+from agl_helpers import (
+    FAST_AGL,
+    GradRecorder,
+    assert_same_grads,
+    lora_config,
+    randomise_lora_b,
+    tiny_model_and_tokenizer,
+)
 from datasets import Dataset
 from online_helpers import FAST_ONLINE, constant_reward, length_reward, prompt_records
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
@@ -60,14 +67,6 @@ def run(kind: str, tmp_path, agl: dict[str, Any] | None, reward=length_reward, c
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return losses, recorder.grads, trainer
-
-
-def assert_same_grads(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b) > 0
-    for step, (ga, gb) in enumerate(zip(a, b, strict=True)):
-        assert ga.keys() == gb.keys() and ga
-        for name in ga:
-            assert torch.equal(ga[name], gb[name]), f"step {step}: gradient of {name} differs"
 
 
 @pytest.mark.parametrize("kind", ["grpo", "rloo"])
