@@ -165,3 +165,42 @@ def log_history(output_dir: Path) -> list[dict[str, Any]]:
 def train_logs(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The per-step training log entries (those with a ``loss``)."""
     return [entry for entry in history if "loss" in entry]
+
+
+# the tiny SFT recipe on the workspace's model and data, sized for the two-process (FSDP2, ZeRO-3) runs
+TWO_PROCESS_SFT = {
+    "base_model": "./tiny-model",
+    "datasets": [
+        {"path": "./data/sft.jsonl", "ds_type": "json", "type": "chat_template", "field_messages": "messages"}
+    ],
+    "agl_probe_dataset": "./data/probe.jsonl",
+    "agl_fisher_max_samples": 4,
+    "agl_kl_sequences": 2,
+    "agl_kl_batch_size": 2,
+    "agl_kl_every": 1,
+    "micro_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+}
+
+
+def axolotl_torchrun(
+    workspace: Path, config: Path, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``axolotl train <config> --launcher torchrun -- --nproc_per_node 2`` in ``workspace`` with ``env`` added to
+    :func:`axolotl_env`; fails the test on a hang or a non-zero exit, output kept in ``<config>.log``."""
+    from tests.distributed_helpers import free_port
+
+    bin_dir = str(Path(sys.executable).parent)
+    full = axolotl_env(workspace)
+    full.update(env, OMP_NUM_THREADS="1")
+    full["PATH"] = os.pathsep.join([bin_dir, full.get("PATH", "")])  # Axolotl execs `torchrun` from PATH
+    exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
+    command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",
+               "--master_port", str(free_port())]  # fmt: skip
+    try:
+        proc = subprocess.run(command, cwd=workspace, env=full, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the two-process axolotl train hung: {exc}")
+    config.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return proc

@@ -13,16 +13,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.axolotl.helpers import axolotl_env, requires_axolotl, train_logs, write_config
-from tests.distributed_helpers import free_port
+from tests.axolotl.helpers import TWO_PROCESS_SFT, axolotl_torchrun, requires_axolotl, train_logs, write_config
 
 pytestmark = [
     pytest.mark.axolotl,
@@ -47,30 +42,9 @@ ZERO3 = {
 
 def test_axolotl_zero3_training_with_agl_writes_its_outputs(workspace: Path) -> None:
     (workspace / "zero3.json").write_text(json.dumps(ZERO3))
-    config = write_config(
-        workspace, "tiny-sft-cpu.yaml", "zero3-agl",
-        base_model="./tiny-model",
-        datasets=[{"path": "./data/sft.jsonl", "ds_type": "json", "type": "chat_template", "field_messages": "messages"}],
-        deepspeed="zero3.json", agl_probe_dataset="./data/probe.jsonl", agl_fisher_max_samples=4,
-        agl_kl_sequences=2, agl_kl_batch_size=2, agl_kl_every=1, micro_batch_size=2, gradient_accumulation_steps=1,
-        max_steps=3, save_steps=3,
-    )  # fmt: skip
-    bin_dir = str(Path(sys.executable).parent)
-    env = axolotl_env(workspace)
-    env.update(
-        PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),  # Axolotl execs `torchrun` from PATH
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-    )
-    exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
-    command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",
-               "--master_port", str(free_port())]  # fmt: skip
-    try:
-        proc = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=1100)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the two-process ZeRO-3 axolotl train hung: {exc}")
-    config.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    settings = {**TWO_PROCESS_SFT, "deepspeed": "zero3.json", "max_steps": 3, "save_steps": 3}
+    config = write_config(workspace, "tiny-sft-cpu.yaml", "zero3-agl", **settings)
+    axolotl_torchrun(workspace, config, {"DS_ACCELERATOR": "cpu"}, timeout=1100)
 
     out = workspace / "outputs" / "zero3-agl"
     checkpoint = out / "checkpoint-3"

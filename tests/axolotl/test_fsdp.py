@@ -13,14 +13,20 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import PLUGIN, axolotl_env, load_recipe, requires_axolotl, train_logs, write_config
-from tests.distributed_helpers import free_port
+from tests.axolotl.helpers import (
+    PLUGIN,
+    TWO_PROCESS_SFT,
+    axolotl_torchrun,
+    load_recipe,
+    requires_axolotl,
+    train_logs,
+    write_config,
+)
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 
@@ -64,36 +70,12 @@ def test_fsdp2_validates_with_agl_and_its_param_offload_is_refused() -> None:
 
 def _train_fsdp2(workspace: Path, run_name: str, **overrides: Any) -> subprocess.CompletedProcess:
     """``axolotl train --launcher torchrun -- --nproc_per_node 2`` on the tiny SFT recipe with FSDP2."""
-    fsdp = copy.deepcopy(FSDP2)
-    config = write_config(
-        workspace, "tiny-sft-cpu.yaml", run_name,
-        base_model="./tiny-model",
-        datasets=[{"path": "./data/sft.jsonl", "ds_type": "json", "type": "chat_template", "field_messages": "messages"}],
-        agl_probe_dataset="./data/probe.jsonl", agl_fisher_max_samples=4, agl_kl_sequences=2, agl_kl_batch_size=2,
-        agl_kl_every=1, micro_batch_size=2, gradient_accumulation_steps=1, max_steps=4, save_steps=2, **fsdp,
-        **overrides,
-    )  # fmt: skip
-    env = axolotl_env(workspace)
-    bin_dir = str(Path(sys.executable).parent)
-    env.update(
-        PATH=os.pathsep.join([bin_dir, env.get("PATH", "")]),  # Axolotl execs `torchrun` from PATH
-        PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).parent / "cpu_fsdp"), str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]
-        ),
-        OMP_NUM_THREADS="1",
-        ACCELERATE_USE_CPU="1",  # accelerate's multi-CPU (gloo) state, which the shim turns into FSDP
-        MASTER_PORT=str(free_port()),
-    )
-    exe = shutil.which("axolotl", path=bin_dir) or "axolotl"
-    command = [exe, "train", str(config), "--launcher", "torchrun", "--", "--nproc_per_node", "2",
-               "--master_port", env["MASTER_PORT"]]  # fmt: skip
-    try:
-        proc = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the two-process FSDP2 axolotl train hung: {exc}")
-    config.with_suffix(".log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return proc
+    settings = {**TWO_PROCESS_SFT, "max_steps": 4, "save_steps": 2, **copy.deepcopy(FSDP2), **overrides}
+    config = write_config(workspace, "tiny-sft-cpu.yaml", run_name, **settings)
+    here = Path(__file__)
+    shim = os.pathsep.join([str(here.parent / "cpu_fsdp"), str(here.parents[2]), os.environ.get("PYTHONPATH", "")])
+    # ACCELERATE_USE_CPU: accelerate's multi-CPU (gloo) state, which the shim turns into FSDP
+    return axolotl_torchrun(workspace, config, {"PYTHONPATH": shim, "ACCELERATE_USE_CPU": "1"})
 
 
 @pytest.mark.timeout(1200)
