@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from agl_trl.settings import AGLTrainingSettings, AGLUserError
 from agl_trl.trainers.mixin import AGLLossMixin
-from agl_trl.trainers.runtime import AGLRuntime, unwrapped_model
+from agl_trl.trainers.runtime import AGLRuntime, is_main_process, unwrapped_model
 from agl_trl.trainers.state import save_agl_state
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class AGLCallback(TrainerCallback):
             rt.measure(self.trainer, int(state.global_step))  # after the optimizer step: the update just taken
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
+        if not is_main_process(self.trainer):
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():

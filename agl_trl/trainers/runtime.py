@@ -37,6 +37,11 @@ def unwrapped_model(trainer: Any) -> torch.nn.Module:
 
 
 def is_main_process(trainer: Any) -> bool:
+    """Whether this process writes AGL's files (the artifact, ``agl_state.json``): rank 0 of torch.distributed when
+    it is initialised (a trainer's own ``is_world_process_zero`` reads 0 on every rank where its distributed state
+    is unset, e.g. Axolotl + DeepSpeed on CPU, and two ranks renaming one file race), else the trainer's answer."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
     check = getattr(trainer, "is_world_process_zero", None)
     return bool(check()) if callable(check) else True
 
