@@ -1,12 +1,14 @@
-"""AGL against its peers, its ablations, and a stress setting, on the experiments' shared set-up (docs/peers.md).
+"""AGL against its peers and its ablations, on the experiments' shared set-up (docs/benchmarks.md, "Peers").
 
-The command line of :mod:`agl_trl.experiments.peers` (the benchmark; the methods: :mod:`agl_trl.baselines.registry`).
-Resumable: one JSON line per finished (scenario, method, seed) in ``<out>/peers.jsonl``; a rerun skips those.
-``--report`` (or ``benchmarks/peers_report.py``) turns the file into docs/peers.md and a Pareto plot.
+The command line of :mod:`agl_trl.experiments.peers` (the protocol: sweep every method's strength on the validation
+split, choose, then every test seed; the methods: :mod:`agl_trl.baselines.registry`). Resumable: one JSON line per
+finished (split, method, strength, seed) in ``<out>/peers.jsonl``; a rerun skips those. ``--report`` (or
+``benchmarks/peers_report.py``) turns the file into docs/peers.md and its plots.
 
-    python benchmarks/peers.py --quick            # < 30 min on 2 idle CPU cores (runs/peers)
-    python benchmarks/peers.py                    # 3 seeds, every method, the stress scenario (resumes --quick)
-    python benchmarks/peers.py --scale demo       # the same at `make demo` sizes (~5 h)
+    python benchmarks/peers.py --threads 2        # the full protocol, 11 methods x 3 seeds (~13 h on 2 CPU cores)
+    python benchmarks/peers.py --quick            # the demo's --quick sizes, indicative only
+    python benchmarks/peers.py --methods agl,kl_ref --max-runs 2   # a subset, a budgeted slice
+    python benchmarks/peers.py --point validation:agl_no_collision:0.03:1   # an extra point, done first
     python benchmarks/peers.py --tiny --out /tmp/p  # smoke run on a random tiny Llama (used by the tests)
 """
 

@@ -250,34 +250,42 @@ def _plot_summary(summary: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def _plot_training(records: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
+def _plot_training(records: Mapping[str, Mapping[str, Any]], path: Path, budget: float | None) -> Path | None:
+    """Training losses, and the AGL run's drift budget: the KL meter's readings against the calibrated estimate and
+    the ``budget`` (None: a fixed lambda_align), and lambda."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from agl_trl.experiments.plots import draw_meter_curves
+
     runs = {n: records[n]["result"]["train"] for n in ("lora", "agl") if n in records}
     if not runs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for name, rec in runs.items():
         if rec["loss_curve"]:
             steps, losses = zip(*rec["loss_curve"], strict=True)
             axes[0].plot(steps, losses, marker="o", label=f"{name} (logged loss)")
-    agl = runs.get("agl", {}).get("agl_curves", {})
-    if agl.get("kl_estimate"):
-        steps, values = zip(*agl["kl_estimate"], strict=True)
-        axes[1].plot(steps, values, marker="o", color="#55a868", label="agl/kl_estimate (K-FAC, nats/token)")
-    if agl.get("r_align"):
-        steps, values = zip(*agl["r_align"], strict=True)
-        axes[1].plot(steps, values, marker="s", color="#8172b2", label="agl/r_align")
     axes[0].set_xlabel("optimizer step")
     axes[0].set_ylabel("training loss (AGL: incl. penalty)")
     axes[0].set_title("Task fine-tune")
     axes[0].legend()
+    agl = runs.get("agl", {}).get("agl_curves", {})
+    if draw_meter_curves(axes[1], agl, label="agl", colour="#55a868", budget=budget):
+        title = "KL(aligned || AGL) per probe token" + (f"; thin line: budget {budget:g}" if budget else "")
+        axes[1].set_title(title)
+        axes[1].set_ylabel("nats")
+        axes[1].legend()
+    else:
+        axes[1].set_title("KL meter: no readings (agl_kl_every 0)")
     axes[1].set_xlabel("optimizer step")
-    axes[1].set_title("AGL regulariser during the AGL run")
-    axes[1].legend()
+    if agl.get("lambda"):
+        axes[2].plot(*zip(*agl["lambda"], strict=True), marker="o", color="#8172b2")
+        axes[2].set_yscale("log")
+    axes[2].set_xlabel("optimizer step")
+    axes[2].set_title("agl/lambda (the alignment penalty's weight)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -328,7 +336,7 @@ def write_demo_report(
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     _plot_summary(summary, out / "summary.png")
-    _plot_training(records, out / "training.png")
+    _plot_training(records, out / "training.png", cfg.agl.kl_budget if cfg.agl.adaptive else None)
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
     return report
 

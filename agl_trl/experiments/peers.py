@@ -53,6 +53,7 @@ RESULTS_FILE = "peers.jsonl"
 STALE_FILE = "peers.stale.jsonl"  # rows whose run key no longer matches (an older revision of a method's settings)
 TRAIN_RECORD = "train.json"
 RUN_KEY = ("split", "method", "strength", "seed")
+Point = tuple[str, str, float | None, int]  # a RUN_KEY value: one row of the results file
 
 
 @dataclass
@@ -282,11 +283,14 @@ def run_benchmark(
     demo_dir: str | Path | None = None,
     threads: int | None = None,
     max_runs: int | None = None,
+    points: Sequence[Point] = (),
 ) -> list[dict[str, Any]]:
     """Run every missing step of the protocol and append its rows to ``<out>/peers.jsonl``; returns all rows.
 
-    ``max_runs``: stop after that many new rows (a budgeted slice of a run that spans sessions). A file made with
-    other settings (another config key) is refused with a ``ValueError``.
+    ``max_runs``: stop after that many new rows (a budgeted slice of a run that spans sessions). ``points``: extra
+    (split, method, strength, seed) runs, done first (e.g. an ablation's validation point at more seeds; a training
+    is shared by every split, so a point whose training exists only needs its measurement). A file made with other
+    settings (another config key) is refused with a ``ValueError``.
     """
     from agl_trl.experiments import ResultsLog, auto_threads
 
@@ -341,7 +345,12 @@ def run_benchmark(
             budget[0] -= 1
             return row
 
+        for point in points:
+            if ensure(*point) is None:
+                break
         for method in method_order(cfg.methods):
+            if budget[0] == 0:
+                break
             plain_sweep = ensure("validation", "plain", None, cfg.sweep_seed)
             if plain_sweep is None:
                 break
@@ -354,6 +363,27 @@ def run_benchmark(
     finally:
         torch.set_num_threads(previous_threads)
     return results.rows()
+
+
+def parse_point(text: str) -> Point:
+    """``SPLIT:METHOD:STRENGTH:SEED`` (``--point``) as a :data:`Point`; a ``ValueError`` names what is wrong."""
+    parts = text.split(":")
+    usage = f"--point {text!r}: expected SPLIT:METHOD:STRENGTH:SEED, e.g. validation:agl_no_collision:0.03:1"
+    if len(parts) != 4:
+        raise ValueError(usage)
+    split, method, raw_strength, raw_seed = parts
+    if split not in ("validation", "test"):
+        raise ValueError(f"{usage}; SPLIT must be validation or test, got {split!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"{usage}; unknown METHOD {method!r} (one of {', '.join(ALL_METHODS)})")
+    try:
+        strength = None if raw_strength.lower() == "none" else float(raw_strength)
+        seed = int(raw_seed)
+    except ValueError:
+        raise ValueError(f"{usage}; STRENGTH must be a number (or none) and SEED an integer") from None
+    if (strength is None) != (method == "plain"):
+        raise ValueError(f"{usage}; plain LoRA takes STRENGTH none, every other method a number")
+    return split, method, strength, seed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new rows (resume later)")
     parser.add_argument(
+        "--point", action="append", default=[], metavar="SPLIT:METHOD:STRENGTH:SEED",
+        help="an extra run, done first (validation:agl_no_collision:0.03:1; STRENGTH none for plain); repeatable",
+    )  # fmt: skip
+    parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="experiment setting (task.steps=40), peer setting (peers.kl_batch_size=8), a method's grid "
         "(peers.grid.l2=[0.01,0.1]) or the selection rule's task tolerance (peers.max_task_drop=0.03); repeatable",
@@ -393,6 +427,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     try:
         cfg = build_config(mode, args.seeds, methods, args.overrides)
+        points = [parse_point(text) for text in args.point]
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2
@@ -406,7 +441,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     try:
         rows = run_benchmark(
             cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads,
-            max_runs=args.max_runs,
+            max_runs=args.max_runs, points=points,
         )  # fmt: skip
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
@@ -420,12 +455,14 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
 
 
 __all__ = [
+    "Point",
     "RESULTS_FILE",
     "RUN_KEY",
     "Shared",
     "build_parser",
     "evaluate_run",
     "main",
+    "parse_point",
     "prepare_shared",
     "reference_row",
     "run_benchmark",

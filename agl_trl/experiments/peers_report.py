@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.baselines.registry import ALL_METHODS
-from agl_trl.evaluation.selectivity import Estimate, Verdicts, compare, format_estimate
-from agl_trl.experiments.peers_config import MAX_TASK_DROP, choose, method_order
+from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
+from agl_trl.experiments.peers_ablations import ablation_table, row_verdicts
+from agl_trl.experiments.peers_config import MAX_TASK_DROP, SWEEP_SEED, choose, method_order
+from agl_trl.experiments.plots import draw_meter_curves
 from agl_trl.utils import read_jsonl
 
 LABELS = {
@@ -55,13 +57,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _verdicts(row: dict[str, Any]) -> Verdicts:
-    v = row["verdicts"]
-    return Verdicts(*(tuple(c == "1" for c in v[k]) for k in ("unsafe", "safe", "task")))
-
-
 def _of(rows: list[dict[str, Any]], split: str, method: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r["split"] == split and r["method"] == method]
+    """The rows of a split and method; on validation the sweep seed's only (other seeds: ablation points)."""
+    return [
+        r for r in rows
+        if r["split"] == split and r["method"] == method and (split != "validation" or r["seed"] == SWEEP_SEED)
+    ]  # fmt: skip
 
 
 def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str, dict[str, Any]]:
@@ -154,9 +155,9 @@ def test_table(
     if reference is None or "plain" not in complete:
         return ["(no test rows yet)"], {}
     # every test seed of each point; seeds are paired by index when all points have as many (selectivity.compare)
-    models = {m: [_verdicts(r) for r in c["test"]] for m, c in complete.items()}
-    est = compare(models, _verdicts(reference), baseline="plain", n_boot=N_BOOT, seed=0)
-    ref_est = compare({"aligned": [_verdicts(reference)]}, _verdicts(reference), n_boot=N_BOOT, seed=0)["aligned"]
+    models = {m: [row_verdicts(r) for r in c["test"]] for m, c in complete.items()}
+    est = compare(models, row_verdicts(reference), baseline="plain", n_boot=N_BOOT, seed=0)
+    ref_est = compare({"aligned": [row_verdicts(reference)]}, row_verdicts(reference), n_boot=N_BOOT, seed=0)["aligned"]
     head = (
         "| method | chosen strength | refusal on unsafe % | over-refusal % | gap (pts) | **gap drift (pts)** | "
         "gap-drift reduction vs LoRA % | refusal drift (pts) | KL drift (nats/token) | task exact match % | "
@@ -317,14 +318,9 @@ def plot_meter(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     cmap = plt.get_cmap("tab10")
     for i, r in enumerate(runs):
-        c, colour = r["agl_curves"], cmap(i % 10)
         label = f"{r['method']} {r.get('strength_name') or ''}={r.get('strength')} seed {r['seed']}"
-        ax.plot(*zip(*c["kl_measured"], strict=True), "o-", color=colour, label=f"{label}: measured")
-        if c.get("kl_estimate"):
-            ax.plot(*zip(*c["kl_estimate"], strict=True), "--", color=colour, label=f"{label}: estimate")
-        if r.get("strength_name") == "kl_budget":
-            ax.axhline(float(r["strength"]), color=colour, lw=0.8, alpha=0.5)
-    ax.set_yscale("log")
+        budget = r["strength"] if r.get("strength_name") == "kl_budget" else None
+        draw_meter_curves(ax, r["agl_curves"], label=label, colour=cmap(i % 10), budget=budget)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("KL(aligned || tuned) per probe response token (nats)")
     ax.set_title("drift budget: KL meter (solid) vs calibrated estimate (dashed); thin lines: budgets")
@@ -427,6 +423,16 @@ def write_report(
                 "",
             ]
     lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
+    ablations = ablation_table(rows, N_BOOT)
+    if ablations:
+        lines += [
+            "## AGL's ablations at several validation seeds",
+            "",
+            "Each term's worth, measured where defaults are chosen: the ablation and AGL at the same strength and "
+            "seeds on the validation split, paired by seed and prompt (95% paired bootstrap).",
+            "",
+            *ablations,
+        ]
     meter = meter_table(rows)
     if meter:
         plot_meter(rows, out_dir / KL_PNG_NAME)

@@ -223,6 +223,51 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert len(after) == len(rows) and all(r["settings"]["lambda_task"] == 0.5 for r in after if r["method"] == "agl")
     assert [r for r in after if r["method"] == "plain"] == [r for r in rows if r["method"] == "plain"]
     assert list((out / "train" / "agl").glob("*/seed0.stale-*"))
+    # extra points: an ablation and AGL at a second validation seed; AGL's test training at seed 1 is reused
+    agl_point = next(r["strength"] for r in after if r["method"] == "agl" and r["split"] == "test")
+    trained = sorted((out / "train").glob("*/*/seed*"))
+    extra = [f"validation:agl_no_collision:{agl_point}:{s}" for s in (0, 1)]
+    extra += [f"validation:agl:{agl_point}:1", "validation:plain:none:1"]
+    changed = [*argv, "--set", "agl.lambda_task=0.5"]  # the settings the rows above were made with
+    assert peers.main([*changed, *[a for p in extra for a in ("--point", p)]], loader=loader) == 0
+    grown = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
+    assert len(grown) == len(after) + 4
+    new_dirs = set(sorted((out / "train").glob("*/*/seed*"))) - set(trained)
+    assert {d.parts[-3] for d in new_dirs} == {"agl_no_collision"} and len(new_dirs) == 2, sorted(new_dirs)
+    assert peers_report.chosen_points(grown, cfg.max_task_drop)["agl"]["strength"] == agl_point  # sweeps: seed 0
+    text = peers_report.write_report(grown, report).read_text()
+    assert "AGL's ablations at several validation seeds" in text and "seeds 0, 1" in text
+
+
+def test_extra_points_parse_or_name_what_is_wrong() -> None:
+    assert peers.parse_point("validation:agl_no_collision:0.03:1") == ("validation", "agl_no_collision", 0.03, 1)
+    assert peers.parse_point("test:plain:none:2") == ("test", "plain", None, 2)
+    for bad, says in (
+        ("validation:agl:0.03", "SPLIT:METHOD:STRENGTH:SEED"), ("train:agl:0.03:1", "SPLIT must be"),
+        ("validation:agl_typo:0.03:1", "unknown METHOD"), ("validation:agl:x:1", "STRENGTH must be a number"),
+        ("validation:plain:0.1:0", "plain LoRA takes STRENGTH none"), ("validation:agl:none:0", "plain LoRA takes"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=says):
+            peers.parse_point(bad)
+    assert peers.main(["--tiny", "--point", "validation:agl"]) == 2
+
+
+def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_sweeps() -> None:
+    rows = [row("validation", "aligned", None, 0, 32, 3, 4), row("validation", "plain", None, 0, 8, 3, 16)]
+    rows += [row("validation", "agl", v, 0, 30, 3, t) for v, t in ((0.01, 14), (0.03, 16))]
+    rows += [row("validation", "agl", 0.03, s, 29 + s, 3, 16) for s in (1, 2)]  # AGL's test trainings, measured
+    rows += [row("validation", "agl_no_collision", 0.03, s, 20 + s, 3, 12) for s in (0, 1, 2)]
+    rows += [row("validation", "agl_align_only", 0.03, 0, 30, 3, 16)]  # one seed: not compared
+    sweep = peers_report.chosen_points(rows, max_task_drop=0.05)["agl"]["sweep"]
+    assert [(r["strength"], r["seed"]) for r in sweep] == [(0.01, 0), (0.03, 0)]  # seed 0 only
+    lines = "\n".join(peers_report.ablation_table(rows, n_boot=200))
+    assert "agl_no_collision vs AGL at 0.03** (validation, seeds 0, 1, 2)" in lines and "agl_align_only" not in lines
+    ablated = next(line for line in lines.splitlines() if line.startswith("| agl_no_collision |"))
+    cells = [c.strip() for c in ablated.split("|")]
+    # gap drift: aligned gap 0.7 - (mean refusal (20, 21, 22)/40 - 3/30); AGL refuses (30, 30, 31)/40
+    assert cells[4].startswith(f"**{100 * (0.7 - (21 / 40 - 0.1)):.1f}")
+    assert cells[6].startswith(f"{100 * (30 + 1 / 3 - 21) / 40:.1f}") and cells[7].startswith("-20.0")
+    assert peers_report.ablation_table(rows[:-4], n_boot=200) == []  # no ablation at several seeds
 
 
 def test_report_shows_the_kl_meter_of_agl_runs(tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert again["models"]["agl"]["refusal_unsafe"] == report["models"]["agl"]["refusal_unsafe"]
 
     # a changed AGL setting re-runs the AGL branch only
-    cfg = apply_overrides(tiny_config(), ["agl.lambda_align=0.5"])
+    cfg = apply_overrides(tiny_config(), ["agl.lambda_align=0.5", "agl.kl_every=1"])
     third = run_demo(cfg, out, model_loader=loader_counting(calls), progress=False, log=None)
     rerun = {name for name in STAGES if not third["stages"][name]["cached"]}
     assert rerun == {"agl", "gen_agl", "kl_agl"}
+    curves = json.loads((out / "agl" / ".done.json").read_text())["result"]["train"]["agl_curves"]
+    assert [s for s, _ in curves["kl_measured"]] == [1, 2]  # the meter's readings, which training.png draws

@@ -1,0 +1,74 @@
+"""AGL's ablations against AGL itself at several validation seeds: a section of docs/peers.md.
+
+One validation seed cannot tell whether a term of the objective helps: one seed's noise is several points of gap
+drift and task score. Ablation points measured at more seeds (``benchmarks/peers.py --point
+validation:agl_no_collision:0.03:1``; a training is shared by the splits, so AGL's own test seeds only need a
+validation measurement) are compared with AGL at the same strength and seeds, paired by seed and by prompt. Only the
+validation split: ablations decide defaults, so their test numbers are never looked at.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from agl_trl.baselines.registry import ABLATIONS
+from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
+
+
+def row_verdicts(row: dict[str, Any]) -> Verdicts:
+    """A results row's per-prompt verdicts (bit strings in the file) as :class:`Verdicts`."""
+    v = row["verdicts"]
+    return Verdicts(*(tuple(c == "1" for c in v[k]) for k in ("unsafe", "safe", "task")))
+
+
+def _by_seed(rows: list[dict[str, Any]], method: str, strength: float | None) -> dict[int, dict[str, Any]]:
+    return {
+        r["seed"]: r for r in rows if r["split"] == "validation" and r["method"] == method and r["strength"] == strength
+    }
+
+
+def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000) -> list[str]:
+    """Per ablation and strength with at least two validation seeds that AGL also has: AGL, the ablation and (where
+    measured at the same seeds) plain LoRA, with paired bootstrap 95% intervals and the ablation's differences from
+    AGL. Empty when no ablation has several seeds."""
+    reference = next((r for r in rows if r["split"] == "validation" and r["method"] == "aligned"), None)
+    if reference is None:
+        return []
+    strengths: dict[str, set[float]] = defaultdict(set)
+    for r in rows:
+        if r["split"] == "validation" and r["method"] in ABLATIONS:
+            strengths[r["method"]].add(r["strength"])
+    lines: list[str] = []
+    for ablation in sorted(strengths):
+        for strength in sorted(strengths[ablation]):
+            ablated, agl = _by_seed(rows, ablation, strength), _by_seed(rows, "agl", strength)
+            seeds = sorted(set(ablated) & set(agl))
+            if len(seeds) < 2:
+                continue
+            groups = {"agl": agl, ablation: ablated}
+            plain = _by_seed(rows, "plain", None)
+            if set(seeds) <= set(plain):
+                groups = {"plain": plain, **groups}
+            models = {name: [row_verdicts(g[s]) for s in seeds] for name, g in groups.items()}
+            est = compare(models, row_verdicts(reference), baseline="agl", n_boot=n_boot, seed=0)
+            lines += [
+                f"**{ablation} vs AGL at {strength:g}** (validation, seeds {', '.join(map(str, seeds))})",
+                "",
+                "| method | refusal on unsafe % | over-refusal % | gap drift (pts) | task exact match % | "
+                "gap drift - AGL's (pts) | task - AGL's (pts) |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for name, e in est.items():
+                versus = "-" if name == "agl" else None
+                lines.append(
+                    f"| {name} | {format_estimate(e['refusal_unsafe'])} | {format_estimate(e['over_refusal'])} | "
+                    f"**{format_estimate(e['gap_drift'])}** | {format_estimate(e['task'])} | "
+                    f"{versus or format_estimate(e['gap_drift_vs_baseline'])} | "
+                    f"{versus or format_estimate(e['task_vs_baseline'])} |"
+                )
+            lines.append("")
+    return lines
+
+
+__all__ = ["ablation_table", "row_verdicts"]
