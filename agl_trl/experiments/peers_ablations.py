@@ -10,6 +10,7 @@ validation split: ablations decide defaults, so their test numbers are never loo
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from agl_trl.baselines.registry import ABLATIONS
@@ -28,10 +29,10 @@ def _by_seed(rows: list[dict[str, Any]], method: str, strength: float | None) ->
     }
 
 
-def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000) -> list[str]:
+def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callable[[str], str] = str) -> list[str]:
     """Per ablation and strength with at least two validation seeds that AGL also has: AGL, the ablation and (where
     measured at the same seeds) plain LoRA, with paired bootstrap 95% intervals and the ablation's differences from
-    AGL. Empty when no ablation has several seeds."""
+    AGL. ``label``: a method's display name. Empty when no ablation has several seeds."""
     reference = next((r for r in rows if r["split"] == "validation" and r["method"] == "aligned"), None)
     if reference is None:
         return []
@@ -53,7 +54,8 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000) -> list[str]:
             models = {name: [row_verdicts(g[s]) for s in seeds] for name, g in groups.items()}
             est = compare(models, row_verdicts(reference), baseline="agl", n_boot=n_boot, seed=0)
             lines += [
-                f"**{ablation} vs AGL at {strength:g}** (validation, seeds {', '.join(map(str, seeds))})",
+                f"**{label(ablation)} vs {label('agl')} at {strength:g}** (validation, seeds "
+                f"{', '.join(map(str, seeds))})",
                 "",
                 "| method | refusal on unsafe % | over-refusal % | gap drift (pts) | task exact match % | "
                 "gap drift - AGL's (pts) | task - AGL's (pts) |",
@@ -62,7 +64,7 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000) -> list[str]:
             for name, e in est.items():
                 versus = "-" if name == "agl" else None
                 lines.append(
-                    f"| {name} | {format_estimate(e['refusal_unsafe'])} | {format_estimate(e['over_refusal'])} | "
+                    f"| {label(name)} | {format_estimate(e['refusal_unsafe'])} | {format_estimate(e['over_refusal'])} | "
                     f"**{format_estimate(e['gap_drift'])}** | {format_estimate(e['task'])} | "
                     f"{versus or format_estimate(e['gap_drift_vs_baseline'])} | "
                     f"{versus or format_estimate(e['task_vs_baseline'])} |"

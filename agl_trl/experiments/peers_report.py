@@ -423,7 +423,7 @@ def write_report(
                 "",
             ]
     lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
-    ablations = ablation_table(rows, N_BOOT)
+    ablations = ablation_table(rows, N_BOOT, label=_label)
     if ablations:
         lines += [
             "## AGL's ablations at several validation seeds",

@@ -261,7 +261,7 @@ def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_swee
     sweep = peers_report.chosen_points(rows, max_task_drop=0.05)["agl"]["sweep"]
     assert [(r["strength"], r["seed"]) for r in sweep] == [(0.01, 0), (0.03, 0)]  # seed 0 only
     lines = "\n".join(peers_report.ablation_table(rows, n_boot=200))
-    assert "agl_no_collision vs AGL at 0.03** (validation, seeds 0, 1, 2)" in lines and "agl_align_only" not in lines
+    assert "agl_no_collision vs agl at 0.03** (validation, seeds 0, 1, 2)" in lines and "agl_align_only" not in lines
     ablated = next(line for line in lines.splitlines() if line.startswith("| agl_no_collision |"))
     cells = [c.strip() for c in ablated.split("|")]
     # gap drift: aligned gap 0.7 - (mean refusal (20, 21, 22)/40 - 3/30); AGL refuses (30, 30, 31)/40
