@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.baselines.registry import (
+    ABLATIONS,
     ALL_METHODS,
+    METHOD_REVISIONS,
     PeerArtifacts,
     make_penalty,
     method_agl_settings,
@@ -46,14 +48,22 @@ from agl_trl.baselines.registry import (
     training_rows,
     with_strength,
 )
-from agl_trl.experiments.peers_config import BenchConfig, build_config, choose, config_key, method_order, run_key
+from agl_trl.experiments.peers_config import (
+    BenchConfig,
+    Point,
+    build_config,
+    choose,
+    config_key,
+    method_order,
+    parse_point,
+    run_key,
+)
 from agl_trl.experiments.setup import ModelLoader, Setup
 
 RESULTS_FILE = "peers.jsonl"
 STALE_FILE = "peers.stale.jsonl"  # rows whose run key no longer matches (an older revision of a method's settings)
 TRAIN_RECORD = "train.json"
 RUN_KEY = ("split", "method", "strength", "seed")
-Point = tuple[str, str, float | None, int]  # a RUN_KEY value: one row of the results file
 
 
 @dataclass
@@ -112,6 +122,28 @@ def train_dir(out: Path, method: str, strength: float | None, seed: int) -> Path
     return out / "train" / method / _strength_dir(strength) / f"seed{seed}"
 
 
+def twin_training(cfg: BenchConfig, out: Path, method: str, strength: float | None, seed: int) -> Path | None:
+    """A finished, current training of another AGL method (AGL or an ablation) with the same regulariser settings,
+    strength and seed, or None. It is the same computation (same code, data, seed; the runs are deterministic: the
+    demo reproduces the benchmark's rows exactly), so :func:`train_run` copies its adapter instead of training
+    again, e.g. when a default change makes AGL equal one of its ablations."""
+    agl, _ = with_strength(method, strength, cfg.demo.agl, cfg.peers)
+    mine = method_agl_settings(method, agl)
+    if mine is None:
+        return None
+    from agl_trl.experiments import read_json
+
+    for other in ("agl", *ABLATIONS):
+        if other == method or METHOD_REVISIONS.get(other, 0) != METHOD_REVISIONS.get(method, 0):
+            continue
+        if method_agl_settings(other, with_strength(other, strength, cfg.demo.agl, cfg.peers)[0]) != mine:
+            continue
+        record_file = train_dir(out, other, strength, seed) / TRAIN_RECORD
+        if record_file.is_file() and read_json(record_file).get("run_key") == run_key(cfg, other, strength):
+            return record_file.parent
+    return None
+
+
 def train_run(
     cfg: BenchConfig, shared: Shared, out: Path, method: str, strength: float | None, seed: int, progress: bool
 ) -> dict[str, Any]:
@@ -134,6 +166,15 @@ def train_run(
         _log(f"peers: {directory} was trained with other settings; moved to {stale.name}, training again")
     directory.mkdir(parents=True, exist_ok=True)
     adapter = directory / "adapter"
+    twin = twin_training(cfg, out, method, strength, seed)
+    if twin is not None:
+        shutil.rmtree(adapter, ignore_errors=True)
+        shutil.copytree(twin / "adapter", adapter)
+        record = {**read_json(twin / TRAIN_RECORD), "run_key": key, "adapter": str(adapter), "copied_from": str(twin)}
+        write_json(record_file.with_suffix(".tmp"), record)
+        record_file.with_suffix(".tmp").replace(record_file)
+        _log(f"peers: {directory}: the same training as {twin} (identical settings and seed), copied")
+        return record
     demo = cfg.demo
     agl, peers = with_strength(method, strength, demo.agl, cfg.peers)
     record: dict[str, Any] = {"settings": method_settings(method, agl, peers), "run_key": key}
@@ -365,27 +406,6 @@ def run_benchmark(
     return results.rows()
 
 
-def parse_point(text: str) -> Point:
-    """``SPLIT:METHOD:STRENGTH:SEED`` (``--point``) as a :data:`Point`; a ``ValueError`` names what is wrong."""
-    parts = text.split(":")
-    usage = f"--point {text!r}: expected SPLIT:METHOD:STRENGTH:SEED, e.g. validation:agl_no_collision:0.03:1"
-    if len(parts) != 4:
-        raise ValueError(usage)
-    split, method, raw_strength, raw_seed = parts
-    if split not in ("validation", "test"):
-        raise ValueError(f"{usage}; SPLIT must be validation or test, got {split!r}")
-    if method not in ALL_METHODS:
-        raise ValueError(f"{usage}; unknown METHOD {method!r} (one of {', '.join(ALL_METHODS)})")
-    try:
-        strength = None if raw_strength.lower() == "none" else float(raw_strength)
-        seed = int(raw_seed)
-    except ValueError:
-        raise ValueError(f"{usage}; STRENGTH must be a number (or none) and SEED an integer") from None
-    if (strength is None) != (method == "plain"):
-        raise ValueError(f"{usage}; plain LoRA takes STRENGTH none, every other method a number")
-    return split, method, strength, seed
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -455,17 +475,16 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
 
 
 __all__ = [
-    "Point",
     "RESULTS_FILE",
     "RUN_KEY",
     "Shared",
     "build_parser",
     "evaluate_run",
     "main",
-    "parse_point",
     "prepare_shared",
     "reference_row",
     "run_benchmark",
     "train_dir",
     "train_run",
+    "twin_training",
 ]

@@ -109,6 +109,30 @@ def method_order(methods: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(methods), key=lambda m: m != "plain")
 
 
+Point = tuple[str, str, float | None, int]  # (split, method, strength, seed): one row of a results file
+
+
+def parse_point(text: str) -> Point:
+    """``SPLIT:METHOD:STRENGTH:SEED`` (``--point``) as a :data:`Point`; a ``ValueError`` names what is wrong."""
+    parts = text.split(":")
+    usage = f"--point {text!r}: expected SPLIT:METHOD:STRENGTH:SEED, e.g. validation:agl_no_collision:0.03:1"
+    if len(parts) != 4:
+        raise ValueError(usage)
+    split, method, raw_strength, raw_seed = parts
+    if split not in ("validation", "test"):
+        raise ValueError(f"{usage}; SPLIT must be validation or test, got {split!r}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"{usage}; unknown METHOD {method!r} (one of {', '.join(ALL_METHODS)})")
+    try:
+        strength = None if raw_strength.lower() == "none" else float(raw_strength)
+        seed = int(raw_seed)
+    except ValueError:
+        raise ValueError(f"{usage}; STRENGTH must be a number (or none) and SEED an integer") from None
+    if (strength is None) != (method == "plain"):
+        raise ValueError(f"{usage}; plain LoRA takes STRENGTH none, every other method a number")
+    return split, method, strength, seed
+
+
 def config_key(cfg: BenchConfig) -> str:
     """A hash of what every run depends on: the aligned model, the task fine-tune and the evaluation (with the probe
     split's partition, which decides the safety stage's data). Not in it: the seed, method, strength (rows record
@@ -171,6 +195,7 @@ __all__ = [
     "MAX_TASK_DROP",
     "PROTOCOL_METHODS",
     "QUICK_METHODS",
+    "Point",
     "SWEEP_SEED",
     "BenchConfig",
     "build_config",
@@ -178,5 +203,6 @@ __all__ = [
     "config_key",
     "gap_drift_of",
     "method_order",
+    "parse_point",
     "run_key",
 ]

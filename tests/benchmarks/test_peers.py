@@ -237,18 +237,31 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert peers_report.chosen_points(grown, cfg.max_task_drop)["agl"]["strength"] == agl_point  # sweeps: seed 0
     text = peers_report.write_report(grown, report).read_text()
     assert "AGL's ablations at several validation seeds" in text and "seeds 0, 1" in text
+    # a default change that makes AGL equal an ablation: AGL's rows re-run, its trainings where the ablation has the
+    # same settings and seed are copied, not trained again, and measure the same
+    assert peers.main([*changed, "--set", "agl.lambda_collision=0"], loader=loader) == 0
+    final = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
+    copied = json.loads((peers.train_dir(out, "agl", agl_point, 1) / peers.TRAIN_RECORD).read_text())
+    assert copied["copied_from"] == str(peers.train_dir(out, "agl_no_collision", agl_point, 1))
+    twin = (
+        peers.train_dir(out, "agl_no_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert (peers.train_dir(out, "agl", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes() == twin
+    by = {(r["split"], r["method"], r["strength"], r["seed"]): r for r in final}
+    mine, theirs = by[("validation", "agl", agl_point, 0)], by[("validation", "agl_no_collision", agl_point, 0)]
+    assert mine["verdicts"] == theirs["verdicts"] and mine["settings"] == theirs["settings"]
 
 
 def test_extra_points_parse_or_name_what_is_wrong() -> None:
-    assert peers.parse_point("validation:agl_no_collision:0.03:1") == ("validation", "agl_no_collision", 0.03, 1)
-    assert peers.parse_point("test:plain:none:2") == ("test", "plain", None, 2)
+    assert peers_config.parse_point("validation:agl_no_collision:0.03:1") == ("validation", "agl_no_collision", 0.03, 1)
+    assert peers_config.parse_point("test:plain:none:2") == ("test", "plain", None, 2)
     for bad, says in (
         ("validation:agl:0.03", "SPLIT:METHOD:STRENGTH:SEED"), ("train:agl:0.03:1", "SPLIT must be"),
         ("validation:agl_typo:0.03:1", "unknown METHOD"), ("validation:agl:x:1", "STRENGTH must be a number"),
         ("validation:plain:0.1:0", "plain LoRA takes STRENGTH none"), ("validation:agl:none:0", "plain LoRA takes"),
     ):  # fmt: skip
         with pytest.raises(ValueError, match=says):
-            peers.parse_point(bad)
+            peers_config.parse_point(bad)
     assert peers.main(["--tiny", "--point", "validation:agl"]) == 2
 
 
