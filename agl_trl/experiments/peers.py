@@ -390,8 +390,6 @@ def run_benchmark(
             if ensure(*point) is None:
                 break
         for method in method_order(cfg.methods):
-            if budget[0] == 0:
-                break
             plain_sweep = ensure("validation", "plain", None, cfg.sweep_seed)
             if plain_sweep is None:
                 break
