@@ -25,9 +25,10 @@ from agl_trl.settings import AGLSettings, FisherSettings
 ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_align_only": {"lambda_task": 0.0, "lambda_collision": 0.0},
     "agl_no_rt": {"lambda_task": 0.0},
-    "agl_no_collision": {"lambda_collision": 0.0},
-    "agl_riem_only": {"mu": 1.0},
-    "agl_geo_only": {"mu": 0.0},
+    "agl_no_collision": {"lambda_collision": 0.0},  # the default since the collision terms became opt-in
+    "agl_collision": {"lambda_collision": 0.1},  # the opt-in collision terms at their earlier default weight
+    "agl_riem_only": {"lambda_collision": 0.1, "mu": 1.0},
+    "agl_geo_only": {"lambda_collision": 0.1, "mu": 0.0},
     "agl_hard_gate": {"gate": "hard"},
 }
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"

@@ -32,6 +32,7 @@ LABELS = {
     "agl_align_only": "AGL: lambda_align only",
     "agl_no_rt": "AGL: no R_T",
     "agl_no_collision": "AGL: no collision terms",
+    "agl_collision": "AGL: with the collision terms (lambda_collision 0.1)",
     "agl_riem_only": "AGL: E_riem only (mu = 1)",
     "agl_geo_only": "AGL: E_geo only (mu = 0)",
     "agl_hard_gate": "AGL: hard gate",

@@ -226,29 +226,29 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     # extra points: an ablation and AGL at a second validation seed; AGL's test training at seed 1 is reused
     agl_point = next(r["strength"] for r in after if r["method"] == "agl" and r["split"] == "test")
     trained = sorted((out / "train").glob("*/*/seed*"))
-    extra = [f"validation:agl_no_collision:{agl_point}:{s}" for s in (0, 1)]
+    extra = [f"validation:agl_collision:{agl_point}:{s}" for s in (0, 1)]
     extra += [f"validation:agl:{agl_point}:1", "validation:plain:none:1"]
     changed = [*argv, "--set", "agl.lambda_task=0.5"]  # the settings the rows above were made with
     assert peers.main([*changed, *[a for p in extra for a in ("--point", p)]], loader=loader) == 0
     grown = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     assert len(grown) == len(after) + 4
     new_dirs = set(sorted((out / "train").glob("*/*/seed*"))) - set(trained)
-    assert {d.parts[-3] for d in new_dirs} == {"agl_no_collision"} and len(new_dirs) == 2, sorted(new_dirs)
+    assert {d.parts[-3] for d in new_dirs} == {"agl_collision"} and len(new_dirs) == 2, sorted(new_dirs)
     assert peers_report.chosen_points(grown, cfg.max_task_drop)["agl"]["strength"] == agl_point  # sweeps: seed 0
     text = peers_report.write_report(grown, report).read_text()
     assert "AGL's ablations at several validation seeds" in text and "seeds 0, 1" in text
     # a default change that makes AGL equal an ablation: AGL's rows re-run, its trainings where the ablation has the
     # same settings and seed are copied, not trained again, and measure the same
-    assert peers.main([*changed, "--set", "agl.lambda_collision=0"], loader=loader) == 0
+    assert peers.main([*changed, "--set", "agl.lambda_collision=0.1"], loader=loader) == 0
     final = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     copied = json.loads((peers.train_dir(out, "agl", agl_point, 1) / peers.TRAIN_RECORD).read_text())
-    assert copied["copied_from"] == str(peers.train_dir(out, "agl_no_collision", agl_point, 1))
+    assert copied["copied_from"] == str(peers.train_dir(out, "agl_collision", agl_point, 1))
     twin = (
-        peers.train_dir(out, "agl_no_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors"
+        peers.train_dir(out, "agl_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors"
     ).read_bytes()
     assert (peers.train_dir(out, "agl", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes() == twin
     by = {(r["split"], r["method"], r["strength"], r["seed"]): r for r in final}
-    mine, theirs = by[("validation", "agl", agl_point, 0)], by[("validation", "agl_no_collision", agl_point, 0)]
+    mine, theirs = by[("validation", "agl", agl_point, 0)], by[("validation", "agl_collision", agl_point, 0)]
     assert mine["verdicts"] == theirs["verdicts"] and mine["settings"] == theirs["settings"]
 
 

@@ -101,7 +101,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(estimated, tmp_path):
 
 def test_regulariser_terms_metrics_and_gradients(estimated):
     model, _, artifact = estimated
-    reg = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5))  # adaptive lambda: starts at LAMBDA_INIT
+    reg = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5, lambda_collision=0.1))  # adaptive lambda: LAMBDA_INIT
     loss, metrics = reg(model, step=0)
     loss.backward()
     for name in ("loss", "r_align", "r_task", "e_riem", "e_geo", "kl_estimate", "leakage"):
@@ -164,7 +164,10 @@ def test_zero_update_at_step_zero_is_zero_and_finite():
 
 def test_hard_gate_logs_the_degeneracy_and_zeroes_e_geo(estimated, caplog):
     model, _, artifact = estimated
-    reg = AGLRegularizer(artifact, AGLSettings(gate="hard"))
+    with caplog.at_level("WARNING"):
+        AGLRegularizer(artifact, AGLSettings(gate="hard"))(model, step=0)  # collision terms off (the default)
+    assert "E_geo" not in caplog.text
+    reg = AGLRegularizer(artifact, AGLSettings(gate="hard", lambda_collision=0.1))
     with caplog.at_level("WARNING"):
         _, metrics = reg(model, step=0)
     assert "E_geo is identically 0" in caplog.text
@@ -252,7 +255,7 @@ def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_ro
 def test_same_step_gives_same_penalty_and_tau_moves_only_between_steps(estimated):
     """Gradient accumulation: every micro-batch of one optimizer step must see the identical penalty."""
     model, _, artifact = estimated
-    reg = AGLRegularizer(artifact)
+    reg = AGLRegularizer(artifact, AGLSettings(lambda_collision=0.1))  # tau belongs to the collision terms
     first, _ = reg(model, step=3)
     second, _ = reg(model, step=3)
     assert float(first) == float(second)

@@ -8,6 +8,7 @@ import torch
 from agl_trl.fisher import FisherSettings, estimate_fisher
 from agl_trl.lora import find_lora_modules
 from agl_trl.regularizers import AGLRegularizer
+from agl_trl.settings import AGLSettings
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -52,7 +53,7 @@ def test_fisher_on_4bit_base_with_generated_probe_responses(qlora_model):
     for module in artifact.modules.values():
         assert module.trace_out > 0 and module.trace_in > 0
     artifact.verify(model)
-    loss, metrics = AGLRegularizer(artifact)(model, step=0)
+    loss, metrics = AGLRegularizer(artifact, AGLSettings(lambda_collision=0.1))(model, step=0)
     loss.backward()
     assert loss.dtype == torch.float32
     assert metrics["r_align"] > 0 and metrics["e_geo"] > 0 and metrics["e_riem"] > 0
