@@ -243,9 +243,7 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     final = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     copied = json.loads((peers.train_dir(out, "agl", agl_point, 1) / peers.TRAIN_RECORD).read_text())
     assert copied["copied_from"] == str(peers.train_dir(out, "agl_collision", agl_point, 1))
-    twin = (
-        peers.train_dir(out, "agl_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors"
-    ).read_bytes()
+    twin = (peers.train_dir(out, "agl_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes()
     assert (peers.train_dir(out, "agl", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes() == twin
     by = {(r["split"], r["method"], r["strength"], r["seed"]): r for r in final}
     mine, theirs = by[("validation", "agl", agl_point, 0)], by[("validation", "agl_collision", agl_point, 0)]
