@@ -1,4 +1,4 @@
-"""AGL's ablations against AGL itself at several validation seeds: a section of docs/peers.md.
+"""AGL at several validation seeds: its ablations against it, and the package-default rule (docs/peers.md).
 
 One validation seed cannot tell whether a term of the objective helps: one seed's noise is several points of gap
 drift and task score. Ablation points measured at more seeds (``benchmarks/peers.py --point
@@ -15,6 +15,7 @@ from typing import Any
 
 from agl_trl.baselines.registry import ABLATIONS
 from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
+from agl_trl.experiments.peers_config import DEFAULT_SEEDS, DEFAULT_TASK_DROP, choose_default
 
 
 def row_verdicts(row: dict[str, Any]) -> Verdicts:
@@ -73,4 +74,35 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callab
     return lines
 
 
-__all__ = ["ablation_table", "row_verdicts"]
+def default_table(rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str) -> list[str]:
+    """The package-default rule (:func:`~agl_trl.experiments.peers_config.choose_default`) applied to the rows:
+    a section: each sweep point's seed-averaged task and gap drift, the rule's choice and whether ``shipped`` (the
+    package's default) is it. Empty before AGL has a sweep."""
+    strength, why, points = choose_default(rows)
+    if not points and strength is None and "sweep" in why:
+        return []
+    lines = [
+        f"## {label('agl')}'s package default (validation, seeds {', '.join(map(str, DEFAULT_SEEDS))})",
+        "",
+        'The shipped `agl_kl_budget` answers a user\'s question ("keep my task score"): the smallest gap drift among '
+        f"the sweep points whose task score is within {100 * DEFAULT_TASK_DROP:g} points of plain LoRA's, both "
+        "averaged over these seeds (docs/benchmarks.md). The comparison with the peers uses the protocol's choice.",
+        "",
+        f"| {label('agl')} kl_budget | task % | plain LoRA's task % | gap drift (pts) | task within "
+        f"{100 * DEFAULT_TASK_DROP:g} pts |",
+        "|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['strength']:g} | {100 * p['task']:.1f} | {100 * p['plain_task']:.1f} | "
+            f"{100 * p['gap_drift']:.1f} | {'yes' if p['admitted'] else 'no'} |"
+        )
+    if strength is None:
+        verdict = f"Not decided yet: {why}."
+    else:
+        same = "the package ships it" if strength == shipped else f"**the package ships {shipped:g}: update it**"
+        verdict = f"The rule's choice: **{strength:g}** ({why}); {same}."
+    return [*lines, "", verdict, ""]
+
+
+__all__ = ["ablation_table", "default_table", "row_verdicts"]

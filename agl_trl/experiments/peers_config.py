@@ -35,6 +35,8 @@ from agl_trl.experiments.log import settings_key
 PROTOCOL_METHODS = ("plain", "agl", "agl_hard_gate", "ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
 QUICK_METHODS = ("plain", "agl", "ewc", "l2", "kl_ref", "sbr", "mix")
 MAX_TASK_DROP = 0.05  # the selection rule's default task tolerance vs plain LoRA (exact-match fraction)
+DEFAULT_TASK_DROP = 0.02  # the package default's task tolerance vs plain LoRA (the method issue's target)
+DEFAULT_SEEDS = (0, 1, 2)  # the validation seeds the package-default rule averages over
 SWEEP_SEED = 0  # the seed of every validation sweep; validation rows at other seeds are extra (ablation) points
 
 
@@ -191,7 +193,50 @@ def choose(sweep: Sequence[Mapping[str, Any]], plain_task: float, max_task_drop:
     return best.get("strength"), why
 
 
+def choose_default(
+    rows: Sequence[Mapping[str, Any]],
+    method: str = "agl",
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    max_task_drop: float = DEFAULT_TASK_DROP,
+) -> tuple[float | None, str, list[dict[str, Any]]]:
+    """The strength the package ships as ``method``'s default, from validation rows at ``seeds``, and why.
+
+    Rule (docs/benchmarks.md, written before the seeds it reads existed): a sweep point (a strength with a row at
+    :data:`SWEEP_SEED`) is admitted when its task score averaged over ``seeds`` is at least plain LoRA's average over
+    the same seeds minus ``max_task_drop``; the default is the admitted point with the smallest average gap drift
+    (ties: the larger strength); when none is admitted, the best average task score. Returns (strength or None
+    while a point lacks a seed, why, one summary per point: strength, task, plain_task, gap_drift, admitted).
+    """
+    val = [r for r in rows if r["split"] == "validation"]
+    plain = {r["seed"]: r for r in val if r["method"] == "plain"}
+    strengths = sorted({r["strength"] for r in val if r["method"] == method and r["seed"] == SWEEP_SEED})
+    missing = [f"plain seed {s}" for s in seeds if s not in plain]
+    points: list[dict[str, Any]] = []
+    for value in strengths:
+        by_seed = {r["seed"]: r for r in val if r["method"] == method and r["strength"] == value}
+        missing += [f"{value:g} seed {s}" for s in seeds if s not in by_seed]
+        if all(s in by_seed for s in seeds) and all(s in plain for s in seeds):
+            mean = lambda group, key: sum(float(group[s][key]) for s in seeds) / len(seeds)  # noqa: E731
+            task, plain_task = mean(by_seed, "task_exact_match"), mean(plain, "task_exact_match")
+            points.append({
+                "strength": value, "task": task, "plain_task": plain_task, "gap_drift": mean(by_seed, "gap_drift"),
+                "admitted": task >= plain_task - max_task_drop - 1e-12,
+            })  # fmt: skip
+    if not strengths or missing:
+        return None, f"waiting for {', '.join(missing) or 'a sweep'}", points
+    admitted = [p for p in points if p["admitted"]]
+    if admitted:
+        best = min(admitted, key=lambda p: (round(p["gap_drift"], 9), -p["strength"]))  # means: round off ulps
+        why = f"smallest gap drift with the task within {100 * max_task_drop:g} pts of plain (seeds {list(seeds)})"
+    else:
+        best = max(points, key=lambda p: (round(p["task"], 9), -round(p["gap_drift"], 9)))
+        why = f"no point kept the task within {100 * max_task_drop:g} pts of plain: best task score"
+    return best["strength"], why, points
+
+
 __all__ = [
+    "DEFAULT_SEEDS",
+    "DEFAULT_TASK_DROP",
     "MAX_TASK_DROP",
     "PROTOCOL_METHODS",
     "QUICK_METHODS",
@@ -200,6 +245,7 @@ __all__ = [
     "BenchConfig",
     "build_config",
     "choose",
+    "choose_default",
     "config_key",
     "gap_drift_of",
     "method_order",

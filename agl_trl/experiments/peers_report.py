@@ -20,9 +20,10 @@ from typing import Any
 
 from agl_trl.baselines.registry import ALL_METHODS
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
-from agl_trl.experiments.peers_ablations import ablation_table, row_verdicts
+from agl_trl.experiments.peers_ablations import ablation_table, default_table, row_verdicts
 from agl_trl.experiments.peers_config import MAX_TASK_DROP, SWEEP_SEED, choose, method_order
 from agl_trl.experiments.plots import draw_meter_curves
+from agl_trl.settings import AGLSettings
 from agl_trl.utils import read_jsonl
 
 LABELS = {
@@ -97,8 +98,6 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
 
 def _label(key: str) -> str:
     """A method's label; ``method@strength`` (a point tested besides the rule's choice) says so."""
-    from agl_trl.settings import AGLSettings
-
     method, _, value = key.partition("@")
     name = LABELS.get(method, method)
     if not value:
@@ -434,6 +433,7 @@ def write_report(
             "",
             *ablations,
         ]
+    lines += default_table(rows, AGLSettings().kl_budget, label=_label)
     meter = meter_table(rows)
     if meter:
         plot_meter(rows, out_dir / KL_PNG_NAME)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agl_trl.baselines import registry
-from agl_trl.experiments import peers, peers_config, peers_report
+from agl_trl.experiments import peers, peers_ablations, peers_config, peers_report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -279,6 +279,32 @@ def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_swee
     assert cells[4].startswith(f"**{100 * (0.7 - (21 / 40 - 0.1)):.1f}")
     assert cells[6].startswith(f"{100 * (30 + 1 / 3 - 21) / 40:.1f}") and cells[7].startswith("-20.0")
     assert peers_report.ablation_table(rows[:-4], n_boot=200) == []  # no ablation at several seeds
+
+
+def test_package_default_rule_averages_three_validation_seeds() -> None:
+    """One seed decides 2 points by noise: the rule reads seeds 0-2 and waits until every point has them."""
+    rows = [row("validation", "plain", None, s, 8, 3, 16) for s in (0, 1, 2)]  # task 0.80 at every seed
+    # 0.01 protects most but costs the task (0.70); 0.1 keeps it only on average (0.85, 0.70, 0.85 -> 0.80)
+    rows += [row("validation", "agl", 0.01, s, 32, 3, 14) for s in (0, 1, 2)]
+    rows += [row("validation", "agl", 0.1, s, 24, 3, t) for s, t in ((0, 17), (1, 14), (2, 17))]
+    rows += [row("validation", "agl", 0.3, s, 16, 3, 16) for s in (0, 1)]
+    strength, why, points = peers_config.choose_default(rows)
+    assert strength is None and why == "waiting for 0.3 seed 2" and [p["strength"] for p in points] == [0.01, 0.1]
+    rows.append(row("validation", "agl", 0.3, 2, 16, 3, 16))
+    strength, why, points = peers_config.choose_default(rows)
+    assert strength == 0.1 and "within 2 pts" in why  # 0.3 also keeps the task but drifts more
+    assert [p["admitted"] for p in points] == [False, True, True]
+    assert points[1]["task"] == pytest.approx(0.8) and points[1]["gap_drift"] == pytest.approx(0.7 - (0.6 - 0.1))
+    assert peers_config.choose_default(rows, seeds=(1,))[0] == 0.3  # seed 1 alone would exclude 0.1
+    strict = [r if r["method"] != "plain" else {**r, "task_exact_match": 0.95} for r in rows]
+    assert peers_config.choose_default(strict)[:2] == (
+        0.1,
+        "no point kept the task within 2 pts of plain: best task score",
+    )
+    text = "\n".join(peers_ablations.default_table(rows, shipped=0.03))
+    assert "| 0.1 | 80.0 | 80.0 | 20.0 | yes |" in text and "the package ships 0.03: update it" in text
+    assert "the package ships it" in "\n".join(peers_ablations.default_table(rows, shipped=0.1))
+    assert peers_ablations.default_table(rows[:3], shipped=0.1) == []  # no AGL sweep yet
 
 
 def test_report_shows_the_kl_meter_of_agl_runs(tmp_path: Path) -> None:
