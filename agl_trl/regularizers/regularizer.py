@@ -38,6 +38,7 @@ from agl_trl.settings import AGLSettings
 logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "leakage", "tau", "kl_estimate", "lambda")
+COLLISION_METRICS = ("e_riem", "tau")  # in the metrics only with the opt-in collision terms (lambda_collision > 0)
 METER_METRICS = ("kl_measured", "kl_ratio")  # logged at the KL meter's readings (every agl_kl_every steps)
 
 
@@ -324,6 +325,9 @@ class AGLRegularizer:
         values = torch.stack([total.detach(), *sums.values(), *(v / max(n_modules, 1) for v in means.values())])
         numbers = values.tolist()
         metrics = dict(zip(("loss", *sums.keys(), *means.keys()), numbers, strict=True))
+        if s.lambda_collision == 0:  # E_riem and tau are computed only for the (opt-in) collision terms
+            for name in COLLISION_METRICS:
+                del metrics[name]
         metrics["kl_estimate"] = self.budget.scale * 0.5 * metrics["r_align"]  # calibrated, nats per probe token
         metrics["lambda"] = self.budget.weight
         bad = [k for k, v in metrics.items() if not (v == v and abs(v) != float("inf"))]

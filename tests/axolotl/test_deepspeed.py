@@ -43,6 +43,7 @@ ZERO3 = {
 def test_axolotl_zero3_training_with_agl_writes_its_outputs(workspace: Path) -> None:
     (workspace / "zero3.json").write_text(json.dumps(ZERO3))
     settings = {**TWO_PROCESS_SFT, "deepspeed": "zero3.json", "max_steps": 3, "save_steps": 3}
+    settings["agl_lambda_collision"] = 0.1  # the opt-in collision terms: every term under ZeRO-3
     config = write_config(workspace, "tiny-sft-cpu.yaml", "zero3-agl", **settings)
     axolotl_torchrun(workspace, config, {"DS_ACCELERATOR": "cpu"}, timeout=1100)
 

@@ -27,7 +27,8 @@ from tests.axolotl.helpers import (
 pytestmark = [pytest.mark.axolotl, requires_axolotl, pytest.mark.timeout(900)]
 
 RECIPE = "tiny-grpo-cpu.yaml"
-AGL_KEYS = ("agl/loss", "agl/r_align", "agl/r_task", "agl/kl_estimate", "agl/e_riem", "agl/e_geo", "agl/leakage")
+AGL_KEYS = ("agl/loss", "agl/r_align", "agl/r_task", "agl/kl_estimate", "agl/e_geo", "agl/leakage")
+OFF_KEYS = ("agl/e_riem", "agl/tau")  # the collision terms are opt-in: not computed, not logged by default
 REWARDS = '''def length_reward(prompts, completions, **kwargs):
     """Characters in the completion (varies between completions)."""
     return [float(len(c if isinstance(c, str) else c[0]["content"])) for c in completions]
@@ -69,6 +70,7 @@ def test_agl_grpo_run_logs_terms_and_writes_adapter_fisher_and_state(grpo_worksp
     assert len(logs) == 3
     for key in AGL_KEYS:
         assert all(key in entry and math.isfinite(entry[key]) for entry in logs), (key, logs[-1].keys())
+    assert not any(key in entry for key in OFF_KEYS for entry in logs), logs[-1].keys()
     assert all("reward" in entry for entry in logs)  # GRPO's own metrics are still logged
     # LoRA B starts at 0, so every term is 0 at step 1; after the first optimizer step they are not
     for key in ("agl/loss", "agl/r_align", "agl/kl_estimate"):

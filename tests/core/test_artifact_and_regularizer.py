@@ -120,6 +120,18 @@ def test_regulariser_terms_metrics_and_gradients(estimated):
     )
 
 
+def test_collision_terms_are_opt_in(estimated):
+    """By default (lambda_collision 0) E_riem and tau are neither computed nor logged, and mu / beta change nothing;
+    with a weight the terms enter the loss."""
+    model, _, artifact = estimated
+    off, metrics = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5))(model, step=0)
+    assert "e_riem" not in metrics and "tau" not in metrics and metrics["e_geo"] > 0  # e_geo: a free diagnostic
+    blend, _ = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5, mu=0.0, beta=0.0))(model, step=0)
+    on, with_terms = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5, lambda_collision=0.1))(model, step=0)
+    assert float(blend) == float(off) and with_terms["e_riem"] > 0
+    assert float(on) == pytest.approx(float(off) + 0.1 * 0.5 * (with_terms["e_riem"] + with_terms["e_geo"]), rel=1e-5)
+
+
 def test_regulariser_equals_per_module_sum_whatever_the_grouping(estimated):
     """Batched groups (modules of equal shape stacked) must give what module-by-module maths gives."""
     from agl_trl.regularizers import functional as F

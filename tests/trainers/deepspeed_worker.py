@@ -39,7 +39,14 @@ ZERO3 = {
     "steps_per_print": 1000,
 }
 # every term active, fixed lambda; the KL meter reads at steps 2 and 4
-AGL = dict(agl_lambda_align=3.0, agl_lambda_task=1.0, agl_kl_every=2, agl_kl_sequences=4, agl_kl_batch_size=2)
+AGL = dict(
+    agl_lambda_align=3.0,
+    agl_lambda_task=1.0,
+    agl_lambda_collision=0.1,
+    agl_kl_every=2,
+    agl_kl_sequences=4,
+    agl_kl_batch_size=2,
+)
 MODES = ("zero3", "zero3-checkpointing", "single", "plain")
 
 

@@ -27,7 +27,7 @@ def test_qlora_logs_nonzero_agl_terms(kind, tmp_path, tiny_model_dir, probe_file
     # gradient checkpointing on, as in the GPU recipes (the regulariser runs outside the checkpointed forward)
     args = dict(FAST_ARGS, max_steps=2, output_dir=str(tmp_path / kind), gradient_checkpointing=True)
     args["model_init_kwargs"] = {"dtype": "float32", "device_map": {"": "cpu"}}
-    config = config_cls(**args, **FAST_AGL, agl_probe_dataset=str(probe_file))
+    config = config_cls(**args, **FAST_AGL, agl_probe_dataset=str(probe_file), agl_lambda_collision=0.1)
     trainer = trainer_cls(
         model=str(tiny_model_dir),
         args=config,
