@@ -1,11 +1,11 @@
 """Step-time overhead of the AGL regulariser: one LoRA fwd+bwd+AdamW step with vs without it.
 
-SmolLM2-135M-Instruct, LoRA r=16 on all linear layers, batch 4 x 128 tokens, default AGL settings (all four terms),
-measured alternately in one process. The drift budget's KL meter (one forward of ``agl_kl_batch_size`` sequences
+SmolLM2-135M-Instruct, LoRA r=16 on all linear layers, batch 4 x 128 tokens, default AGL settings (R_A and R_T; the
+collision terms are opt-in: ``--lambda-collision 0.1`` adds them), measured alternately in one process. The drift budget's KL meter (one forward of ``agl_kl_batch_size`` sequences
 every ``agl_kl_every`` steps, here as long as a training sequence) is timed apart and amortised over its interval.
 Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the amortised meter).
 
-    python benchmarks/overhead.py [--repeats 12] [--threads 2]
+    python benchmarks/overhead.py [--repeats 12] [--threads 2] [--lambda-collision 0.1]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--lambda-collision", type=float, default=None, help="turn on the collision terms")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -30,12 +31,15 @@ def main() -> None:
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
     from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 
+    extra = {} if args.lambda_collision is None else {"lambda_collision": args.lambda_collision}
     model, tokenizer, source = load_model_with_lora(rank=16)
-    print(f"model: {source}; threads={args.threads}; batch {args.batch} x {args.seq}", flush=True)
+    print(
+        f"model: {source}; threads={args.threads}; batch {args.batch} x {args.seq}; {extra or 'defaults'}", flush=True
+    )
     artifact = estimate_fisher(
         model, tokenizer, probe_records(16), FisherSettings(max_rank=64, targets="empirical"), show_progress=False
     )
-    regularizer = AGLRegularizer(artifact, AGLSettings())
+    regularizer = AGLRegularizer(artifact, AGLSettings(**extra))
     model.train()
     generator = torch.Generator().manual_seed(0)
     vocab = model.get_input_embeddings().weight.shape[0]
