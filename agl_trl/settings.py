@@ -124,11 +124,11 @@ class AGLSettings(_Validated):
         _optional_weight,
     )
     kl_budget: float = setting(
-        0.03,
+        0.1,
         "Drift budget: the KL(aligned || tuned) per probe response token, in nats, that the adaptive lambda_align "
-        "aims for (measured on held-out probe sequences, adapter on vs off; > 0). 0.03: chosen on the peers "
+        "aims for (measured on held-out probe sequences, adapter on vs off; > 0). 0.1: chosen on the peers "
         "benchmark's validation split (docs/benchmarks.md); lower protects more at a task cost.",
-        _positive("must be > 0 nats per token (e.g. 0.03)."),
+        _positive("must be > 0 nats per token (e.g. 0.1)."),
     )
     kl_every: int = setting(
         10,

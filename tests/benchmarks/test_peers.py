@@ -330,13 +330,16 @@ def test_points_tested_besides_the_rules_choice_are_shown_and_labelled() -> None
         row("validation", "aligned", None, 0, 32, 3, 0), row("test", "aligned", None, 0, 32, 3, 0),
         row("validation", "plain", None, 0, 4, 2, 16), row("test", "plain", None, 0, 4, 2, 16),
         *[row("validation", "agl", v, 0, u, 3, t) for v, u, t in ((0.01, 30, 15), (0.03, 26, 16), (0.1, 20, 16), (0.3, 8, 16))],
-        row("test", "agl", 0.01, 0, 30, 3, 15), row("test", "agl", 0.03, 0, 26, 3, 16), row("test", "agl", 0.03, 1, 25, 3, 16),
+        row("test", "agl", 0.01, 0, 30, 3, 15), row("test", "agl", 0.1, 0, 20, 3, 16), row("test", "agl", 0.1, 1, 25, 3, 16),
+        row("test", "agl", 0.03, 0, 26, 3, 16),
     ]  # fmt: skip
     chosen = peers_report.chosen_points(rows, 0.05)
-    assert chosen["agl"]["strength"] == 0.01 and [r["seed"] for r in chosen["agl@0.03"]["test"]] == [0, 1]
+    assert chosen["agl"]["strength"] == 0.01 and [r["seed"] for r in chosen["agl@0.1"]["test"]] == [0, 1]
     table, est = peers_report.test_table(rows, chosen)
-    assert "agl@0.03" in est and any(
-        "AGL at 0.03 (the package default; not the rule's choice)" in line for line in table
+    assert (
+        "agl@0.1" in est
+        and any("AGL at 0.1 (the package default; not the rule's choice)" in line for line in table)
+        and any("AGL at 0.03 (not the rule's choice)" in line for line in table)
     )
     assert sum("**AGL**" in line for line in peers_report.sweep_tables(rows, chosen)) == 1  # its sweep shown once
 
