@@ -46,8 +46,8 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callab
         for strength in sorted(strengths[ablation]):
             ablated, agl = _by_seed(rows, ablation, strength), _by_seed(rows, "agl", strength)
             seeds = sorted(set(ablated) & set(agl))
-            if len(seeds) < 2:
-                continue
+            if len(seeds) < 2 or all(ablated[s].get("settings") == agl[s].get("settings") for s in seeds):
+                continue  # too few seeds, or AGL's defaults now equal the ablation (same runs: nothing to compare)
             groups = {"agl": agl, ablation: ablated}
             plain = _by_seed(rows, "plain", None)
             if set(seeds) <= set(plain):

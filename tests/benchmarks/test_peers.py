@@ -268,6 +268,7 @@ def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_swee
     rows += [row("validation", "agl", v, 0, 30, 3, t) for v, t in ((0.01, 14), (0.03, 16))]
     rows += [row("validation", "agl", 0.03, s, 29 + s, 3, 16) for s in (1, 2)]  # AGL's test trainings, measured
     rows += [row("validation", "agl_no_collision", 0.03, s, 20 + s, 3, 12) for s in (0, 1, 2)]
+    rows = [{**r, "settings": {"lambda_collision": 0.0 if r["method"] != "agl" else 0.1}} for r in rows]
     rows += [row("validation", "agl_align_only", 0.03, 0, 30, 3, 16)]  # one seed: not compared
     sweep = peers_report.chosen_points(rows, max_task_drop=0.05)["agl"]["sweep"]
     assert [(r["strength"], r["seed"]) for r in sweep] == [(0.01, 0), (0.03, 0)]  # seed 0 only
@@ -279,6 +280,10 @@ def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_swee
     assert cells[4].startswith(f"**{100 * (0.7 - (21 / 40 - 0.1)):.1f}")
     assert cells[6].startswith(f"{100 * (30 + 1 / 3 - 21) / 40:.1f}") and cells[7].startswith("-20.0")
     assert peers_report.ablation_table(rows[:-4], n_boot=200) == []  # no ablation at several seeds
+    same = [
+        {**r, "settings": {"lambda_collision": 0.0}} if r["method"] in ("agl", "agl_no_collision") else r for r in rows
+    ]
+    assert "agl_no_collision" not in "\n".join(peers_report.ablation_table(same, n_boot=200))  # AGL's own runs
 
 
 def test_package_default_rule_averages_three_validation_seeds() -> None:
