@@ -78,9 +78,9 @@ def default_table(rows: list[dict[str, Any]], shipped: float, label: Callable[[s
     """The package-default rule (:func:`~agl_trl.experiments.peers_config.choose_default`) applied to the rows:
     a section: each sweep point's seed-averaged task and gap drift, the rule's choice and whether ``shipped`` (the
     package's default) is it. Empty before AGL has a sweep."""
-    strength, why, points = choose_default(rows)
-    if not points and strength is None and "sweep" in why:
+    if not any(r["split"] == "validation" and r["method"] == "agl" for r in rows):
         return []
+    strength, why, points = choose_default(rows)
     lines = [
         f"## {label('agl')}'s package default (validation, seeds {', '.join(map(str, DEFAULT_SEEDS))})",
         "",

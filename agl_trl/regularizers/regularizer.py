@@ -38,7 +38,7 @@ from agl_trl.settings import AGLSettings
 logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "leakage", "tau", "kl_estimate", "lambda")
-COLLISION_METRICS = ("e_riem", "tau")  # in the metrics only with the opt-in collision terms (lambda_collision > 0)
+# "e_riem" and "tau" are in the metrics only with the opt-in collision terms (lambda_collision > 0)
 METER_METRICS = ("kl_measured", "kl_ratio")  # logged at the KL meter's readings (every agl_kl_every steps)
 
 
@@ -282,8 +282,11 @@ class AGLRegularizer:
         device = self._groups[0].scale.device
         zero = torch.zeros((), device=device)
         total = zero
-        sums = dict.fromkeys(("r_align", "r_task", "e_riem", "e_geo"), zero)
-        means = dict.fromkeys(("leakage", "tau"), zero)
+        collision = s.lambda_collision > 0  # E_riem and tau exist only for the opt-in collision terms
+        sums = dict.fromkeys(
+            ("r_align", "r_task", "e_riem", "e_geo") if collision else ("r_align", "r_task", "e_geo"), zero
+        )
+        means = dict.fromkeys(("leakage", "tau") if collision else ("leakage",), zero)
         n_modules = sum(len(g.modules) for g in self._groups)
         factors, copies = self._factors(grad=torch.is_grad_enabled())
         for index, (group, (B, A)) in enumerate(zip(self._groups, factors, strict=True)):  # noqa: N806
@@ -303,7 +306,7 @@ class AGLRegularizer:
                 total = total + weight * r_align.sum()
             if s.lambda_task > 0:
                 total = total + s.lambda_task * r_task.sum()
-            if s.lambda_collision > 0:
+            if collision:
                 self._apply_pending_tau(group, step)
                 rows, cols = self._sample_block(group, step, index)
                 e_riem, magnitudes = F.riemannian_overlap(
@@ -319,15 +322,13 @@ class AGLRegularizer:
                 sums["e_geo"] = sums["e_geo"] + e_geo.detach().sum()
                 leak = torch.sqrt(parts.norm_align_sq / (parts.norm_sq + F.EPS))
                 means["leakage"] = means["leakage"] + leak.sum()
-                means["tau"] = means["tau"] + group.tau.sum()
+                if collision:
+                    means["tau"] = means["tau"] + group.tau.sum()
         if self._zero3 is not None:  # the gradient goes to the parameters through their hooks (_Zero3Gradients)
             total = self._zero3.relay(total, copies, self.modules)
         values = torch.stack([total.detach(), *sums.values(), *(v / max(n_modules, 1) for v in means.values())])
         numbers = values.tolist()
         metrics = dict(zip(("loss", *sums.keys(), *means.keys()), numbers, strict=True))
-        if s.lambda_collision == 0:  # E_riem and tau are computed only for the (opt-in) collision terms
-            for name in COLLISION_METRICS:
-                del metrics[name]
         metrics["kl_estimate"] = self.budget.scale * 0.5 * metrics["r_align"]  # calibrated, nats per probe token
         metrics["lambda"] = self.budget.weight
         bad = [k for k, v in metrics.items() if not (v == v and abs(v) != float("inf"))]
