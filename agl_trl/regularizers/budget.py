@@ -19,6 +19,7 @@ so every rank computes the same lambda without a collective.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -91,11 +92,26 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return predicts
 
 
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM under ``model``'s wrappers (DDP ``.module``, PEFT) takes ``logits_to_keep``."""
+    inner = model
+    while hasattr(inner, "module"):
+        inner = inner.module
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 @torch.no_grad()
 def _log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: bool) -> torch.Tensor:
     from agl_trl.lora import adapters_disabled
 
+    predicts = _predicting(batch)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    keep = None
+    if _accepts_logits_to_keep(model):  # project onto the vocabulary only where some sequence predicts a response
+        keep = predicts.any(0).nonzero().squeeze(-1)
+        inputs["logits_to_keep"] = keep
     was_training = model.training
     model.eval()
     try:
@@ -106,7 +122,8 @@ def _log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: 
             logits = model(**inputs).logits
     finally:
         model.train(was_training)
-    return torch.log_softmax(logits[_predicting(batch)].float(), dim=-1)
+    selected = logits[predicts] if keep is None else logits[predicts[:, keep]]
+    return torch.log_softmax(selected.float(), dim=-1)
 
 
 def reference_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -233,6 +233,46 @@ def test_budget_calibrates_once_and_adapts_lambda_towards_the_budget():
         budget.observe(float("nan"), 1.0)
 
 
+def test_kl_meter_reading_equals_the_kl_over_full_logits_for_uneven_sequences(estimated):
+    """The meter projects onto the vocabulary only at positions where some sequence predicts a response token; its
+    reading must equal the KL computed from the whole logits, for sequences whose responses start and end apart,
+    and with a wrapper whose forward takes no ``logits_to_keep``."""
+    from agl_trl.fisher.probe import build_sequences, collate, predicting_positions
+    from agl_trl.lora import adapters_disabled
+    from agl_trl.regularizers.budget import _accepts_logits_to_keep, probe_kl
+
+    model, tokenizer, _ = estimated
+    records = [
+        {"prompt": "Say hi to my old friend from school, please.", "response": "Hi."},
+        {"prompt": "Hi.", "response": "Hello there, it is good to see you again after all this time."},
+    ]
+    batch = collate(build_sequences(tokenizer, records, 64), tokenizer.pad_token_id or 0, torch.device("cpu"))
+    predicts = predicting_positions(batch["response_mask"])
+    assert not predicts.any(0).all()  # some positions are skipped, so the sliced path is exercised
+    model.eval()
+    with torch.no_grad():
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        tuned = torch.log_softmax(model(**inputs).logits[predicts].float(), -1)
+        with adapters_disabled(model):
+            reference = torch.log_softmax(model(**inputs).logits[predicts].float(), -1)
+    model.train()
+    expected = float((reference.exp() * (reference - tuned)).sum(-1).mean())
+    assert _accepts_logits_to_keep(model)
+    assert probe_kl(model, batch) == pytest.approx(expected, rel=1e-5)
+
+    class NoLogitsToKeep(torch.nn.Module):  # a custom model's forward without the argument: whole logits
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, use_cache=False):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    wrapper = NoLogitsToKeep(model)
+    assert not _accepts_logits_to_keep(wrapper)
+    assert probe_kl(wrapper, batch) == pytest.approx(expected, rel=1e-5)
+
+
 def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_round_trips(estimated):
     from agl_trl.fisher.probe import build_sequences, collate
     from agl_trl.regularizers.budget import probe_kl, reference_log_probs
