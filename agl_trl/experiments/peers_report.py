@@ -385,7 +385,8 @@ def write_report(
         "bootstrap 95% over prompts, task items and seeds. KL drift: mean per-token KL(aligned || model) on the "
         "aligned model's own test answers (mean ± SD over seeds). Step-time ratio: median step time / plain LoRA's "
         f"(same seed), shown only when both ran with the same torch threads and load averages within "
-        f"{MAX_LOAD_DIFFERENCE:g} of each other ('-' otherwise).",
+        f"{MAX_LOAD_DIFFERENCE:g} of each other ('-' otherwise); rows trained in different sessions can still differ "
+        "in CPU speed, so the step-time figure is the side-by-side overhead benchmark (docs/benchmarks.md).",
         "",
     ]
     if curve:
