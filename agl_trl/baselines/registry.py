@@ -32,11 +32,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_hard_gate": {"gate": "hard"},
 }
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
-PEERS = ("ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
+# peers at another cost setting: a base peer's code with some PeerSettings fixed. "kl_ref_sparse" regularises the KL
+# to the aligned model on every 10th optimizer step only (AGL's KL-meter interval), so that it costs about what AGL
+# does: the comparison at equal step time that KL to the aligned model's 1.9x step time leaves open
+PEER_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"kl_ref_sparse": ("kl_ref", {"kl_every": 10})}
+PEERS = ("ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa", *PEER_VARIANTS)
 ALL_METHODS = ("plain", "agl", *ABLATIONS, *PEERS)
 # the methods that read the probe prompts or the Fisher estimator's settings (AGL's K-FAC artifact, EWC's diagonal
 # Fisher, KL to the aligned model's probe answers, SBR's anchor prompts): a change to those re-runs only them
-PROBE_METHODS = frozenset({"agl", *ABLATIONS, "ewc", "kl_ref", "sbr"})
+PROBE_METHODS = frozenset({"agl", *ABLATIONS, "ewc", "kl_ref", "kl_ref_sparse", "sbr"})
 # bumped when a method's code changes what it computes, so that a results log re-runs that method's rows
 METHOD_REVISIONS: dict[str, int] = {}
 KL_REFERENCE_FILE = "kl_reference.json"
@@ -53,6 +57,7 @@ STRENGTHS: dict[str, tuple[str, tuple[float, ...]]] = {
     "ewc": ("lambda_ewc", (1.0, 10.0, 100.0, 1000.0)),
     "l2": ("lambda_l2", (0.003, 0.01, 0.03, 0.1)),
     "kl_ref": ("lambda_kl", (0.1, 0.3, 1.0, 3.0)),
+    "kl_ref_sparse": ("lambda_kl", (1.0, 3.0, 10.0, 30.0)),  # on 1 step in 10: kl_ref's grid x 10
     "safe_lora": ("safe_lora_fraction", (0.05, 0.1, 0.2, 0.4)),
     "asft": ("lambda_asft", (0.01, 0.03, 0.1, 0.3)),
     "sbr": ("lambda_rep", (0.1, 1.0, 10.0, 100.0)),
@@ -105,6 +110,15 @@ def strength_of(method: str) -> str | None:
     return STRENGTHS[method][0]
 
 
+def peer_base(method: str, peers: PeerSettings) -> tuple[str, PeerSettings]:
+    """The method whose code runs ``method`` and the settings it runs with: a :data:`PEER_VARIANTS` entry's base peer
+    and ``peers`` with the variant's overrides; any other method unchanged."""
+    if method not in PEER_VARIANTS:
+        return method, peers
+    base, overrides = PEER_VARIANTS[method]
+    return base, replace(peers, **overrides)
+
+
 def with_strength(
     method: str, value: float | None, agl: AGLSettings, peers: PeerSettings
 ) -> tuple[AGLSettings, PeerSettings]:
@@ -131,7 +145,7 @@ def method_settings(method: str, agl: AGLSettings, peers: PeerSettings) -> dict[
     regularizer = method_agl_settings(method, agl)
     if regularizer is not None:
         return asdict(regularizer)
-    p = peers
+    method, p = peer_base(method, peers)
     return {
         "plain": {},
         "ewc": {"lambda_ewc": p.lambda_ewc},
@@ -163,13 +177,14 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def make_penalty(method: str, peers: PeerSettings, artifacts: PeerArtifacts, *, seed: int) -> Any:
-    """The training penalty of a during-training peer (``ewc``, ``l2``, ``kl_ref``, ``asft``, ``sbr``, ``lisa``).
+    """The training penalty of a during-training peer (``ewc``, ``l2``, ``kl_ref`` and its variant, ``asft``, ``sbr``,
+    ``lisa``).
 
     ``seed``: the penalties' sampling seed.
     """
     from agl_trl import baselines as bl
 
-    p = peers
+    method, p = peer_base(method, peers)
     if method == "ewc":
         from agl_trl.fisher import FisherArtifact
 

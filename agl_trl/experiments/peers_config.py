@@ -32,7 +32,20 @@ from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 
 # what a user would pick instead of AGL, and AGL's hard-gate variant
-PROTOCOL_METHODS = ("plain", "agl", "agl_hard_gate", "ewc", "l2", "kl_ref", "safe_lora", "asft", "sbr", "mix", "lisa")
+PROTOCOL_METHODS = (
+    "plain",
+    "agl",
+    "agl_hard_gate",
+    "ewc",
+    "l2",
+    "kl_ref",
+    "safe_lora",
+    "asft",
+    "sbr",
+    "mix",
+    "lisa",
+    "kl_ref_sparse",
+)
 QUICK_METHODS = ("plain", "agl", "ewc", "l2", "kl_ref", "sbr", "mix")
 MAX_TASK_DROP = 0.05  # the selection rule's default task tolerance vs plain LoRA (exact-match fraction)
 DEFAULT_TASK_DROP = 0.02  # the package default's task tolerance vs plain LoRA (the method issue's target)

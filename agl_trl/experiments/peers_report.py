@@ -40,6 +40,7 @@ LABELS = {
     "ewc": "EWC (diagonal Fisher)",
     "l2": "L2-SP on dW",
     "kl_ref": "KL to aligned (probe)",
+    "kl_ref_sparse": "KL to aligned, every 10th step",
     "safe_lora": "Safe LoRA (post-hoc)",
     "asft": "AsFT-style",
     "sbr": "SBR representation anchor",

@@ -156,6 +156,25 @@ def test_registry_strengths_and_settings_of_every_method() -> None:
         registry.strength_of("nope")
 
 
+def test_a_peer_variant_runs_its_base_peer_with_its_overrides(recipe_model: Path, tmp_path: Path) -> None:
+    """``kl_ref_sparse`` is KL to the aligned model regularised on every 10th step: its recorded settings and the
+    penalty it trains with are kl_ref's with ``every`` = 10 (and its own run key), nothing else changed."""
+    from agl_trl.baselines import KLToReferencePenalty
+
+    agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings(lambda_kl=3.0)
+    base, overridden = registry.peer_base("kl_ref_sparse", settings)
+    assert (base, overridden) == ("kl_ref", replace(settings, kl_every=10))
+    assert registry.peer_base("kl_ref", settings) == ("kl_ref", settings)
+    sparse = registry.method_settings("kl_ref_sparse", agl, settings)
+    assert sparse == {**registry.method_settings("kl_ref", agl, settings), "every": 10}
+    sequences = tmp_path / "kl.json"
+    sequences.write_text(json.dumps([{"prompt_ids": [1, 2, 3], "response_ids": [4, 5], "text": "ok"}] * 4))
+    artifacts = registry.PeerArtifacts(*(recipe_model, tmp_path, tmp_path, sequences, tmp_path, tmp_path))
+    penalty = registry.make_penalty("kl_ref_sparse", settings, artifacts, seed=0)
+    assert isinstance(penalty, KLToReferencePenalty) and (penalty.every, penalty.lambda_kl) == (10, 3.0)
+    assert registry.make_penalty("kl_ref", settings, artifacts, seed=0).every == 1
+
+
 @pytest.mark.parametrize("script", ["peers.py", "peers_report.py", "overhead.py", "fisher_cost.py"])
 def test_benchmark_scripts_run_from_the_repo_root(script: str) -> None:
     done = subprocess.run(
