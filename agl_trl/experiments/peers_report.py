@@ -487,15 +487,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "KL_PNG_NAME",
-    "LABELS",
-    "PNG_NAME",
-    "meter_table",
-    "chosen_points",
-    "comparable_conditions",
-    "main",
-    "pareto_front",
-    "read_rows",
-    "test_table",
-    "write_report",
-]
+    "KL_PNG_NAME", "LABELS", "PNG_NAME", "chosen_points", "comparable_conditions", "main", "meter_table",
+    "pareto_front", "read_rows", "test_table", "write_report",
+]  # fmt: skip
