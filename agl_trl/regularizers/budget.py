@@ -93,12 +93,9 @@ def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    """Whether the causal LM under ``model``'s wrappers (DDP ``.module``, PEFT) takes ``logits_to_keep``."""
-    inner = model
-    while hasattr(inner, "module"):
-        inner = inner.module
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
+    """Whether the causal LM under ``model``'s PEFT wrapper takes ``logits_to_keep`` (the trainers pass the model
+    unwrapped from accelerate; any other wrapper just gets the whole logits)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 

@@ -169,7 +169,8 @@ def test_a_peer_variant_runs_its_base_peer_with_its_overrides(recipe_model: Path
     assert sparse == {**registry.method_settings("kl_ref", agl, settings), "every": 10}
     sequences = tmp_path / "kl.json"
     sequences.write_text(json.dumps([{"prompt_ids": [1, 2, 3], "response_ids": [4, 5], "text": "ok"}] * 4))
-    artifacts = registry.PeerArtifacts(*(recipe_model, tmp_path, tmp_path, sequences, tmp_path, tmp_path))
+    unused = {k: tmp_path for k in ("diag_dir", "directions_dir", "probe_prompts", "safety_rows")}
+    artifacts = registry.PeerArtifacts(aligned_dir=recipe_model, kl_sequences=sequences, **unused)
     penalty = registry.make_penalty("kl_ref_sparse", settings, artifacts, seed=0)
     assert isinstance(penalty, KLToReferencePenalty) and (penalty.every, penalty.lambda_kl) == (10, 3.0)
     assert registry.make_penalty("kl_ref", settings, artifacts, seed=0).every == 1
