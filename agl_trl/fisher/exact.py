@@ -1,0 +1,94 @@
+"""The exact Fisher quadratic form by Monte Carlo: the reference that K-FAC's approximation is audited against.
+
+For teacher-forced probe sequences, the second-order KL(p_aligned || p_tuned) per response token is
+0.5 vec(dW)^T F vec(dW) with F the Fisher of the response tokens' log-likelihood. With targets y_t sampled from the
+aligned model independently at every response position, the per-sequence weight gradient
+G_m = d/dW_m sum_t log p(y_t) is an unbiased rank-one sample of F: E[<G, dW>^2] = vec(dW)^T F vec(dW), with every
+term K-FAC drops (cross-position, and cross-module through <G, dW> = sum_m <G_m, dW_m>). Keeping the per-module
+dots apart gives the block-diagonal part (no cross-module terms) of the same sample, so one pass says which terms a
+given update's KL lives in.
+
+A diagnostic, not a regulariser: it needs a full-precision base weight per module (4-bit bases have no gradient)
+and one backward per sequence and sample. ``benchmarks/fisher_terms.py`` runs it on trained adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from agl_trl.fisher.probe import ProbeSequence, collate, predicting_positions
+from agl_trl.lora import LoraModule, adapters_disabled
+
+
+@dataclass(frozen=True)
+class FisherForms:
+    """0.5 vec(dW)^T F vec(dW) per response token (nats) for one update, estimated from sampled gradients."""
+
+    exact: float  # every term: sum over modules inside the square
+    within_module: float  # block-diagonal: each module's own term, no cross-module products
+    samples: int  # sequences x samples per sequence behind the estimate
+
+
+def update_of(modules: Sequence[LoraModule]) -> list[torch.Tensor]:
+    """The current LoRA update dW_m = s B_m A_m of every module (fp32, detached)."""
+    return [(m.scaling * m.lora_B.detach().float() @ m.lora_A.detach().float()) for m in modules]
+
+
+def sampled_fisher_forms(
+    model: torch.nn.Module,
+    modules: Sequence[LoraModule],
+    sequences: Sequence[ProbeSequence],
+    updates: Mapping[str, Sequence[torch.Tensor]],
+    pad_id: int,
+    samples: int = 4,
+    seed: int = 0,
+) -> dict[str, FisherForms]:
+    """The exact and block-diagonal Fisher forms of each named update (``updates[name][i]`` is dW of
+    ``modules[i]``) at the aligned weights (adapters off), from ``samples`` sampled-target gradients per sequence."""
+    weights = [m.layer.base_layer.weight for m in modules]
+    if any(not w.is_floating_point() or w.element_size() < 2 for w in weights):
+        raise ValueError("sampled_fisher_forms needs full-precision base weights (a 4-bit base has no gradient).")
+    for name, update in updates.items():
+        if len(update) != len(modules):
+            raise ValueError(f"update {name!r} has {len(update)} tensors for {len(modules)} LoRA modules.")
+    generator = torch.Generator().manual_seed(seed)
+    device = weights[0].device
+    flags = [w.requires_grad for w in weights]
+    squares = {name: [0.0, 0.0] for name in updates}  # [exact, within-module]
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        for sequence in sequences:
+            batch = collate([sequence], pad_id, device)
+            predicts = predicting_positions(batch["response_mask"])
+            for _ in range(samples):
+                with adapters_disabled(model):
+                    logits = model(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                    ).logits
+                log_probs = torch.log_softmax(logits[predicts].float(), dim=-1)
+                targets = torch.multinomial(log_probs.detach().exp().cpu(), 1, generator=generator).to(device)
+                grads = torch.autograd.grad(log_probs.gather(1, targets).sum(), weights)
+                tokens += int(predicts.sum())
+                for name, update in updates.items():
+                    dots = torch.stack([(g.float() * d.to(g.device)).sum() for g, d in zip(grads, update, strict=True)])
+                    squares[name][0] += float(dots.sum()) ** 2
+                    squares[name][1] += float(dots.square().sum())
+    finally:
+        for w, flag in zip(weights, flags, strict=True):
+            w.requires_grad_(flag)
+        model.train(was_training)
+    # tokens counts each sequence once per sample: the mean over samples of sum_t, divided by tokens per sequence
+    return {
+        name: FisherForms(exact=0.5 * e / tokens, within_module=0.5 * w / tokens, samples=len(sequences) * samples)
+        for name, (e, w) in squares.items()
+    }
+
+
+__all__ = ["FisherForms", "sampled_fisher_forms", "update_of"]
