@@ -11,10 +11,15 @@ ways on the KL meter's 16 held-out probe sequences (the records after those the 
 * exact on the Fisher's own probe prompts (other prompts, 1 sample each): what a sequence-level estimate stored at
   estimation time would read on held-out prompts.
 
+With ``--full-basis`` it also estimates K-FAC with every eigenpair kept (on the Fisher's probe records, its settings
+otherwise) and reads K-FAC in full and EKFAC (the Fisher prompts' sampled second moments in that full eigenbasis;
+``eigenbases`` of :func:`~agl_trl.fisher.exact.sampled_fisher_forms`): whether the discarded spectrum or a
+within-module correction closes the gap (~7 more minutes, ~1.5 GB more memory).
+
 All are divided by eps^2, i.e. reported at the full update. Prints a table; the last line gives the medians of
 measured / K-FAC and measured / exact.
 
-    python benchmarks/fisher_terms.py --threads 2     # ~4 min on 2 CPU cores, after the peers protocol's runs
+    python benchmarks/fisher_terms.py --threads 2 --samples 16   # ~9 min on 2 CPU cores, after the peers protocol
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +45,7 @@ def main() -> None:
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="METHOD/STRENGTH/seedN under --train, comma-separated")
     parser.add_argument("--eps", type=float, default=0.3, help="scale of dW for the readings (quadratic regime)")
     parser.add_argument("--samples", type=int, default=4, help="sampled targets per meter sequence")
+    parser.add_argument("--full-basis", action="store_true", help="also K-FAC with every eigenpair, and EKFAC")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -47,7 +54,7 @@ def main() -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agl_trl.fisher import FisherArtifact, FisherSettings
+    from agl_trl.fisher import FisherArtifact, FisherSettings, estimate_fisher
     from agl_trl.fisher.exact import sampled_fisher_forms, update_of
     from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses
     from agl_trl.lora import adapters_disabled, find_lora_modules
@@ -98,19 +105,37 @@ def main() -> None:
         kfac[run] = scale * regularizer.raw_kl_estimate(model)
         updates[run] = update_of(modules)
     on_meter = sampled_fisher_forms(model, modules, meter, updates, pad, args.samples, seed=0)
-    on_probe = sampled_fisher_forms(model, modules, probe, updates, pad, 1, seed=1)
+    full_kfac, bases = {}, None
+    if args.full_basis:
+        widest = max(max(m.d_out, m.d_in) for m in modules)
+        settings = replace(fisher, max_rank=widest, explained_variance=1.0)
+        full = estimate_fisher(model, tokenizer, fisher_records, settings, show_progress=False)
+        whole = AGLRegularizer(full, AGLSettings())
+        whole.bind(model)
+        for run in runs:
+            set_peft_model_state_dict(model, load_file(adapters[run] / "adapter_model.safetensors"))
+            full_kfac[run] = whole.raw_kl_estimate(model)
+        bases = [(full.modules[m.name].q_out, full.modules[m.name].q_in) for m in modules]
+        updates = {run: [d / args.eps for d in update] for run, update in updates.items()}  # the full update
+        scale_probe = 1.0
+    else:
+        scale_probe = scale
+    on_probe = sampled_fisher_forms(model, modules, probe, updates, pad, 1, seed=1, eigenbases=bases)
 
+    extra = " K-FAC, every eigenpair | EKFAC, full basis, Fisher's prompts |" if args.full_basis else ""
     print("| run | measured | K-FAC (measured/) | exact (measured/) | no cross-module (measured/) "
-          "| exact on the Fisher's prompts (measured/) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "| exact on the Fisher's prompts (measured/) |" + extra)  # fmt: skip
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.full_basis else ""))
     for run in runs:
         m = measured[run]
         cells = [
             kfac[run],
             scale * on_meter[run].exact,
             scale * on_meter[run].within_module,
-            scale * on_probe[run].exact,
+            scale_probe * on_probe[run].exact,
         ]
+        if args.full_basis:
+            cells += [full_kfac[run], on_probe[run].eigenbasis_diagonal]
         print(f"| {run} | {m:.4g} | " + " | ".join(f"{v:.4g} ({m / v:.2f}x)" for v in cells) + " |", flush=True)
     ratio_kfac = statistics.median(measured[r] / kfac[r] for r in runs)
     ratio_exact = statistics.median(measured[r] / (scale * on_meter[r].exact) for r in runs)

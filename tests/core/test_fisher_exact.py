@@ -46,3 +46,23 @@ def test_sampled_forms_reject_mismatched_updates(lora_model, probe_records):
     sequences = build_sequences(tokenizer, probe_records[:1], 512)
     with pytest.raises(ValueError, match="has 1 tensors"):
         sampled_fisher_forms(model, modules, sequences, {"u": update_of(modules)[:1]}, tokenizer.pad_token_id, 1)
+
+
+def test_ekfac_form_equals_the_exact_form_on_one_eigenbasis_direction(lora_model, probe_records):
+    """An update u_i v_j^T on one module (eigenbasis vectors of its K-FAC factors): the EKFAC moment s_ij is the
+    same samples' E[(u_i^T G v_j)^2], so EKFAC, block-diagonal and exact forms coincide; a generic update differs."""
+    model, tokenizer = lora_model
+    modules = find_lora_modules(model)
+    artifact = estimate_fisher(model, tokenizer, probe_records, FisherSettings(max_rank=4), show_progress=False)
+    bases = [(artifact.modules[m.name].q_out, artifact.modules[m.name].q_in) for m in modules]
+    q_out, q_in = bases[3]
+    single = [torch.zeros(m.d_out, m.d_in) for m in modules]
+    single[3] = torch.outer(q_out[:, 1], q_in[:, 2])
+    sequences = build_sequences(tokenizer, probe_records[:3], 512)
+    updates = {"single": single, "generic": update_of(modules)}
+    forms = sampled_fisher_forms(model, modules, sequences, updates, tokenizer.pad_token_id, 2, eigenbases=bases)
+    one = forms["single"]
+    assert one.exact > 0
+    assert one.eigenbasis_diagonal == pytest.approx(one.exact, rel=1e-4)
+    assert one.within_module == pytest.approx(one.exact, rel=1e-4)
+    assert forms["generic"].eigenbasis_diagonal != pytest.approx(forms["generic"].within_module, rel=1e-2)
