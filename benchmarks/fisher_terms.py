@@ -56,7 +56,7 @@ def main() -> None:
 
     from agl_trl.fisher import FisherArtifact, FisherSettings, estimate_fisher
     from agl_trl.fisher.exact import sampled_fisher_forms, update_of
-    from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses
+    from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, meter_records
     from agl_trl.lora import adapters_disabled, find_lora_modules
     from agl_trl.regularizers import AGLRegularizer
     from agl_trl.regularizers.budget import probe_kl, reference_log_probs
@@ -76,15 +76,14 @@ def main() -> None:
     artifact = FisherArtifact.load(args.setup / "fisher" / "artifact")
     fisher = FisherSettings(**artifact.metadata["settings"])
     records = [json.loads(line) for line in (args.setup / "fisher" / "probe.jsonl").read_text().splitlines()]
-    kl_sequences = AGLSettings().kl_sequences
-    meter_records = records[fisher.max_samples :][-kl_sequences:]  # the KL meter's rule (trainers/runtime.py)
+    meter_rows, _ = meter_records(records, fisher.max_samples, AGLSettings().kl_sequences)
     with adapters_disabled(model):
-        meter_records = fill_missing_responses(model, tokenizer, meter_records, fisher.max_new_tokens, 4, False)
+        meter_rows = fill_missing_responses(model, tokenizer, meter_rows, fisher.max_new_tokens, 4, False)
         fisher_records = fill_missing_responses(
             model, tokenizer, records[: fisher.max_samples], fisher.max_new_tokens, 8, False
         )
     pad = tokenizer.pad_token_id
-    meter = build_sequences(tokenizer, meter_records, fisher.max_length)
+    meter = build_sequences(tokenizer, meter_rows, fisher.max_length)
     probe = build_sequences(tokenizer, fisher_records, fisher.max_length)
     batches = [collate(meter[i : i + 4], pad, torch.device("cpu")) for i in range(0, len(meter), 4)]
     references = [reference_log_probs(model, b) for b in batches]
@@ -116,10 +115,6 @@ def main() -> None:
             set_peft_model_state_dict(model, load_file(adapters[run] / "adapter_model.safetensors"))
             full_kfac[run] = whole.raw_kl_estimate(model)
         bases = [(full.modules[m.name].q_out, full.modules[m.name].q_in) for m in modules]
-        updates = {run: [d / args.eps for d in update] for run, update in updates.items()}  # the full update
-        scale_probe = 1.0
-    else:
-        scale_probe = scale
     on_probe = sampled_fisher_forms(model, modules, probe, updates, pad, 1, seed=1, eigenbases=bases)
 
     extra = " K-FAC, every eigenpair | EKFAC, full basis, Fisher's prompts |" if args.full_basis else ""
@@ -132,10 +127,10 @@ def main() -> None:
             kfac[run],
             scale * on_meter[run].exact,
             scale * on_meter[run].within_module,
-            scale_probe * on_probe[run].exact,
+            scale * on_probe[run].exact,
         ]
         if args.full_basis:
-            cells += [full_kfac[run], on_probe[run].eigenbasis_diagonal]
+            cells += [full_kfac[run], scale * on_probe[run].eigenbasis_diagonal]
         print(f"| {run} | {m:.4g} | " + " | ".join(f"{v:.4g} ({m / v:.2f}x)" for v in cells) + " |", flush=True)
     ratio_kfac = statistics.median(measured[r] / kfac[r] for r in runs)
     ratio_exact = statistics.median(measured[r] / (scale * on_meter[r].exact) for r in runs)

@@ -75,14 +75,17 @@ def sampled_fisher_forms(
         for sequence in sequences:
             batch = collate([sequence], pad_id, device)
             predicts = predicting_positions(batch["response_mask"])
-            for _ in range(samples):
-                with adapters_disabled(model):
-                    logits = model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-                    ).logits
-                log_probs = torch.log_softmax(logits[predicts].float(), dim=-1)
-                targets = torch.multinomial(log_probs.detach().exp().cpu(), 1, generator=generator).to(device)
-                grads = torch.autograd.grad(log_probs.gather(1, targets).sum(), weights)
+            with adapters_disabled(model):  # one forward per sequence; each sample backpropagates through it
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+                ).logits
+            log_probs = torch.log_softmax(logits[predicts].float(), dim=-1)
+            probs = log_probs.detach().exp().cpu()
+            for index in range(samples):
+                targets = torch.multinomial(probs, 1, generator=generator).to(device)
+                grads = torch.autograd.grad(
+                    log_probs.gather(1, targets).sum(), weights, retain_graph=index < samples - 1
+                )
                 tokens += int(predicts.sum())
                 if moments is not None:
                     for moment, g, (q_out, q_in) in zip(moments, grads, eigenbases, strict=True):
@@ -95,7 +98,7 @@ def sampled_fisher_forms(
         for w, flag in zip(weights, flags, strict=True):
             w.requires_grad_(flag)
         model.train(was_training)
-    # tokens counts each sequence once per sample: the mean over samples of sum_t, divided by tokens per sequence
+    # tokens: response tokens summed over every (sequence, sample), so each form is a mean per response token
     forms = {}
     for name, (e, w) in squares.items():
         ekfac = None

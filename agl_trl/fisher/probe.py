@@ -141,6 +141,14 @@ def fill_missing_responses(
     return records
 
 
+def meter_records(records: list[dict[str, Any]], fisher_samples: int, count: int) -> tuple[list[dict[str, Any]], int]:
+    """The KL meter's probe records: the last ``count`` of those after the ``fisher_samples`` the Fisher reads, or
+    the last ``count`` of all records when fewer are held out; also how many are held out (the caller warns)."""
+    held_out = records[fisher_samples:]
+    pool = held_out if len(held_out) >= count else records
+    return [dict(r) for r in pool[-count:]], len(held_out)
+
+
 def predicting_positions(response_mask: torch.Tensor) -> torch.Tensor:
     """Boolean (batch, seq): the positions whose next token is a response token (position t predicts token t + 1),
     where a response's likelihood terms live."""

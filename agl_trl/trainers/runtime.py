@@ -131,7 +131,13 @@ class AGLRuntime:
         """The KL meter's held-out probe sequences: the last ``kl_sequences`` probe records after the ones the
         Fisher estimate reads (``agl_fisher_max_samples``), answered by the aligned model (adapters off) when they
         have no response; the same on every rank."""
-        from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, load_probe_records
+        from agl_trl.fisher.probe import (
+            build_sequences,
+            collate,
+            fill_missing_responses,
+            load_probe_records,
+            meter_records,
+        )
         from agl_trl.lora import adapters_disabled, enable_fsdp_generate
 
         s, source = self.settings, self.config.artifact.probe_dataset
@@ -148,16 +154,14 @@ class AGLRuntime:
             return
         records = load_probe_records(source, split=self.config.artifact.probe_split)
         used = self.fisher_settings.max_samples
-        held_out = records[used:] if len(records) > used else []
-        if len(held_out) < s.kl_sequences:
+        chosen, held_out = meter_records(records, used, s.kl_sequences)
+        if held_out < s.kl_sequences:
             logger.warning(
                 "AGL: the probe data has %d records beyond the %d the Fisher reads (agl_fisher_max_samples); the KL "
                 "meter also uses records the Fisher saw.",
-                len(held_out),
+                held_out,
                 used,
             )
-            held_out = records
-        chosen = [dict(r) for r in held_out[-s.kl_sequences :]]
         tokenizer = tokenizer_of(trainer)
         enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
         with adapters_disabled(model):
