@@ -136,11 +136,19 @@ class AGLSettings(_Validated):
         "backward); 0: never (then `agl_lambda_align` must be set).",
         _at_least(0),
     )
-    kl_batch_size: int = setting(4, "Probe sequences per KL measurement (>= 1).", _at_least(1))
+    kl_batch_size: int = setting(4, "Probe sequences per KL measurement, and per KL anchor step (>= 1).", _at_least(1))
     kl_sequences: int = setting(
         16,
         "Held-out probe sequences the KL meter cycles through (the last ones of the probe data; >= 1).",
         _at_least(1),
+    )
+    kl_anchor_every: int = setting(
+        0,
+        "Every this many optimizer steps, add lambda_align x the KL(aligned || tuned) itself, with its gradient, on "
+        "`agl_kl_batch_size` of the Fisher's probe sequences (one no-grad and one grad forward of them): the "
+        "function-space term that holds the KL the K-FAC penalty cannot see (docs/method.md, 'KL anchor steps'); "
+        "0: off (default).",
+        _at_least(0),
     )
     lambda_task: float = setting(
         0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight

@@ -3,9 +3,11 @@
 SmolLM2-135M-Instruct, LoRA r=16 on all linear layers, batch 4 x 128 tokens, default AGL settings (R_A and R_T; the
 collision terms are opt-in: ``--lambda-collision 0.1`` adds them), measured alternately in one process. The drift budget's KL meter (one forward of ``agl_kl_batch_size`` sequences
 every ``agl_kl_every`` steps, here as long as a training sequence) is timed apart and amortised over its interval.
-Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the amortised meter).
+``--kl-anchor-every N`` also times a KL anchor step (the same 4 sequences, a no-grad forward and a forward + backward)
+and amortises it over N steps. Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the
+amortised meter and anchor).
 
-    python benchmarks/overhead.py [--repeats 12] [--threads 2] [--lambda-collision 0.1]
+    python benchmarks/overhead.py [--repeats 12] [--threads 2] [--lambda-collision 0.1] [--kl-anchor-every 10]
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--lambda-collision", type=float, default=None, help="turn on the collision terms")
+    parser.add_argument(
+        "--kl-anchor-every",
+        type=int,
+        default=0,
+        help="also time a KL anchor step (agl_kl_anchor_every) and amortise it",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
-    from agl_trl.regularizers.budget import probe_kl, reference_log_probs
+    from agl_trl.regularizers.budget import anchor_kl, probe_kl, reference_log_probs
 
     extra = {} if args.lambda_collision is None else {"lambda_collision": args.lambda_collision}
     model, tokenizer, source = load_model_with_lora(rank=16)
@@ -67,9 +75,22 @@ def main() -> None:
         probe_kl(model, meter_batch, reference)
         meter.append(time.perf_counter() - start)
     model.train()
+    anchor = []
+    for _ in range(5 if args.kl_anchor_every else 0):  # no-grad aligned forward + forward and backward
+        start = time.perf_counter()
+        anchor_kl(model, meter_batch).backward()
+        step.optimizer.zero_grad(set_to_none=True)
+        anchor.append(time.perf_counter() - start)
     plain, agl, ratio = median_ratio(lambda: step(False), lambda: step(True), args.repeats)
     reading = sorted(meter)[2]
     amortised = reading / settings.kl_every / plain
+    if anchor:
+        anchor_step = sorted(anchor)[2]
+        amortised += anchor_step / args.kl_anchor_every / plain
+        print(
+            f"KL anchor step ({settings.kl_batch_size} x {args.seq} tokens): {anchor_step:.3f} s, every "
+            f"{args.kl_anchor_every} steps: +{anchor_step / args.kl_anchor_every / plain:.3f} of a plain step"
+        )
     print(f"modules regularised: {len(regularizer.modules)}; regulariser fwd+bwd alone: {sorted(reg_only)[2]:.4f} s")
     print(f"median step: plain {plain:.3f} s, agl {agl:.3f} s ({args.repeats} alternating pairs)")
     print(

@@ -5,7 +5,7 @@ split, choose, then every test seed; the methods: :mod:`agl_trl.baselines.regist
 finished (split, method, strength, seed) in ``<out>/peers.jsonl``; a rerun skips those. ``--report`` (or
 ``benchmarks/peers_report.py``) turns the file into docs/peers.md and its plots.
 
-    python benchmarks/peers.py --threads 2        # the full protocol, 12 methods, 3 test seeds each (~20 h, 2 cores)
+    python benchmarks/peers.py --threads 2        # the full protocol, 13 methods, 3 test seeds each (~22 h, 2 cores)
     python benchmarks/peers.py --quick            # the demo's --quick sizes, indicative only
     python benchmarks/peers.py --methods agl,kl_ref --max-runs 2   # a subset, a budgeted slice
     python benchmarks/peers.py --point validation:agl_no_collision:0.03:1   # an extra point, done first

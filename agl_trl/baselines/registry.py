@@ -30,7 +30,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_riem_only": {"lambda_collision": 0.1, "mu": 1.0},
     "agl_geo_only": {"lambda_collision": 0.1, "mu": 0.0},
     "agl_hard_gate": {"gate": "hard"},
+    "agl_kl_anchor": {"kl_anchor_every": 10},  # the K-FAC penalty plus a KL anchor step every 10th step
 }
+# AGL settings added after results were recorded, with their "off" value: a row's settings leave them out while they
+# are off, so the rows made before them stay current (method_settings)
+ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0}
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
 # peers at another cost setting: a base peer's code with some PeerSettings fixed. "kl_ref_sparse" regularises the KL
 # to the aligned model on every 10th optimizer step only (AGL's KL-meter interval), so that it costs about what AGL
@@ -144,7 +148,11 @@ def method_settings(method: str, agl: AGLSettings, peers: PeerSettings) -> dict[
     """What a result row records as the ``settings`` of ``method``."""
     regularizer = method_agl_settings(method, agl)
     if regularizer is not None:
-        return asdict(regularizer)
+        recorded = asdict(regularizer)
+        for name, off in ADDED_OFF.items():  # an opt-in setting that is off changes nothing a row measured
+            if recorded.get(name) == off:
+                del recorded[name]
+        return recorded
     method, p = peer_base(method, peers)
     return {
         "plain": {},

@@ -31,7 +31,7 @@ from agl_trl.baselines.registry import (
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 
-# what a user would pick instead of AGL, and AGL's hard-gate variant
+# what a user would pick instead of AGL, AGL's hard-gate variant and AGL with KL anchor steps
 PROTOCOL_METHODS = (
     "plain",
     "agl",
@@ -45,6 +45,7 @@ PROTOCOL_METHODS = (
     "mix",
     "lisa",
     "kl_ref_sparse",
+    "agl_kl_anchor",
 )
 QUICK_METHODS = ("plain", "agl", "ewc", "l2", "kl_ref", "sbr", "mix")
 MAX_TASK_DROP = 0.05  # the selection rule's default task tolerance vs plain LoRA (exact-match fraction)

@@ -37,6 +37,7 @@ LABELS = {
     "agl_riem_only": "AGL: E_riem only (mu = 1)",
     "agl_geo_only": "AGL: E_geo only (mu = 0)",
     "agl_hard_gate": "AGL: hard gate",
+    "agl_kl_anchor": "AGL + KL anchor every 10th step",
     "ewc": "EWC (diagonal Fisher)",
     "l2": "L2-SP on dW",
     "kl_ref": "KL to aligned (probe)",

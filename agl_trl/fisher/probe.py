@@ -149,6 +149,14 @@ def meter_records(records: list[dict[str, Any]], fisher_samples: int, count: int
     return [dict(r) for r in pool[-count:]], len(held_out)
 
 
+def anchor_records(records: list[dict[str, Any]], fisher_samples: int, meter_count: int) -> list[dict[str, Any]]:
+    """The KL anchor's probe records: the ``fisher_samples`` the Fisher reads, less any the meter reads (with few
+    held-out records the meter falls back to the last ones of all), so that the meter's readings stay held out."""
+    held_out = len(records) - fisher_samples
+    end = fisher_samples if held_out >= meter_count else max(0, len(records) - meter_count)
+    return [dict(r) for r in records[:end]]
+
+
 def predicting_positions(response_mask: torch.Tensor) -> torch.Tensor:
     """Boolean (batch, seq): the positions whose next token is a response token (position t predicts token t + 1),
     where a response's likelihood terms live."""

@@ -13,6 +13,10 @@ teacher-forced, with the LoRA adapters off (the aligned model) and on (the tuned
   slow down) and lambda to [LAMBDA_MIN, LAMBDA_MAX]; ``kl`` is the mean of the last two readings (two different
   mini-batches), which halves the meter's noise without lagging much.
 
+A KL anchor step (opt-in, ``agl_kl_anchor_every``) adds lambda x :func:`anchor_kl`, the same KL with its gradient,
+on the Fisher's own probe sequences (never the meter's): the function-space term for the KL that the K-FAC penalty
+cannot see (docs/method.md, "KL anchor steps").
+
 Pure Python state (JSON-serialisable, checkpointed with the regulariser); every rank measures the same sequences,
 so every rank computes the same lambda without a collective.
 """
@@ -99,8 +103,12 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-@torch.no_grad()
-def _log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: bool) -> torch.Tensor:
+def _log_probs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: bool, grad: bool = False
+) -> torch.Tensor:
+    """Log-probabilities at ``batch``'s response positions, (n_tokens, vocab) fp32. ``grad=False`` (the meter): no
+    graph, eval mode; ``grad=True`` (an anchor step, tuned model only): differentiable, in the model's own mode, so
+    its dropout and gradient checkpointing apply as in the task's forward."""
     from agl_trl.lora import adapters_disabled
 
     predicts = _predicting(batch)
@@ -109,14 +117,17 @@ def _log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: 
     if _accepts_logits_to_keep(model):  # project onto the vocabulary only where some sequence predicts a response
         keep = predicts.any(0).nonzero().squeeze(-1)
         inputs["logits_to_keep"] = keep
+    grad = grad and not aligned
     was_training = model.training
-    model.eval()
+    if not grad:
+        model.eval()
     try:
-        if aligned:
-            with adapters_disabled(model):
+        with torch.set_grad_enabled(grad):
+            if aligned:
+                with adapters_disabled(model):
+                    logits = model(**inputs).logits
+            else:
                 logits = model(**inputs).logits
-        else:
-            logits = model(**inputs).logits
     finally:
         model.train(was_training)
     selected = logits[predicts] if keep is None else logits[predicts[:, keep]]
@@ -140,4 +151,13 @@ def probe_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor], reference: 
     return float((reference.exp() * (reference - tuned)).sum(-1).mean())
 
 
-__all__ = ["LAMBDA_INIT", "DriftBudget", "probe_kl", "reference_log_probs"]
+def anchor_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`probe_kl` with its gradient: KL(p_aligned || p_tuned) per response token of ``batch``, a
+    differentiable fp32 scalar (the aligned side has no graph). What a KL anchor step adds, times lambda_align."""
+    with torch.no_grad():
+        reference = reference_log_probs(model, batch)
+    tuned = _log_probs(model, batch, aligned=False, grad=True)
+    return (reference.exp() * (reference - tuned)).sum(-1).mean()
+
+
+__all__ = ["LAMBDA_INIT", "DriftBudget", "anchor_kl", "probe_kl", "reference_log_probs"]

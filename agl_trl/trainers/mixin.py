@@ -11,7 +11,8 @@ or patch an existing trainer object with :func:`agl_trl.trainers.enable_agl` (wh
 
 * ``compute_loss`` adds the regulariser in training mode only, in fp32 outside autocast, scaled so that one optimizer
   step gets its gradient exactly once whatever the gradient accumulation (:func:`scale_for_ga`); never multiplied by
-  the number of processes.
+  the number of processes. A KL anchor step's term (``agl_kl_anchor_every``) is added on the first micro-batch of its
+  step only (:func:`scale_once_for_ga`).
 * ``log`` adds the means of the regulariser's metrics since the last log as ``agl/<name>`` to training logs.
 * ``train`` remembers the checkpoint being resumed, whose ``agl_state.json`` restores the regulariser's state.
 """
@@ -58,6 +59,15 @@ def scale_for_ga(trainer: Any, term: torch.Tensor, num_items_in_batch: Any) -> t
     return term / steps if steps > 1 else term
 
 
+def scale_once_for_ga(trainer: Any, term: torch.Tensor, num_items_in_batch: Any) -> torch.Tensor:
+    """Scale a term added on *one* micro-batch of each optimizer step (a KL anchor step) so that its gradient
+    reaches the step exactly once: times ``k`` when the trainer divides the loss by the ``k`` micro-batches."""
+    if not trainer_divides_loss_by_ga(trainer, num_items_in_batch):
+        return term
+    steps = int(getattr(trainer, "current_gradient_accumulation_steps", 1) or 1)
+    return term * steps if steps > 1 else term
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The mixin
 # ---------------------------------------------------------------------------------------------------------------------
@@ -88,8 +98,12 @@ class AGLLossMixin:
     ) -> Any:
         rt = self._agl
         active = rt is not None and rt.enabled and model.training
+        anchor, anchor_metrics = None, {}
         if active:
             rt.initialise(self)  # before the forward: DDP must not see the estimator's backward mid-step
+            # a KL anchor step's forward comes before the task's: FSDP2 keeps the last forward's parameters for
+            # its backward
+            anchor, anchor_metrics = rt.anchor(unwrapped_model(self), int(self.state.global_step))
         out = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch, **kwargs
         )
@@ -100,6 +114,9 @@ class AGLLossMixin:
             reg, metrics = rt.regularizer(unwrapped_model(self), step=int(self.state.global_step))
         reg = scale_for_ga(self, reg, num_items_in_batch)
         loss = loss + reg.to(device=loss.device, dtype=loss.dtype)
+        if anchor is not None:  # a KL anchor step: a forward in the trainer's own precision, once per step
+            loss = loss + scale_once_for_ga(self, anchor, num_items_in_batch).to(device=loss.device, dtype=loss.dtype)
+            metrics = {**metrics, **anchor_metrics}
         for key, value in metrics.items():
             rt.metrics[key].append(float(value))
         return (loss, outputs) if return_outputs else loss
@@ -126,4 +143,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AGLLossMixin", "scale_for_ga", "trainer_divides_loss_by_ga"]
+__all__ = ["AGLLossMixin", "scale_for_ga", "scale_once_for_ga", "trainer_divides_loss_by_ga"]

@@ -71,6 +71,8 @@ class AGLRuntime:
     metrics: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     meter_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the KL meter's probe batches
     meter_reference: dict[int, torch.Tensor] = field(default_factory=dict)  # their aligned log-probs (CPU), by index
+    anchor_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the KL anchor's probe batches
+    anchored_step: int | None = None  # the optimizer step whose anchor term was last added (once per step)
 
     @property
     def enabled(self) -> bool:
@@ -129,55 +131,82 @@ class AGLRuntime:
 
     def _build_meter(self, trainer: Any, model: torch.nn.Module) -> None:
         """The KL meter's held-out probe sequences: the last ``kl_sequences`` probe records after the ones the
-        Fisher estimate reads (``agl_fisher_max_samples``), answered by the aligned model (adapters off) when they
-        have no response; the same on every rank."""
-        from agl_trl.fisher.probe import (
-            build_sequences,
-            collate,
-            fill_missing_responses,
-            load_probe_records,
-            meter_records,
-        )
-        from agl_trl.lora import adapters_disabled, enable_fsdp_generate
+        Fisher estimate reads (``agl_fisher_max_samples``); with ``agl_kl_anchor_every``, also the anchor's: the
+        Fisher's records less the meter's (:func:`~agl_trl.fisher.probe.anchor_records`). Records with no response
+        are answered by the aligned model (adapters off); the same batches on every rank."""
+        from agl_trl.fisher.probe import anchor_records, load_probe_records, meter_records
 
         s, source = self.settings, self.config.artifact.probe_dataset
-        if s.kl_every == 0:
+        if s.kl_every == 0 and s.kl_anchor_every == 0:
             return
         if source is None:
-            if s.adaptive:
+            if s.adaptive or s.kl_anchor_every:
+                needs = "The adaptive lambda_align (the default)" if s.adaptive else "`agl_kl_anchor_every`"
                 raise AGLUserError(
-                    "The adaptive lambda_align (the default) measures the KL on probe sequences, but "
-                    "`agl_probe_dataset` is unset: set it (e.g. 'driftcaps'), or fix the weight with "
-                    "`agl_lambda_align`."
+                    f"{needs} measures the KL on probe sequences, but `agl_probe_dataset` is unset: set it (e.g. "
+                    "'driftcaps'), or fix the weight with `agl_lambda_align` and set `agl_kl_anchor_every` to 0."
                 )
             logger.warning("AGL: no agl_probe_dataset, so the KL meter is off (kl_measured is not logged).")
             return
         records = load_probe_records(source, split=self.config.artifact.probe_split)
         used = self.fisher_settings.max_samples
-        chosen, held_out = meter_records(records, used, s.kl_sequences)
-        if held_out < s.kl_sequences:
-            logger.warning(
-                "AGL: the probe data has %d records beyond the %d the Fisher reads (agl_fisher_max_samples); the KL "
-                "meter also uses records the Fisher saw.",
-                held_out,
-                used,
-            )
-        tokenizer = tokenizer_of(trainer)
+        if s.kl_every:
+            chosen, held_out = meter_records(records, used, s.kl_sequences)
+            if held_out < s.kl_sequences:
+                logger.warning(
+                    "AGL: the probe data has %d records beyond the %d the Fisher reads (agl_fisher_max_samples); the "
+                    "KL meter also uses records the Fisher saw.",
+                    held_out,
+                    used,
+                )
+            self.meter_batches = self._probe_batches(trainer, model, chosen, "KL meter")
+        if s.kl_anchor_every:
+            chosen = anchor_records(records, used, s.kl_sequences if s.kl_every else 0)
+            if not chosen:
+                raise AGLUserError(
+                    f"`agl_kl_anchor_every`={s.kl_anchor_every} needs probe records of its own, but the "
+                    f"{len(records)} records of `agl_probe_dataset`={source!r} are all the KL meter's "
+                    f"(`agl_kl_sequences`={s.kl_sequences}): give more probe records or lower `agl_kl_sequences`."
+                )
+            self.anchor_batches = self._probe_batches(trainer, model, chosen, "KL anchor")
+
+    def _probe_batches(
+        self, trainer: Any, model: torch.nn.Module, records: list[dict[str, Any]], user: str
+    ) -> list[dict[str, torch.Tensor]]:
+        """``records`` as teacher-forcing batches of ``agl_kl_batch_size`` (missing responses: the aligned model's)."""
+        from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses
+        from agl_trl.lora import adapters_disabled, enable_fsdp_generate
+
+        s, tokenizer = self.settings, tokenizer_of(trainer)
         enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
         with adapters_disabled(model):
-            chosen = fill_missing_responses(
-                model, tokenizer, chosen, self.fisher_settings.max_new_tokens, s.kl_batch_size, False
+            records = fill_missing_responses(
+                model, tokenizer, records, self.fisher_settings.max_new_tokens, s.kl_batch_size, False
             )
-        sequences = build_sequences(tokenizer, chosen, self.fisher_settings.max_length)
+        sequences = build_sequences(tokenizer, records, self.fisher_settings.max_length)
         if not sequences:
             raise AGLUserError(
-                f"The KL meter's probe records from `agl_probe_dataset`={source!r} have no response tokens within "
-                "`agl_fisher_max_length`; give longer responses or a larger max length."
+                f"The {user}'s probe records from `agl_probe_dataset`={self.config.artifact.probe_dataset!r} have no "
+                "response tokens within `agl_fisher_max_length`; give longer responses or a larger max length."
             )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         device = next(p for p in model.parameters()).device
         size = s.kl_batch_size
-        self.meter_batches = [collate(sequences[i : i + size], pad, device) for i in range(0, len(sequences), size)]
+        return [collate(sequences[i : i + size], pad, device) for i in range(0, len(sequences), size)]
+
+    def anchor(self, model: torch.nn.Module, step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """A KL anchor step's term, ``lambda_align x KL(aligned || tuned)`` on the next anchor batch, at optimizer
+        steps ``step > 0`` that are multiples of ``agl_kl_anchor_every``; once per step (the first micro-batch of
+        an accumulation window: :func:`~agl_trl.trainers.mixin.scale_once_for_ga`). ``None`` on other calls."""
+        from agl_trl.regularizers.budget import anchor_kl
+
+        every = self.settings.kl_anchor_every
+        if not self.anchor_batches or not every or step == 0 or step % every or step == self.anchored_step:
+            return None, {}
+        self.anchored_step = step
+        batch = self.anchor_batches[(step // every - 1) % len(self.anchor_batches)]
+        kl = anchor_kl(model, batch)
+        return self.regularizer.budget.weight * kl, {"kl_anchor": float(kl.detach())}
 
     def measure(self, trainer: Any, step: int) -> None:
         """One KL meter reading, at optimizer step ``step`` when it is a multiple of ``agl_kl_every``: the measured

@@ -138,7 +138,12 @@ def test_results_log_retires_stale_rows_without_losing_them(tmp_path: Path) -> N
 
 def test_registry_strengths_and_settings_of_every_method() -> None:
     agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
-    assert registry.method_settings("agl", agl, settings) == asdict(agl)
+    # an AGL setting added after rows were recorded is left out while off (so those rows stay current), kept when on
+    assert all(getattr(agl, name) == off for name, off in registry.ADDED_OFF.items())
+    recorded = {k: v for k, v in asdict(agl).items() if k not in registry.ADDED_OFF}
+    assert registry.method_settings("agl", agl, settings) == recorded
+    anchored = registry.method_settings("agl_kl_anchor", agl, settings)
+    assert anchored == {**recorded, "kl_anchor_every": 10}
     for method, overrides in registry.ABLATIONS.items():
         assert registry.method_agl_settings(method, agl) == replace(agl, **overrides)
     assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": settings.lambda_ewc}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
-from agl_trl.fisher.probe import build_sequences, collate
+from agl_trl.fisher.probe import anchor_records, build_sequences, collate, meter_records
 from agl_trl.lora import adapters_disabled, find_lora_modules
 from agl_trl.regularizers import functional as F
 from tests.core.conftest import make_lora_model
@@ -386,6 +386,24 @@ def test_diagonal_and_kfac_agree_with_brute_force_per_token_gradients(lora_model
         assert getattr(module, f"trace_{side}") == pytest.approx(float(torch.trace(expected)), rel=1e-4)
         rebuilt = q @ torch.diag(eig) @ q.T
         torch.testing.assert_close(rebuilt, expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("n", "fisher", "meter", "want_meter", "want_anchor"),
+    [
+        (20, 12, 4, list(range(16, 20)), list(range(12))),  # enough held out: the meter's come after the Fisher's
+        (10, 12, 4, list(range(6, 10)), list(range(6))),  # too few: the meter takes the last 4, the anchor the rest
+        (10, 8, 4, list(range(6, 10)), list(range(6))),  # 2 held out < 4: same fallback
+        (4, 12, 4, list(range(4)), []),  # nothing is left for the anchor
+        (10, 6, 0, [], list(range(6))),  # no meter
+    ],
+)
+def test_the_kl_anchor_never_reads_the_meters_records(n, fisher, meter, want_meter, want_anchor):
+    records = [{"prompt": str(i), "response": "r"} for i in range(n)]
+    chosen, _ = meter_records(records, fisher, meter) if meter else ([], 0)
+    anchor = anchor_records(records, fisher, meter)
+    assert [int(r["prompt"]) for r in chosen] == want_meter
+    assert [int(r["prompt"]) for r in anchor] == want_anchor
 
 
 def test_missing_responses_are_generated_by_the_model(lora_model):

@@ -17,7 +17,10 @@ def main(out: Path, probe: str) -> None:
     model, tokenizer = tiny_model_and_tokenizer()
     torch.manual_seed(0)
     args = dict(FAST_ARGS, max_steps=2, gradient_accumulation_steps=2, output_dir=str(out / "run"))
-    config = AGLSFTConfig(**args, **FAST_AGL, agl_probe_dataset=probe, agl_lambda_align=20.0, agl_lambda_task=20.0)
+    anchor = dict(agl_kl_anchor_every=1, agl_kl_sequences=2, agl_kl_batch_size=2)  # a KL anchor step at step 2
+    config = AGLSFTConfig(
+        **args, **FAST_AGL, **anchor, agl_probe_dataset=probe, agl_lambda_align=20.0, agl_lambda_task=20.0
+    )
     trainer = AGLSFTTrainer(
         model=model,
         args=config,

@@ -145,6 +145,7 @@ def train(out: Path, probe: str) -> None:
     allow_fsdp_on_cpu()
     fsdp = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
     agl = dict(FAST_AGL, agl_probe_dataset=probe, agl_kl_every=2, agl_kl_sequences=4, agl_kl_batch_size=2)
+    agl["agl_kl_anchor_every"] = 2  # a KL anchor step (global step 2, i.e. the 3rd step) on the sharded model
     records: dict = {}
 
     def trainer(max_steps: int):

@@ -126,6 +126,8 @@ def _check_zero3_run(out: Path, mode: str, run: dict, single: dict, plain: dict)
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert all(log[0][key] > 0 for key in TERMS)
     assert [("agl/kl_measured" in e) for e in log] == [False, True, False, True]
+    assert [("agl/kl_anchor" in e) for e in log] == [False, False, True, False]
+    assert log[2]["agl/kl_anchor"] == pytest.approx(single["log"][2]["agl/kl_anchor"], rel=1e-4)
     for ours_entry, theirs in zip(log, single["log"], strict=True):
         for key in ("loss", "grad_norm", *TERMS, "agl/tau", "agl/lambda"):
             assert ours_entry[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-9), (ours_entry["step"], key)

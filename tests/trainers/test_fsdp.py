@@ -93,6 +93,7 @@ def test_agl_sft_under_accelerate_fsdp2_writes_its_outputs_and_resumes(tmp_path,
     first, second = records["first"], records["second"]
     assert len(first) == 4 and all(e["agl/r_align"] > 0 for e in first)
     assert any("agl/kl_measured" in e for e in first)
+    assert [e["step"] for e in first if "agl/kl_anchor" in e] == [3]
     # resumed from checkpoint-2: its state restored, the artifact reused, steps 3-4 continued as before
     assert records["restored_from"].endswith("checkpoint-2") and records["second_fisher_source"] == "checkpoint"
     resumed = [e for e in second if e["step"] > 2]  # the earlier entries come from the checkpoint's state
@@ -101,3 +102,4 @@ def test_agl_sft_under_accelerate_fsdp2_writes_its_outputs_and_resumes(tmp_path,
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
         assert after["agl/r_align"] == pytest.approx(before["agl/r_align"], rel=1e-4)
         assert after["agl/lambda"] == pytest.approx(before["agl/lambda"], rel=1e-6)
+        assert after.get("agl/kl_anchor", 0) == pytest.approx(before.get("agl/kl_anchor", 0), rel=1e-4)

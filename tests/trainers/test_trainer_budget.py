@@ -115,3 +115,75 @@ def test_default_settings_leave_the_gradient_alone_under_budget(kind, tmp_path, 
     assert max(agl_trainer.agl_regularizer.budget.readings) < agl_trainer.args.agl_kl_budget  # under budget
     for step, (a, p) in enumerate(zip(with_agl, plain, strict=True), start=1):
         assert a <= 1.2 * p + 1e-8 and p <= 1.2 * a + 1e-8, f"step {step}: AGL {a} vs plain {p}"
+
+
+# the KL anchor reads the Fisher's probe records less the meter's: with the 6-record probe, the meter's last 2
+ANCHOR = dict(agl_kl_sequences=2, agl_kl_batch_size=2, agl_lambda_align=3.0, agl_lambda_task=0.0)
+
+
+def test_kl_anchor_steps_add_the_measured_kl_with_its_gradient(tmp_path, probe_file):
+    from agl_trl.regularizers.budget import probe_kl
+
+    on = sft_trainer(tmp_path / "on", probe_file, max_steps=8, agl_kl_anchor_every=2, **ANCHOR)
+    on.train()
+    anchored = [e["step"] for e in train_logs(on) if "agl/kl_anchor" in e]
+    assert anchored == [3, 5, 7], anchored  # added during the steps after 2, 4 and 6 finished (never at step 0)
+    off = sft_trainer(tmp_path / "off", probe_file, max_steps=3, **ANCHOR)
+    off.train()
+    assert not any("agl/kl_anchor" in e for e in train_logs(off))
+    rt, model = on._agl, on.model
+    assert len(rt.anchor_batches) == 2  # the Fisher's 6 records less the meter's 2, in batches of 2
+    # the term is lambda x the meter's own KL on the anchor batch, and its gradient lowers that KL
+    model.eval()  # no dropout: the anchor's forward then matches the meter's exactly
+    batch = rt.anchor_batches[0]
+    measured = probe_kl(model, batch)
+    term, metrics = rt.anchor(model, 10)  # step 10 -> batch 0
+    assert measured > 1e-4, "the run never drifted: the test is blind"
+    assert float(term) == pytest.approx(3.0 * measured, rel=1e-4)
+    assert metrics["kl_anchor"] == pytest.approx(measured, rel=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(term, params)
+    norm2 = sum(float((g * g).sum()) for g in grads)
+    assert norm2 > 0
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p -= 0.05 * float(term) / norm2 * g  # a small step down the term's gradient
+    assert probe_kl(model, batch) < 0.99 * measured
+
+
+def test_kl_anchor_term_reaches_each_step_once_under_gradient_accumulation(tmp_path, probe_file):
+    """GA 2 x batch 2 and GA 1 x batch 4 take the same steps with anchor steps on (the term is added on one micro-
+    batch and scaled for the trainer's GA division), and the anchor does move them."""
+    from types import SimpleNamespace as NS
+
+    from agl_trl.trainers.mixin import scale_once_for_ga
+
+    def final(name, **over):
+        trainer = sft_trainer(tmp_path / name, probe_file, max_steps=3, **ANCHOR, **over)
+        trainer.train()
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}, trainer
+
+    ga1, _ = final("ga1", per_device_train_batch_size=4, agl_kl_anchor_every=1)
+    ga2, trainer = final("ga2", per_device_train_batch_size=2, gradient_accumulation_steps=2, agl_kl_anchor_every=1)
+    none, _ = final("none", per_device_train_batch_size=4)
+    moved = max(float((ga1[n] - none[n]).abs().max()) for n in ga1)
+    assert moved > 1e-4, "the anchor did not change the steps: the test is blind"
+    for name in ga1:
+        torch.testing.assert_close(ga2[name], ga1[name], atol=0.05 * moved, rtol=1e-3, msg=name)
+    rt = trainer._agl
+    first, _ = rt.anchor(trainer.model, 99)
+    again, _ = rt.anchor(trainer.model, 99)
+    assert first is not None and again is None  # once per optimizer step, whatever the micro-batches
+    term = torch.tensor(1.0)
+    assert (
+        float(scale_once_for_ga(NS(loss_is_scaled_for_ga=False, current_gradient_accumulation_steps=4), term, 1)) == 4
+    )
+    assert float(scale_once_for_ga(NS(loss_is_scaled_for_ga=True, current_gradient_accumulation_steps=4), term, 1)) == 1
+
+
+def test_kl_anchor_without_probe_records_of_its_own_is_refused(tmp_path, probe_file):
+    from agl_trl.settings import AGLUserError
+
+    trainer = sft_trainer(tmp_path / "x", probe_file, agl_kl_anchor_every=10, agl_kl_sequences=16, agl_lambda_align=1.0)
+    with pytest.raises(AGLUserError, match=r"`agl_kl_anchor_every`=10 needs probe records of its own, but the 6 "):
+        trainer.train()

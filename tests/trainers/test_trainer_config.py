@@ -37,6 +37,7 @@ NON_DEFAULTS = {
     "agl_kl_every": 5,
     "agl_kl_batch_size": 2,
     "agl_kl_sequences": 8,
+    "agl_kl_anchor_every": 4,
     "agl_lambda_task": 0.5,
     "agl_lambda_collision": 0.75,
     "agl_mu": 0.3,

@@ -1,4 +1,5 @@
-"""Two-process DDP on CPU (gloo): training finishes and every rank sees the same Fisher and regulariser gradient."""
+"""Two-process DDP on CPU (gloo): training finishes and every rank sees the same Fisher and regulariser gradient,
+with a KL anchor step among the steps."""
 
 from __future__ import annotations
 
@@ -40,4 +41,5 @@ def test_two_process_ddp_agrees_across_ranks(tmp_path, probe_file):
     assert ranks[0]["metrics"] == pytest.approx(ranks[1]["metrics"])
     logs = [e for e in ranks[0]["log_history"] if "loss" in e]
     assert len(logs) == 2 and all(e["agl/r_align"] > 0 for e in logs)
+    assert "agl/kl_anchor" not in logs[0] and logs[1]["agl/kl_anchor"] > 0  # the anchor step kept the ranks in sync
     assert (tmp_path / "run" / "agl_fisher" / "fisher.json").is_file()
