@@ -154,8 +154,7 @@ def probe_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor], reference: 
 def anchor_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """:func:`probe_kl` with its gradient: KL(p_aligned || p_tuned) per response token of ``batch``, a
     differentiable fp32 scalar (the aligned side has no graph). What a KL anchor step adds, times lambda_align."""
-    with torch.no_grad():
-        reference = reference_log_probs(model, batch)
+    reference = reference_log_probs(model, batch)  # no graph: the aligned side is a constant
     tuned = _log_probs(model, batch, aligned=False, grad=True)
     return (reference.exp() * (reference - tuned)).sum(-1).mean()
 

@@ -147,10 +147,14 @@ class AGLRuntime:
             return
         if source is None:
             if s.adaptive or s.kl_anchor_every:
-                needs = "The adaptive lambda_align (the default)" if s.adaptive else "`agl_kl_anchor_every`"
+                needs, fix = (
+                    ("The adaptive lambda_align (the default)", "fix the weight with `agl_lambda_align`")
+                    if s.adaptive
+                    else ("`agl_kl_anchor_every`", "set `agl_kl_anchor_every` to 0")
+                )
                 raise AGLUserError(
                     f"{needs} measures the KL on probe sequences, but `agl_probe_dataset` is unset: set it (e.g. "
-                    "'driftcaps'), or fix the weight with `agl_lambda_align` and set `agl_kl_anchor_every` to 0."
+                    f"'driftcaps'), or {fix}."
                 )
             logger.warning("AGL: no agl_probe_dataset, so the KL meter is off (kl_measured is not logged).")
             return
