@@ -22,6 +22,7 @@ from agl_trl.baselines.registry import ALL_METHODS
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
 from agl_trl.experiments.peers_ablations import ablation_table, default_table, row_verdicts
 from agl_trl.experiments.peers_config import MAX_TASK_DROP, SWEEP_SEED, choose, method_order
+from agl_trl.experiments.peers_styles import style_sections
 from agl_trl.experiments.plots import draw_meter_curves
 from agl_trl.settings import AGLSettings
 from agl_trl.utils import read_jsonl
@@ -185,27 +186,6 @@ def test_table(
             f"{_mean_sd([_ratio(rows, 'test', r) for r in test])} | {len(test)} |"
         )
     return lines, est
-
-
-def style_table(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]], key: str = "by_style") -> list[str]:
-    """Refusal on unsafe / over-refusal per phrasing style on the test split (seeds pooled)."""
-    reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
-    if reference is None:
-        return []
-    groups = sorted(reference[key])
-    lines = ["| method | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
-    entries = [("aligned", [reference])] + [(m, c["test"]) for m, c in chosen.items() if c["test"]]
-    for method, test in entries:
-        cells = []
-        for g in groups:
-            parts = []
-            for label in ("refusal_unsafe", "over_refusal"):
-                k = sum(r[key].get(g, {}).get(label, {}).get("k", 0) for r in test)
-                n = sum(r[key].get(g, {}).get(label, {}).get("n", 0) for r in test)
-                parts.append(f"{100 * k / n:.0f}" if n else "-")
-            cells.append(" / ".join(parts))
-        lines.append(f"| {_label(method)} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def sweep_tables(rows: list[dict[str, Any]], chosen: dict[str, dict[str, Any]]) -> list[str]:
@@ -416,15 +396,7 @@ def write_report(
             f"![task score vs gap drift]({PNG_NAME})",
             "",
         ]
-    for key, title in (("by_style", "phrasing style"), ("by_form", "form")):
-        st = style_table(rows, chosen, key)
-        if st:
-            lines += [
-                f"## Refusal on unsafe / over-refusal on safe by {title} (test split, %, seeds pooled)",
-                "",
-                *st,
-                "",
-            ]
+    lines += style_sections(rows, chosen, label=_label, n_boot=N_BOOT)
     lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
     ablations = ablation_table(rows, N_BOOT, label=_label)
     if ablations:
