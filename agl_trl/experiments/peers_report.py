@@ -21,7 +21,7 @@ from typing import Any
 from agl_trl.baselines.registry import ALL_METHODS
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
 from agl_trl.experiments.peers_ablations import ablation_table, default_table, row_verdicts
-from agl_trl.experiments.peers_config import MAX_TASK_DROP, SWEEP_SEED, choose, method_order
+from agl_trl.experiments.peers_config import MAX_TASK_DROP, PROTOCOL_METHODS, SWEEP_SEED, choose, method_order
 from agl_trl.experiments.peers_styles import style_sections
 from agl_trl.experiments.plots import draw_meter_curves
 from agl_trl.settings import AGLSettings
@@ -88,7 +88,9 @@ def chosen_points(rows: list[dict[str, Any]], max_task_drop: float) -> dict[str,
             continue
         strength, why = choose(sweep, plain_task, max_task_drop) if method != "plain" else (None, "no strength")
         test = sorted((r for r in _of(rows, "test", method) if r["strength"] == strength), key=lambda r: r["seed"])
-        if not test and method != "plain":  # the benchmark tests a point only once its sweep is complete
+        if not test and method not in PROTOCOL_METHODS:  # an ablation: validation points only, never tested
+            strength, why = math.nan, f"ablation, validation only ({len(sweep)} points): not tested"
+        elif not test and method != "plain":  # the benchmark tests a point only once its sweep is complete
             strength, why = math.nan, f"sweep in progress ({len(sweep)} points so far): nothing chosen yet"
         out[method] = {"strength": strength, "why": why, "sweep": sweep, "test": test}
     for method in list(out):  # points tested besides the rule's choice (AGL's package default): shown, labelled

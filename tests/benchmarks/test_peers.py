@@ -74,6 +74,10 @@ def test_report_uses_test_rows_at_the_validation_chosen_point(tmp_path: Path) ->
     chosen = peers_report.chosen_points(partial, max_task_drop=0.05)
     assert "in progress" in chosen["l2"]["why"] and not chosen["l2"]["test"]
     assert "l2" not in peers_report.test_table(partial, chosen)[1]
+    # an ablation outside the protocol (validation points only) says so, not "in progress"
+    partial += [row("validation", "agl_no_collision", 0.03, 0, 30, 3, 15)]
+    why = peers_report.chosen_points(partial, max_task_drop=0.05)["agl_no_collision"]["why"]
+    assert "ablation" in why and "in progress" not in why
     path = peers_report.write_report(partial, tmp_path, source=tmp_path / "peers.jsonl")
     text = path.read_text()
     assert "sweep in progress" in text
