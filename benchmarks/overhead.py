@@ -3,11 +3,14 @@
 SmolLM2-135M-Instruct, LoRA r=16 on all linear layers, batch 4 x 128 tokens, default AGL settings (R_A and R_T; the
 collision terms are opt-in: ``--lambda-collision 0.1`` adds them), measured alternately in one process. The drift budget's KL meter (one forward of ``agl_kl_batch_size`` sequences
 every ``agl_kl_every`` steps, here as long as a training sequence) is timed apart and amortised over its interval.
-``--kl-anchor-every N`` also times a KL anchor step (the same 4 sequences, a no-grad forward and a forward + backward)
-and amortises it over N steps. Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the
+``--kl-anchor-every N`` also times a KL anchor step (4 sequences, a no-grad forward and a forward + backward)
+and amortises it over N steps. ``--probe real`` gives the meter and the anchor what they read in training (the
+DriftCaps probe's last prompts with the aligned model's greedy answers of at most ``agl_fisher_max_new_tokens``
+tokens: the meter's 4, the 4 before them for the anchor) instead of random sequences as long as a training one. Last line: ``step_time_ratio agl/plain = X.XXX`` (median of per-pair ratios, plus the
 amortised meter and anchor).
 
     python benchmarks/overhead.py [--repeats 12] [--threads 2] [--lambda-collision 0.1] [--kl-anchor-every 10]
+                                  [--batch 8 --seq 256] [--probe real]
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ def main() -> None:
         type=int,
         default=0,
         help="also time a KL anchor step (agl_kl_anchor_every) and amortise it",
+    )
+    parser.add_argument(
+        "--probe",
+        choices=("train-length", "real"),
+        default="train-length",
+        help="the meter's and anchor's sequences: random ones as long as a training sequence, or the probe's own",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,10 +73,13 @@ def main() -> None:
         step.optimizer.zero_grad(set_to_none=True)
         reg_only.append(time.perf_counter() - start)
     settings = regularizer.settings
-    meter_ids = ids[: settings.kl_batch_size]
-    response = torch.zeros_like(meter_ids)
-    response[:, args.seq // 2 :] = 1
-    meter_batch = {"input_ids": meter_ids, "attention_mask": torch.ones_like(meter_ids), "response_mask": response}
+    if args.probe == "real":
+        meter_batch, anchor_batch = real_probe_batches(model, tokenizer, settings.kl_batch_size)
+    else:
+        meter_batch = anchor_batch = random_probe_batch(ids[: settings.kl_batch_size])
+    shape = {
+        name: "x".join(map(str, b["input_ids"].shape)) for name, b in (("meter", meter_batch), ("anchor", anchor_batch))
+    }
     reference = reference_log_probs(model, meter_batch).cpu()  # once per meter batch and run
     meter = []
     for _ in range(5):
@@ -78,7 +90,7 @@ def main() -> None:
     anchor = []
     for _ in range(5 if args.kl_anchor_every else 0):  # no-grad aligned forward + forward and backward
         start = time.perf_counter()
-        anchor_kl(model, meter_batch).backward()
+        anchor_kl(model, anchor_batch).backward()
         step.optimizer.zero_grad(set_to_none=True)
         anchor.append(time.perf_counter() - start)
     plain, agl, ratio = median_ratio(lambda: step(False), lambda: step(True), args.repeats)
@@ -88,16 +100,40 @@ def main() -> None:
     print(f"modules regularised: {len(regularizer.modules)}; regulariser fwd+bwd alone: {sorted(reg_only)[2]:.4f} s")
     print(f"median step: plain {plain:.3f} s, agl {agl:.3f} s ({args.repeats} alternating pairs)")
     print(
-        f"KL meter reading ({settings.kl_batch_size} x {args.seq} tokens): {reading:.3f} s, every "
+        f"KL meter reading ({shape['meter']} tokens, {args.probe}): {reading:.3f} s, every "
         f"{settings.kl_every} steps: +{amortised:.3f} of a plain step"
     )
     if anchor:
         print(
-            f"KL anchor step ({settings.kl_batch_size} x {args.seq} tokens): {sorted(anchor)[2]:.3f} s, every "
+            f"KL anchor step ({shape['anchor']} tokens, {args.probe}): {sorted(anchor)[2]:.3f} s, every "
             f"{args.kl_anchor_every} steps: +{anchor_amortised:.3f} of a plain step"
         )
     print(f"regulariser_ratio agl/plain = {ratio:.3f}")
     print(f"step_time_ratio agl/plain = {ratio + amortised + anchor_amortised:.3f}")
+
+
+def random_probe_batch(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Training-length random sequences, their second half the response."""
+    response = torch.zeros_like(ids)
+    response[:, ids.shape[1] // 2 :] = 1
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": response}
+
+
+def real_probe_batches(model, tokenizer, size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The meter's and the anchor's batches as training builds them: the DriftCaps probe's last ``2 * size`` prompts
+    answered greedily by the aligned model (adapters off), as prompt + response sequences."""
+    from agl_trl.fisher import FisherSettings
+    from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, load_probe_records
+    from agl_trl.lora import adapters_disabled
+
+    fisher = FisherSettings()
+    records = load_probe_records("driftcaps")[-2 * size :]
+    with adapters_disabled(model):
+        records = fill_missing_responses(model, tokenizer, records, fisher.max_new_tokens, size, False)
+    sequences = build_sequences(tokenizer, records, fisher.max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    device = next(model.parameters()).device
+    return collate(sequences[size:], pad, device), collate(sequences[:size], pad, device)
 
 
 if __name__ == "__main__":
