@@ -24,6 +24,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 BUILTIN_PROBE = "driftcaps"
+# the KL anchor's interval when `agl_kl_anchor_every` is unset (chosen on validation: docs/benchmarks.md)
+DEFAULT_KL_ANCHOR_EVERY = 10
 GATE_CHOICES = ("soft", "hard")
 ESTIMATOR_CHOICES = ("kfac", "diagonal")
 TARGETS_CHOICES = ("sampled", "empirical")
@@ -61,6 +63,10 @@ def _positive(fix: str) -> Check:
 
 def _at_least(minimum: int) -> Check:
     return lambda value: None if value >= minimum else f"must be >= {minimum}."
+
+
+def _optional_at_least(minimum: int) -> Check:
+    return lambda value: None if value is None else _at_least(minimum)(value)
 
 
 def _optional_text(fix: str) -> Check:
@@ -142,13 +148,15 @@ class AGLSettings(_Validated):
         "Held-out probe sequences the KL meter cycles through (the last ones of the probe data; >= 1).",
         _at_least(1),
     )
-    kl_anchor_every: int = setting(
-        0,
+    kl_anchor_every: int | None = setting(
+        None,
         "Every this many optimizer steps, add lambda_align x the KL(aligned || tuned) itself, with its gradient, on "
         "`agl_kl_batch_size` of the Fisher's probe sequences (one no-grad and one grad forward of them): the "
-        "function-space term that holds the KL the K-FAC penalty cannot see (docs/method.md, 'KL anchor steps'); "
-        "0: off (default).",
-        _at_least(0),
+        "function-space term that holds the KL the K-FAC penalty cannot see (docs/method.md, 'KL anchor steps'). "
+        f"Unset (default): every {DEFAULT_KL_ANCHOR_EVERY}th step; off under DeepSpeed ZeRO-3 and when the probe data "
+        "has no records beyond the meter's (both with a warning), and without `agl_probe_dataset`. 0: off; a number: "
+        "that interval, refused where it cannot run.",
+        _optional_at_least(0),
     )
     lambda_task: float = setting(
         0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
@@ -374,6 +382,7 @@ def setting_fields() -> tuple[SettingField, ...]:
         "bool": bool,
         "str | None": str | None,
         "float | None": float | None,
+        "int | None": int | None,
     }
     for cls in (ArtifactSettings, AGLSettings, FisherSettings):
         for f in fields(cls):
@@ -419,7 +428,7 @@ def check_value(
 ) -> None:
     """Raise :func:`invalid` unless ``value`` is a valid ``kind`` (a type or its name), in ``choices``, and passes
     ``rule``."""
-    if value is None and kind in ("float | None", "str | None", float | None, str | None):
+    if value is None and kind in ("float | None", "str | None", "int | None", float | None, str | None, int | None):
         return
     if kind in ("bool", bool) and not isinstance(value, bool):
         raise invalid(key, value, "expected true or false.")
@@ -427,7 +436,7 @@ def check_value(
         isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     ):
         raise invalid(key, value, "expected a finite number.")
-    if kind in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+    if kind in ("int", int, "int | None", int | None) and (isinstance(value, bool) or not isinstance(value, int)):
         raise invalid(key, value, "expected an integer.")
     if choices and value not in choices:
         raise invalid(key, value, f"choose one of {', '.join(repr(c) for c in choices)}.")
@@ -452,6 +461,7 @@ __all__ = [
     "AGLTrainingSettings",
     "ArtifactSettings",
     "BUILTIN_PROBE",
+    "DEFAULT_KL_ANCHOR_EVERY",
     "ESTIMATOR_CHOICES",
     "FisherSettings",
     "GATE_CHOICES",

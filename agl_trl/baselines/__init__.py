@@ -37,6 +37,7 @@ from agl_trl.baselines.mixing import mix_safety_rows
 from agl_trl.baselines.registry import (
     ABLATIONS,
     ALL_METHODS,
+    DEFAULT_METHOD,
     PEERS,
     PeerArtifacts,
     PeerSettings,
@@ -52,6 +53,7 @@ from agl_trl.baselines.safe_lora import SafeLoRAReport, safe_lora_cosines, safe_
 __all__ = [
     "ABLATIONS",
     "ALL_METHODS",
+    "DEFAULT_METHOD",
     "PEERS",
     "AlignmentDirection",
     "AsFTPenalty",

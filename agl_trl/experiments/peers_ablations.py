@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from agl_trl.baselines.registry import ABLATIONS
+from agl_trl.baselines.registry import ABLATIONS, DEFAULT_METHOD
 from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
 from agl_trl.experiments.peers_config import DEFAULT_SEEDS, DEFAULT_TASK_DROP, choose_default
 
@@ -74,21 +74,24 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callab
     return lines
 
 
-def default_table(rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str) -> list[str]:
-    """The package-default rule (:func:`~agl_trl.experiments.peers_config.choose_default`) applied to the rows:
-    a section: each sweep point's seed-averaged task and gap drift, the rule's choice and whether ``shipped`` (the
-    package's default) is it. Empty before AGL has a sweep."""
-    if not any(r["split"] == "validation" and r["method"] == "agl" for r in rows):
+def default_table(
+    rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str, method: str = DEFAULT_METHOD
+) -> list[str]:
+    """The package-default rule (:func:`~agl_trl.experiments.peers_config.choose_default`) applied to ``method``'s
+    rows (the AGL method whose settings the package ships): a section: each sweep point's seed-averaged task and gap
+    drift, the rule's choice and whether ``shipped`` (the package's default budget) is it. Empty before ``method``
+    has a sweep."""
+    if not any(r["split"] == "validation" and r["method"] == method for r in rows):
         return []
-    strength, why, points = choose_default(rows)
+    strength, why, points = choose_default(rows, method)
     lines = [
-        f"## {label('agl')}'s package default (validation, seeds {', '.join(map(str, DEFAULT_SEEDS))})",
+        f"## The package default's drift budget (validation, seeds {', '.join(map(str, DEFAULT_SEEDS))})",
         "",
         'The shipped `agl_kl_budget` answers a user\'s question ("keep my task score"): the smallest gap drift among '
         f"the sweep points whose task score is within {100 * DEFAULT_TASK_DROP:g} points of plain LoRA's, both "
         "averaged over these seeds (docs/benchmarks.md). The comparison with the peers uses the protocol's choice.",
         "",
-        f"| {label('agl')} kl_budget | task % | plain LoRA's task % | gap drift (pts) | task within "
+        f"| {label(method)} kl_budget | task % | plain LoRA's task % | gap drift (pts) | task within "
         f"{100 * DEFAULT_TASK_DROP:g} pts |",
         "|---|---|---|---|---|",
     ]

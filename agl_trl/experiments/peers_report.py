@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agl_trl.baselines.registry import ALL_METHODS
+from agl_trl.baselines.registry import ALL_METHODS, DEFAULT_METHOD
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
 from agl_trl.experiments.peers_ablations import ablation_table, default_table, row_verdicts
 from agl_trl.experiments.peers_config import MAX_TASK_DROP, PROTOCOL_METHODS, SWEEP_SEED, choose, method_order
@@ -30,7 +30,7 @@ from agl_trl.utils import read_jsonl
 LABELS = {
     "aligned": "aligned model (reference)",
     "plain": "plain LoRA",
-    "agl": "AGL",
+    "agl": "AGL, K-FAC penalty only",
     "agl_align_only": "AGL: lambda_align only",
     "agl_no_rt": "AGL: no R_T",
     "agl_no_collision": "AGL: no collision terms",
@@ -38,7 +38,7 @@ LABELS = {
     "agl_riem_only": "AGL: E_riem only (mu = 1)",
     "agl_geo_only": "AGL: E_geo only (mu = 0)",
     "agl_hard_gate": "AGL: hard gate",
-    "agl_kl_anchor": "AGL + KL anchor every 10th step",
+    "agl_kl_anchor": "AGL + KL anchor every 10th step (the package default)",
     "ewc": "EWC (diagonal Fisher)",
     "l2": "L2-SP on dW",
     "kl_ref": "KL to aligned (probe)",
@@ -107,7 +107,7 @@ def _label(key: str) -> str:
     name = LABELS.get(method, method)
     if not value:
         return name
-    default = method == "agl" and float(value) == AGLSettings().kl_budget
+    default = method == DEFAULT_METHOD and float(value) == AGLSettings().kl_budget
     return f"{name} at {value} ({'the package default; ' if default else ''}not the rule's choice)"
 
 

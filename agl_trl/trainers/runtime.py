@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from agl_trl.settings import AGLSettings, AGLTrainingSettings, AGLUserError, FisherSettings
+from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY, AGLSettings, AGLTrainingSettings, AGLUserError, FisherSettings
 from agl_trl.trainers.state import checkpoint_state
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class AGLRuntime:
     meter_reference: dict[int, torch.Tensor] = field(default_factory=dict)  # their aligned log-probs (CPU), by index
     anchor_batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # the KL anchor's probe batches
     anchored_step: int | None = None  # the optimizer step whose anchor term was last added (once per step)
+    anchor_every: int = (
+        0  # the KL anchor's interval in use (0: off), resolved from ``agl_kl_anchor_every`` at train start
+    )
 
     @property
     def enabled(self) -> bool:
@@ -105,12 +108,7 @@ class AGLRuntime:
         model = unwrapped_model(trainer)
         if not find_lora_modules(model):
             raise AGLUserError(no_lora_message(model))
-        if self.settings.kl_anchor_every and sharding_engine(model) == "zero3":
-            raise AGLUserError(
-                f"`agl_kl_anchor_every`={self.settings.kl_anchor_every} is not supported under DeepSpeed ZeRO-3 yet: "
-                "with the gradient checkpointing TRL uses there, the anchor's second forward makes ZeRO-3 reduce a "
-                "LoRA gradient twice. Set `agl_kl_anchor_every: 0`, or train with DDP or FSDP2 (docs/distributed.md)."
-            )
+        self.anchor_every = self._anchor_interval(sharding_engine(model) == "zero3")
         source = self.config.artifact
         candidates: list[tuple[str, str]] = []
         _, state = checkpoint_state(trainer, self.resume_dir)
@@ -135,6 +133,27 @@ class AGLRuntime:
             self.regularizer.bind(model)
         self._build_meter(trainer, model)
 
+    def _anchor_interval(self, zero3: bool) -> int:
+        """``agl_kl_anchor_every`` resolved: a user's number as given (refused under ZeRO-3), unset the default
+        interval, off under ZeRO-3 or without probe data (the records check is in :meth:`_build_meter`)."""
+        every = self.settings.kl_anchor_every
+        if every is not None:
+            if every and zero3:
+                raise AGLUserError(
+                    f"`agl_kl_anchor_every`={every} is not supported under DeepSpeed ZeRO-3 yet: with the gradient "
+                    "checkpointing TRL uses there, the anchor's second forward makes ZeRO-3 reduce a LoRA gradient "
+                    "twice. Set `agl_kl_anchor_every: 0`, or train with DDP or FSDP2 (docs/distributed.md)."
+                )
+            return every
+        if zero3:
+            logger.warning(
+                "AGL: KL anchor steps (on by default) are off under DeepSpeed ZeRO-3, which does not support them yet; "
+                "the K-FAC penalty and the drift budget still apply (docs/distributed.md). Set "
+                "`agl_kl_anchor_every: 0` to silence this."
+            )
+            return 0
+        return 0 if self.config.artifact.probe_dataset is None else DEFAULT_KL_ANCHOR_EVERY
+
     def _build_meter(self, trainer: Any, model: torch.nn.Module) -> None:
         """The KL meter's held-out probe sequences: the last ``kl_sequences`` probe records after the ones the
         Fisher estimate reads (``agl_fisher_max_samples``); with ``agl_kl_anchor_every``, also the anchor's: the
@@ -143,10 +162,10 @@ class AGLRuntime:
         from agl_trl.fisher.probe import anchor_records, load_probe_records, meter_records
 
         s, source = self.settings, self.config.artifact.probe_dataset
-        if s.kl_every == 0 and s.kl_anchor_every == 0:
+        if s.kl_every == 0 and self.anchor_every == 0:
             return
         if source is None:
-            if s.adaptive or s.kl_anchor_every:
+            if s.adaptive or self.anchor_every:
                 needs, fix = (
                     ("The adaptive lambda_align (the default)", "fix the weight with `agl_lambda_align`")
                     if s.adaptive
@@ -170,11 +189,21 @@ class AGLRuntime:
                     used,
                 )
             self.meter_batches = self._probe_batches(trainer, model, chosen, "KL meter")
-        if s.kl_anchor_every:
+        if self.anchor_every:
             chosen = anchor_records(records, used, s.kl_sequences if s.kl_every else 0)
+            if not chosen and s.kl_anchor_every is None:  # the default: off, said once
+                logger.warning(
+                    "AGL: KL anchor steps (on by default) are off: the %d records of agl_probe_dataset=%r are all the "
+                    "KL meter's (agl_kl_sequences=%d); give more probe records to use them.",
+                    len(records),
+                    source,
+                    s.kl_sequences,
+                )
+                self.anchor_every = 0
+                return
             if not chosen:
                 raise AGLUserError(
-                    f"`agl_kl_anchor_every`={s.kl_anchor_every} needs probe records of its own, but the "
+                    f"`agl_kl_anchor_every`={self.anchor_every} needs probe records of its own, but the "
                     f"{len(records)} records of `agl_probe_dataset`={source!r} are all the KL meter's "
                     f"(`agl_kl_sequences`={s.kl_sequences}): give more probe records or lower `agl_kl_sequences`."
                 )
@@ -210,7 +239,7 @@ class AGLRuntime:
         an accumulation window: :func:`~agl_trl.trainers.mixin.scale_once_for_ga`). ``None`` on other calls."""
         from agl_trl.regularizers.budget import anchor_kl
 
-        every = self.settings.kl_anchor_every
+        every = self.anchor_every
         if not self.anchor_batches or not every or step == 0 or step % every or step == self.anchored_step:
             return None, {}
         self.anchored_step = step

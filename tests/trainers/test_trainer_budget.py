@@ -128,7 +128,7 @@ def test_kl_anchor_steps_add_the_measured_kl_with_its_gradient(tmp_path, probe_f
     on.train()
     anchored = [e["step"] for e in train_logs(on) if "agl/kl_anchor" in e]
     assert anchored == [3, 5, 7], anchored  # added during the steps after 2, 4 and 6 finished (never at step 0)
-    off = sft_trainer(tmp_path / "off", probe_file, max_steps=3, **ANCHOR)
+    off = sft_trainer(tmp_path / "off", probe_file, max_steps=3, agl_kl_anchor_every=0, **ANCHOR)
     off.train()
     assert not any("agl/kl_anchor" in e for e in train_logs(off))
     rt, model = on._agl, on.model
@@ -165,7 +165,7 @@ def test_kl_anchor_term_reaches_each_step_once_under_gradient_accumulation(tmp_p
 
     ga1, _ = final("ga1", per_device_train_batch_size=4, agl_kl_anchor_every=1)
     ga2, trainer = final("ga2", per_device_train_batch_size=2, gradient_accumulation_steps=2, agl_kl_anchor_every=1)
-    none, _ = final("none", per_device_train_batch_size=4)
+    none, _ = final("none", per_device_train_batch_size=4, agl_kl_anchor_every=0)
     moved = max(float((ga1[n] - none[n]).abs().max()) for n in ga1)
     assert moved > 1e-4, "the anchor did not change the steps: the test is blind"
     for name in ga1:
@@ -199,3 +199,32 @@ def test_kl_anchor_is_refused_under_zero3(tmp_path, probe_file, monkeypatch):
     monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
     with pytest.raises(AGLUserError, match=r"`agl_kl_anchor_every`=10 is not supported under DeepSpeed ZeRO-3"):
         trainer.train()
+
+
+def test_kl_anchor_steps_are_on_by_default_every_10th_step(tmp_path, probe_file):
+    from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY
+
+    assert DEFAULT_KL_ANCHOR_EVERY == 10
+    trainer = sft_trainer(tmp_path / "default", probe_file, max_steps=11, **ANCHOR)  # agl_kl_anchor_every unset
+    trainer.train()
+    assert trainer._agl.anchor_every == 10 and len(trainer._agl.anchor_batches) == 2
+    assert [e["step"] for e in train_logs(trainer) if "agl/kl_anchor" in e] == [11]  # the step after step 10
+
+
+def test_default_kl_anchor_turns_off_with_a_warning_where_it_cannot_run(tmp_path, probe_file, monkeypatch, caplog):
+    """Unset, the anchor steps give way (a warning, the rest of AGL on) where a set interval is refused: under
+    ZeRO-3, and when the probe data has no records beyond the meter's."""
+    import agl_trl.lora
+
+    few = sft_trainer(tmp_path / "few", probe_file, max_steps=1, agl_kl_sequences=16, agl_lambda_align=1.0)
+    with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
+        few.train()
+    assert few._agl.anchor_every == 0 and not few._agl.anchor_batches and few._agl.meter_batches
+    assert "KL anchor steps (on by default) are off: the 6 records" in caplog.text
+    caplog.clear()
+    z3 = sft_trainer(tmp_path / "z3", probe_file, max_steps=1, agl_lambda_align=1.0)
+    monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
+    with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
+        z3._agl.initialise(z3)  # train() would need DeepSpeed itself; the resolution happens here
+    assert z3._agl.anchor_every == 0 and not z3._agl.anchor_batches
+    assert "off under DeepSpeed ZeRO-3" in caplog.text
