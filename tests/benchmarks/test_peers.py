@@ -141,15 +141,22 @@ def test_results_log_retires_stale_rows_without_losing_them(tmp_path: Path) -> N
 
 
 def test_registry_strengths_and_settings_of_every_method() -> None:
+    from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY, AGLSettings
+
     agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
-    # an AGL setting added after rows were recorded is left out while off (so those rows stay current), kept when on
-    assert all(getattr(agl, name) == off for name, off in registry.ADDED_OFF.items())
+    assert agl == AGLSettings()  # the experiment's AGL settings are the package defaults
+    # "agl" and the ablations start with the anchor steps off; an AGL setting added after rows were recorded is left
+    # out while off (so those rows stay current), kept when on
+    assert all(registry.ABLATION_BASE[name] == off for name, off in registry.ADDED_OFF.items())
     recorded = {k: v for k, v in asdict(agl).items() if k not in registry.ADDED_OFF}
     assert registry.method_settings("agl", agl, settings) == recorded
     anchored = registry.method_settings("agl_kl_anchor", agl, settings)
     assert anchored == {**recorded, "kl_anchor_every": 10}
     for method, overrides in registry.ABLATIONS.items():
-        assert registry.method_agl_settings(method, agl) == replace(agl, **overrides)
+        assert registry.method_agl_settings(method, agl) == replace(agl, **{**registry.ABLATION_BASE, **overrides})
+    # the method reported as the package defaults runs what an unset agl_kl_anchor_every resolves to in training
+    default = registry.method_agl_settings(registry.DEFAULT_METHOD, agl)
+    assert default == replace(AGLSettings(), kl_anchor_every=DEFAULT_KL_ANCHOR_EVERY)
     assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": settings.lambda_ewc}
     assert registry.method_settings("plain", agl, settings) == {}
     assert set(registry.ALL_METHODS) == {"plain", "agl", *registry.ABLATIONS, *registry.PEERS}
@@ -335,10 +342,14 @@ def test_package_default_rule_averages_three_validation_seeds() -> None:
         0.1,
         "no point kept the task within 2 pts of plain: best task score",
     )
-    text = "\n".join(peers_ablations.default_table(rows, shipped=0.03))
+    text = "\n".join(peers_ablations.default_table(rows, shipped=0.03, method="agl"))
     assert "| 0.1 | 80.0 | 80.0 | 20.0 | yes |" in text and "the package ships 0.03: update it" in text
-    assert "the package ships it" in "\n".join(peers_ablations.default_table(rows, shipped=0.1))
-    assert peers_ablations.default_table(rows[:3], shipped=0.1) == []  # no AGL sweep yet
+    assert "the package ships it" in "\n".join(peers_ablations.default_table(rows, shipped=0.1, method="agl"))
+    assert peers_ablations.default_table(rows[:3], shipped=0.1, method="agl") == []  # no AGL sweep yet
+    # by default the rule reads the method whose settings the package ships
+    assert peers_ablations.default_table(rows, shipped=0.1) == []
+    shipped = [{**r, "method": registry.DEFAULT_METHOD} if r["method"] == "agl" else r for r in rows]
+    assert "| 0.1 | 80.0 | 80.0 | 20.0 | yes |" in "\n".join(peers_ablations.default_table(shipped, shipped=0.1))
 
 
 def test_report_shows_the_kl_meter_of_agl_runs(tmp_path: Path) -> None:
@@ -359,7 +370,8 @@ def test_report_shows_the_kl_meter_of_agl_runs(tmp_path: Path) -> None:
     assert (tmp_path / "kl.png").stat().st_size > 0
 
 
-def test_points_tested_besides_the_rules_choice_are_shown_and_labelled() -> None:
+@pytest.mark.parametrize("method", ["agl", registry.DEFAULT_METHOD])
+def test_points_tested_besides_the_rules_choice_are_shown_and_labelled(method: str) -> None:
     rows = [
         row("validation", "aligned", None, 0, 32, 3, 0), row("test", "aligned", None, 0, 32, 3, 0),
         row("validation", "plain", None, 0, 4, 2, 16), row("test", "plain", None, 0, 4, 2, 16),
@@ -367,15 +379,18 @@ def test_points_tested_besides_the_rules_choice_are_shown_and_labelled() -> None
         row("test", "agl", 0.01, 0, 30, 3, 15), row("test", "agl", 0.1, 0, 20, 3, 16), row("test", "agl", 0.1, 1, 25, 3, 16),
         row("test", "agl", 0.03, 0, 26, 3, 16),
     ]  # fmt: skip
+    rows = [{**r, "method": method} if r["method"] == "agl" else r for r in rows]
     chosen = peers_report.chosen_points(rows, 0.05)
-    assert chosen["agl"]["strength"] == 0.01 and [r["seed"] for r in chosen["agl@0.1"]["test"]] == [0, 1]
+    assert chosen[method]["strength"] == 0.01 and [r["seed"] for r in chosen[f"{method}@0.1"]["test"]] == [0, 1]
     table, est = peers_report.test_table(rows, chosen)
+    name = peers_report.LABELS[method]
+    default = "the package default; " if method == registry.DEFAULT_METHOD else ""  # only the shipped method's
     assert (
-        "agl@0.1" in est
-        and any("AGL at 0.1 (the package default; not the rule's choice)" in line for line in table)
-        and any("AGL at 0.03 (not the rule's choice)" in line for line in table)
+        f"{method}@0.1" in est
+        and any(f"{name} at 0.1 ({default}not the rule's choice)" in line for line in table)
+        and any(f"{name} at 0.03 (not the rule's choice)" in line for line in table)
     )
-    assert sum("**AGL**" in line for line in peers_report.sweep_tables(rows, chosen)) == 1  # its sweep shown once
+    assert sum(f"**{name}**" in line for line in peers_report.sweep_tables(rows, chosen)) == 1  # its sweep shown once
 
 
 def test_step_time_ratio_only_between_rows_measured_under_the_same_conditions() -> None:
