@@ -309,6 +309,7 @@ def reference_row(shared: Shared, split: str) -> dict[str, Any]:
         "split": split, "method": "aligned", "strength": None, "strength_name": None, "seed": 0, **own,
         **_verdict_fields(rows, verdicts), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
         "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
+        "setup_id": shared.setup.setup_id,
     }  # fmt: skip
 
 
@@ -377,7 +378,7 @@ def run_benchmark(
             record = train_run(cfg, shared, out, method, strength, seed, progress=False)
             row = evaluate_run(cfg, shared, out, split, method, strength, seed, record, progress=False)
             row.update(
-                run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode,
+                run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode, setup_id=shared.setup.setup_id,
                 environment={**environment, "load_average": _load_average()},
             )  # fmt: skip
             row["run_key"] = run_key(cfg, method, strength)

@@ -321,6 +321,31 @@ def _cost_line(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)} rows, {seconds / 3600:.1f} h of run time (torch threads {threads}; set-up stages not included)"
 
 
+def setup_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Which set-up each test row was measured on (``setup_id``: the aligned model's weight hash); empty when every
+    test row records the same one. Rows on different set-ups are measured against different aligned models, so a
+    difference between them is set-up plus method."""
+    test = [r for r in rows if r["split"] == "test"]
+    groups: dict[str, list[str]] = {}
+    for r in test:
+        label = r["method"] if r.get("strength") is None else f"{r['method']} {r['strength']:g}"
+        groups.setdefault(r.get("setup_id") or "not recorded", []).append(f"{label} seed {r['seed']}")
+    if len(groups) <= 1 and "not recorded" not in groups:
+        return []
+    lines = [
+        "## Set-ups of the test rows",
+        "",
+        "Each row records the set-up it was measured on (the aligned model's weight hash; rows from before 2026-12-04 "
+        "do not). A set-up rebuilt on another machine can give other aligned weights, and every drift above is "
+        "measured against the one aligned test row of this file: compare rows of one set-up with each other.",
+        "",
+        "| set-up | test rows |",
+        "|---|---|",
+    ]
+    lines += [f"| {setup} | {', '.join(names)} |" for setup, names in sorted(groups.items())]
+    return [*lines, ""]
+
+
 def write_report(
     rows: list[dict[str, Any]], out_dir: Path, source: Path | None = None, max_task_drop: float = MAX_TASK_DROP
 ) -> Path:
@@ -398,6 +423,7 @@ def write_report(
             f"![task score vs gap drift]({PNG_NAME})",
             "",
         ]
+    lines += setup_lines(rows)
     lines += style_sections(rows, chosen, label=_label, n_boot=N_BOOT)
     lines += ["## Validation sweeps (what chose each point)", "", *sweep_tables(rows, chosen)]
     ablations = ablation_table(rows, N_BOOT, label=_label)

@@ -166,6 +166,24 @@ class Setup:
         return self.out / "fisher" / "artifact"
 
     @property
+    def setup_id(self) -> str:
+        """Which set-up this is: the first 12 hex digits of the SHA-256 of the aligned model's weight files.
+
+        Rebuilding the set-up on another machine can give other weights (the float results of its training differ),
+        so rows measured on different set-ups are compared against different aligned models; results record this id
+        so a report can tell them apart. Hashing the ~0.5 GB of SmolLM2 weights takes about a second.
+        """
+        files = sorted(self.aligned_dir.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no aligned model weights under {self.aligned_dir}: run prepare_setup first")
+        digest = hashlib.sha256()
+        for f in files:
+            with f.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:12]
+
+    @property
     def probe_file(self) -> Path:
         """The Fisher's probe records, then the KL meter's held-out ones (:func:`meter_items`)."""
         return self.out / "fisher" / PROBE_FILE

@@ -243,6 +243,9 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert len(list((out / "train" / "plain").glob("*/seed*"))) == 2
     text = (report / "peers.md").read_text()
     assert "Validation sweeps" in text and "Safe LoRA" in text and (report / peers_report.PNG_NAME).is_file()
+    # every row, the aligned reference's included, names the one set-up it was measured on
+    assert len({r["setup_id"] for r in rows}) == 1 and len(rows[0]["setup_id"]) == 12
+    assert "Set-ups of the test rows" not in text
 
     # rerun: nothing is missing, the base model is not even loaded
     calls.clear()
@@ -404,3 +407,31 @@ def test_step_time_ratio_only_between_rows_measured_under_the_same_conditions() 
     assert peers_report._ratio([plain], "test", row("agl", 6.0, 2, 4.5)) is None  # a much busier machine
     assert peers_report.comparable_conditions({"method": "agl"}, plain) is False  # threads unknown vs 2
     assert peers_report.comparable_conditions({"environment": {}}, {"environment": {}})  # older files: no record
+
+
+def test_report_lists_the_set_ups_when_test_rows_come_from_more_than_one() -> None:
+    same = [{**row("test", m, None, s, 20, 3, 15), "setup_id": "aaa"} for m in ("aligned", "plain") for s in (0, 1)]
+    assert peers_report.setup_lines(same) == []
+    mixed = [*same, {**row("test", "agl_kl_anchor", 0.1, 0, 30, 3, 15), "setup_id": "bbb"}]
+    mixed.append(row("validation", "agl", 0.1, 0, 30, 3, 15))  # validation rows are not listed
+    text = "\n".join(peers_report.setup_lines(mixed))
+    assert "| aaa | aligned seed 0, aligned seed 1, plain seed 0, plain seed 1 |" in text
+    assert "| bbb | agl_kl_anchor 0.1 seed 0 |" in text and "agl 0.1" not in text
+    # rows from before set-ups were recorded are named as such, even when they are the only ones
+    assert "| not recorded | plain seed 0 |" in "\n".join(
+        peers_report.setup_lines([row("test", "plain", None, 0, 1, 1, 1)])
+    )
+
+
+def test_setup_id_is_the_aligned_weights_hash(tmp_path: Path) -> None:
+    from agl_trl.experiments.setup import Setup
+
+    setup = Setup(None, tmp_path, None, [], [], [], {}, {}, [], [], {})  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="prepare_setup"):
+        _ = setup.setup_id
+    setup.aligned_dir.mkdir(parents=True)
+    (setup.aligned_dir / "model.safetensors").write_bytes(b"weights")
+    first = setup.setup_id
+    assert len(first) == 12 and setup.setup_id == first
+    (setup.aligned_dir / "model.safetensors").write_bytes(b"other weights")
+    assert setup.setup_id != first
