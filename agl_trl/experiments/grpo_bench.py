@@ -119,7 +119,8 @@ def run_grpo_benchmark(
     torch.set_num_threads(threads or auto_threads())
     try:
         setup = prepare_setup(cfg.demo, Path(demo_dir or out / "demo"), loader, progress, validation=True)
-        shared = Shared(setup, None, {split: setup.reference_rows_of(split) for split in ("validation", "test")})
+        references = {split: setup.reference_rows_of(split) for split in ("validation", "test")}
+        shared = Shared(setup, None, references, setup.setup_id)
         for split in ("validation", "test"):
             if not any(r["method"] == "aligned" and r["split"] == split for r in rows):
                 results.append([{**reference_row(shared, split), "run_key": run_key(cfg, "aligned", None)}])

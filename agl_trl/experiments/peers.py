@@ -73,6 +73,7 @@ class Shared:
     setup: Setup
     artifacts: PeerArtifacts
     reference_rows: dict[str, list[dict[str, Any]]]  # split -> the aligned model's responses.json rows
+    setup_id: str  # Setup.setup_id, hashed once: every row records it
 
     @property
     def aligned_dir(self) -> Path:
@@ -110,7 +111,7 @@ def prepare_shared(
         generation_batch_size=c.eval.batch_size, seed=c.seed, progress=progress, log=_log,
     )  # fmt: skip
     references = {split: setup.reference_rows_of(split) for split in ("validation", "test")}
-    return Shared(setup, artifacts, references)
+    return Shared(setup, artifacts, references, setup.setup_id)
 
 
 def _strength_dir(strength: float | None) -> str:
@@ -309,7 +310,7 @@ def reference_row(shared: Shared, split: str) -> dict[str, Any]:
         "split": split, "method": "aligned", "strength": None, "strength_name": None, "seed": 0, **own,
         **_verdict_fields(rows, verdicts), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
         "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
-        "setup_id": shared.setup.setup_id,
+        "setup_id": shared.setup_id,
     }  # fmt: skip
 
 
@@ -378,7 +379,7 @@ def run_benchmark(
             record = train_run(cfg, shared, out, method, strength, seed, progress=False)
             row = evaluate_run(cfg, shared, out, split, method, strength, seed, record, progress=False)
             row.update(
-                run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode, setup_id=shared.setup.setup_id,
+                run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode, setup_id=shared.setup_id,
                 environment={**environment, "load_average": _load_average()},
             )  # fmt: skip
             row["run_key"] = run_key(cfg, method, strength)

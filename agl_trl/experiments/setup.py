@@ -32,7 +32,7 @@ from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, re
 from agl_trl.experiments.stages import StageRunner
 from agl_trl.experiments.task import TaskItem, task_splits
 from agl_trl.experiments.training import lora_config, train_lora
-from agl_trl.utils import append_jsonl, read_jsonl
+from agl_trl.utils import append_jsonl, files_sha256, read_jsonl
 
 PROBE_FILE = "probe.jsonl"  # in the fisher stage's folder: the Fisher's probe records, then the KL meter's
 
@@ -176,12 +176,7 @@ class Setup:
         files = sorted(self.aligned_dir.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no aligned model weights under {self.aligned_dir}: run prepare_setup first")
-        digest = hashlib.sha256()
-        for f in files:
-            with f.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-        return digest.hexdigest()[:12]
+        return files_sha256(*files)[:12]
 
     @property
     def probe_file(self) -> Path:

@@ -7,7 +7,6 @@ problem and the fix instead of silently regularising towards the wrong subspace.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from agl_trl.lora import readable
 from agl_trl.preflight import FINGERPRINT_CONFIG_KEYS as _FINGERPRINT_CONFIG_KEYS
 from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
 from agl_trl.settings import AGLUserError
+from agl_trl.utils import files_sha256
 
 
 class FisherArtifactError(AGLUserError):
@@ -78,14 +78,6 @@ class ModuleFisher:
         named = {"q_out": self.q_out, "eig_out": self.eig_out, "q_in": self.q_in, "eig_in": self.eig_in}
         named["diag"] = self.diag
         return {k: v for k, v in named.items() if v is not None}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _embedding_weight(model: nn.Module) -> torch.Tensor | None:
@@ -174,7 +166,7 @@ class FisherArtifact:
         with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as handle:
             tmp_tensors = Path(handle.name)
         save_file(tensors, str(tmp_tensors))
-        metadata["sha256"] = _sha256(tmp_tensors)
+        metadata["sha256"] = files_sha256(tmp_tensors)
         tmp_meta = directory / (METADATA_FILE + ".tmp")
         tmp_meta.write_text(json.dumps(metadata, indent=2, sort_keys=True))
         os.replace(tmp_tensors, directory / TENSORS_FILE)
@@ -207,7 +199,7 @@ class FisherArtifact:
                 f"version {FORMAT_VERSION}). Fix: re-estimate it with this version (`agl-trl fisher`)."
             )
         expected = metadata.get("sha256")
-        if expected and _sha256(tensor_path) != expected:
+        if expected and files_sha256(tensor_path) != expected:
             raise FisherArtifactError(
                 f"{tensor_path} does not match the checksum recorded in {METADATA_FILE}: the file is corrupted or "
                 "was replaced. Fix: re-estimate the artifact (`agl-trl fisher`) or restore the original file."
