@@ -105,11 +105,26 @@ def fisher_settings(args: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def resolve_config_precision(config: Any) -> None:
+    """Set a trainer config's unset ``bf16`` to bf16 only where it is fast (:func:`agl_trl.precision.resolve_bf16`):
+    TRL would set it to True, which on a CPU without AVX512-BF16/AMX is ~100x slower than fp32. An explicit
+    ``bf16=True`` there is kept, with one warning that names the slowdown and the fix."""
+    import torch
+
+    from agl_trl.precision import resolve_bf16
+
+    if not hasattr(config, "bf16"):
+        return
+    on_cpu = bool(getattr(config, "use_cpu", False)) or not torch.cuda.is_available()
+    config.bf16 = resolve_bf16(config.bf16, fp16=bool(getattr(config, "fp16", False)), on_cpu=on_cpu)
+
+
 def agl_config_class(base: type, name: str | None = None) -> type:
     """``base`` (a TRL trainer config) plus the ``agl_*`` fields, validated after the base's own checks."""
     name = name or f"AGL{base.__name__}"
 
     def __post_init__(self: Any) -> None:
+        resolve_config_precision(self)
         base.__post_init__(self)
         settings = validate_agl_args(self)
         if settings.enabled:  # the files the run will read, before any model loads
@@ -148,6 +163,7 @@ __all__ = [
     "TARGETS_CHOICES",
     "agl_config_class",
     "agl_args_from",
+    "resolve_config_precision",
     "validate_agl_args",
     "regularizer_settings",
     "fisher_settings",

@@ -89,6 +89,7 @@ def train_grpo(
 
     from agl_trl.config import AGLGRPOConfig
     from agl_trl.experiments.training import lora_config, step_timer, training_record
+    from agl_trl.precision import resolve_bf16
     from agl_trl.trainers import AGLGRPOTrainer
 
     kwargs: dict[str, Any] = {
@@ -107,7 +108,7 @@ def train_grpo(
         "seed": seed,
         "data_seed": seed,
         "use_cpu": True,
-        "bf16": False,
+        "bf16": resolve_bf16(None, on_cpu=True),
         "gradient_checkpointing": False,
         "disable_tqdm": not progress,
         "dataloader_num_workers": 0,

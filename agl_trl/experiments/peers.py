@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import time
@@ -336,6 +335,7 @@ def run_benchmark(
     settings (another config key) is refused with a ``ValueError``.
     """
     from agl_trl.experiments import ResultsLog, auto_threads
+    from agl_trl.precision import hardware_summary, use_bf16
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,12 +353,7 @@ def run_benchmark(
     budget = [max_runs if max_runs is not None else -1]
     shared: Shared | None = None
     try:
-        environment = {
-            "torch_threads": torch.get_num_threads(),
-            "mode": cfg.mode,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-        }
+        environment = {**hardware_summary(use_bf16("auto", on_cpu=True)), "mode": cfg.mode}
 
         def ensure(split: str, method: str, strength: float | None, seed: int) -> dict[str, Any] | None:
             nonlocal shared
@@ -419,9 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo-dir", default=None, help="set-up stages folder to reuse (an `agl-trl demo --out` folder with the "
         "same settings; default <out>/demo)",
     )  # fmt: skip
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: the demo's rule, 1 on a busy machine)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
     parser.add_argument("--seeds", type=int, default=None, help="number of test seeds (0..n-1)")
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new rows (resume later)")

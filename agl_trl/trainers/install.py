@@ -103,6 +103,17 @@ def initialise_agl(trainer: Any) -> AGLRuntime | None:
     return rt.initialise(trainer) if rt is not None else None
 
 
+def warn_if_slow_bf16(args: Any) -> None:
+    """One warning when a trainer built elsewhere (Axolotl, a user's script) trains in bf16 on a CPU without fast
+    bf16 (:func:`agl_trl.precision.resolve_bf16`; AGL's own configs resolve an unset ``bf16`` themselves)."""
+    import torch
+
+    from agl_trl.precision import resolve_bf16
+
+    if getattr(args, "bf16", False) is True:
+        resolve_bf16(True, on_cpu=bool(getattr(args, "use_cpu", False)) or not torch.cuda.is_available())
+
+
 def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     """Check the set-up, store ``runtime`` as ``trainer._agl`` and register :class:`AGLCallback` (once)."""
     from agl_trl.lora import find_lora_modules, no_lora_message
@@ -113,6 +124,7 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
             "class (AGLSFTTrainer, ...) or `agl_trl.trainers.enable_agl(trainer, cfg)` / `enable_penalty`."
         )
     trainer._agl = runtime
+    warn_if_slow_bf16(getattr(trainer, "args", None))
     if not runtime.enabled:
         return runtime
     check_parallelism(trainer, penalty=runtime.regularizer is not None)  # a ready-made regulariser: a peer penalty
