@@ -115,7 +115,10 @@ def resolve_config_precision(config: Any) -> None:
 
     if not hasattr(config, "bf16"):
         return
-    on_cpu = bool(getattr(config, "use_cpu", False)) or not torch.cuda.is_available()
+    use_cpu = bool(getattr(config, "use_cpu", False))
+    on_cpu = use_cpu or not torch.cuda.is_available()
+    if config.bf16 is None and on_cpu and not use_cpu:  # transformers allows bf16 on a CPU only with use_cpu
+        config.bf16 = False
     config.bf16 = resolve_bf16(config.bf16, fp16=bool(getattr(config, "fp16", False)), on_cpu=on_cpu)
 
 

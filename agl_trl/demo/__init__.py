@@ -3,7 +3,16 @@
 The settings and the benign task live in :mod:`agl_trl.experiments`; the names below are kept where users found them.
 """
 
-from agl_trl.experiments.config import DemoConfig, default_config, quick_config
+from agl_trl.experiments.config import DemoConfig, default_config, demo_config, quick_config
 from agl_trl.experiments.task import TaskItem, exact_match, generate_task, score
 
-__all__ = ["DemoConfig", "TaskItem", "default_config", "exact_match", "generate_task", "quick_config", "score"]
+__all__ = [
+    "DemoConfig",
+    "TaskItem",
+    "default_config",
+    "demo_config",
+    "exact_match",
+    "generate_task",
+    "quick_config",
+    "score",
+]

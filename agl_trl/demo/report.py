@@ -322,7 +322,9 @@ def write_demo_report(
         "by_style": by_style,
         "fisher": dict(fisher_info),
         "settings": cfg.to_dict(),
-        "stages": {n: {"seconds": r["seconds"], "cached": r["cached"]} for n, r in records.items()},
+        "stages": {
+            n: {"seconds": r["seconds"], "cached": r["cached"], "shipped": r.get("shipped")} for n, r in records.items()
+        },
         "stage_seconds_total": round(sum(r["seconds"] for r in records.values()), 1),
         "wall_seconds_this_run": round(total_seconds, 1),
         "environment": dict(environment),
@@ -390,15 +392,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 ))  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
+    lines += ["## Stages", "", "| stage | seconds | how |", "|---|---|---|"]
     for name, st in report["stages"].items():
-        lines.append(f"| {name} | {st['seconds']:.1f} | {'yes' if st['cached'] else 'no'} |")
+        how = ("cached" if st["cached"] else "ran") + (f", restored from {st['shipped']}" if st.get("shipped") else "")
+        lines.append(f"| {name} | {st['seconds']:.1f} | {how} |")
     env = report["environment"]
+    flags = ", ".join(env.get("cpu_fast_bf16_flags") or []) or "none"
     lines += [
         "",
         f"Sum of stage times: {report['stage_seconds_total']:.0f} s; this invocation: "
-        f"{report['wall_seconds_this_run']:.0f} s. CPU cores: {env['cpu_count']}, torch threads: "
-        f"{env['torch_threads']}, load average at start/end: {env['load_average_start']} / {env['load_average_end']}.",
+        f"{report['wall_seconds_this_run']:.0f} s. Set-up: {env.get('setup')}. Precision: {env.get('precision')}; "
+        f"CPU: {env.get('cpu_model')} ({env['cpu_count']} cores, fast-bf16 flags: {flags}); torch threads: "
+        f"{env['torch_threads']}; load average at start/end: {env['load_average_start']} / {env['load_average_end']}.",
         "",
         "Plots: `summary.png`, `training.png`, `drift/refusal_by_category.png`, `drift/drift_overview.png`. "
         "Per-prompt answers and per-category metrics: `drift/drift.json`, `drift/drift.md`. Settings: `report.json`.",

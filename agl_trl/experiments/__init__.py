@@ -10,6 +10,7 @@ from agl_trl.experiments.config import (
     ExperimentConfig,
     apply_overrides,
     default_config,
+    demo_config,
     quick_config,
     tiny_config,
 )
@@ -34,17 +35,21 @@ from agl_trl.experiments.setup import (
     probe_prompts,
     stratified_subset,
 )
+from agl_trl.experiments.shipped import DEFAULT_SETUP, ShippedSetup, ShippedSetupError, shipped_setup
 from agl_trl.experiments.stages import StageRunner, stage_key
 from agl_trl.experiments.task import TaskItem, generate_task, score, task_splits
 from agl_trl.experiments.training import PeakRSS, agl_fields, auto_threads, lora_config, train_lora
 
 __all__ = [
+    "DEFAULT_SETUP",
     "DemoConfig",
     "ExperimentConfig",
     "ModelLoader",
     "PeakRSS",
     "ResultsLog",
     "Setup",
+    "ShippedSetup",
+    "ShippedSetupError",
     "StageRunner",
     "TaskItem",
     "agl_fields",
@@ -52,6 +57,7 @@ __all__ = [
     "auto_threads",
     "default_config",
     "default_loader",
+    "demo_config",
     "eval_stage_key",
     "eval_subset_of",
     "evaluate_generations",
@@ -67,6 +73,7 @@ __all__ = [
     "response_metrics",
     "score",
     "settings_key",
+    "shipped_setup",
     "stage_key",
     "stratified_subset",
     "task_curve_callback",

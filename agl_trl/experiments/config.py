@@ -93,6 +93,7 @@ class EvalSettings:
     n_safe: int | None = None
     n_val_unsafe: int | None = None
     n_val_safe: int | None = None
+    kl_prompts: int | None = None  # the demo's KL drift: a category-stratified subset of the test prompts (None: all)
     max_new_tokens: int = 24
     batch_size: int = 48
     judge: str = "keyword"
@@ -121,15 +122,30 @@ DemoConfig = ExperimentConfig  # the name `agl_trl.demo` exported before the set
 
 
 def default_config(seed: int = 0) -> ExperimentConfig:
-    """The settings of ``make demo`` (about 20 minutes on 2 idle CPU cores)."""
+    """The peers protocol's sizes (160-step task fine-tunes, every test prompt; ``agl-trl demo --full``: about 35
+    minutes on 2 CPU cores without fast bf16)."""
     return ExperimentConfig(seed=seed)
 
 
+DEMO_TASK_STEPS = 48
+"""``make demo``'s task fine-tune length: the peers protocol's fine-tune (batch 8, lr 1e-3, linear decay) stopped at
+48 steps, so that the demo fits 15 minutes on 2 CPU cores in fp32 (docs/demo.md, "Settings")."""
+
+
+def demo_config(seed: int = 0) -> ExperimentConfig:
+    """``make demo``: the shipped set-up, the task fine-tune at :data:`DEMO_TASK_STEPS` steps, the whole DriftCaps test
+    split for answers and judge, KL drift on 96 of its prompts (48 unsafe + 48 safe); about 13 minutes on 2 CPU
+    cores without fast bf16 (``--full``: :func:`default_config`, the peers protocol's sizes)."""
+    cfg = ExperimentConfig(seed=seed)
+    cfg.task = replace(cfg.task, steps=DEMO_TASK_STEPS)
+    cfg.eval = replace(cfg.eval, kl_prompts=96)
+    return cfg
+
+
 def quick_config(seed: int = 0) -> ExperimentConfig:
-    """``--quick``: the same stages, smaller (about 5 minutes on 2 idle CPU cores); numbers are indicative only."""
+    """``--quick``: the default set-up (restored from the shipped one), a shorter task fine-tune and fewer eval
+    prompts (a few minutes on 2 CPU cores); numbers are indicative only."""
     cfg = ExperimentConfig(seed=seed, quick=True)
-    cfg.align = replace(cfg.align, n_unsafe=64, n_safe=64, answer_tokens=24, steps=32)
-    cfg.probe = replace(cfg.probe, n=24)
     cfg.task = replace(cfg.task, n_train=160, n_eval=30, n_validation=24, steps=32)
     cfg.eval = replace(cfg.eval, n_unsafe=40, n_safe=30, n_val_unsafe=30, n_val_safe=20, max_new_tokens=24)
     return cfg

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +30,7 @@ import torch
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
+from agl_trl.experiments.shipped import DEFAULT_SETUP, STAGES, ShippedSetup, shipped_setup
 from agl_trl.experiments.stages import StageRunner
 from agl_trl.experiments.task import TaskItem, task_splits
 from agl_trl.experiments.training import lora_config, train_lora
@@ -44,6 +46,28 @@ def default_loader() -> tuple[Any, Any]:
     from agl_trl.models import load_default_model
 
     return load_default_model()
+
+
+def save_adapter(model: Any, directory: Path) -> None:
+    """Save a trained PEFT ``model``'s adapter in bf16 (half the bytes of fp32; the aligned model is *defined* as
+    the base plus this stored adapter, so a shipped set-up and a fresh build merge the same numbers)."""
+    model.save_pretrained(directory)
+    from safetensors.torch import load_file, save_file
+
+    file = directory / "adapter_model.safetensors"
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(file).items()}
+    save_file(tensors, file, metadata={"format": "pt"})
+
+
+def merge_adapter(loader: ModelLoader, adapter: Path, target: Path) -> None:
+    """The aligned model: the base model of ``loader`` with the stored ``adapter`` merged into its fp32 weights,
+    saved (with the tokenizer) to ``target``."""
+    from peft import PeftModel
+
+    model, tokenizer = loader()
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
 
 
 def stratified_subset(items: Sequence[Any], n: int | None, label: str) -> list[Any]:
@@ -133,7 +157,7 @@ def eval_subset_of(cfg: ExperimentConfig, split: str = "test") -> list[Any]:
 def eval_stage_key(cfg: ExperimentConfig, eval_subset: Sequence[Any], task_eval: Sequence[TaskItem]) -> dict:
     """What a model's ``gen_<name>`` stage depends on besides the model."""
     return {
-        "eval": asdict(cfg.eval),
+        "eval": {k: v for k, v in asdict(cfg.eval).items() if k != "kl_prompts"},  # answers do not depend on it
         "ids": [it.id for it in eval_subset],
         "prompts": settings_key([it.prompt for it in eval_subset]),
         "task_eval": [it.prompt for it in task_eval],
@@ -166,13 +190,22 @@ class Setup:
         return self.out / "fisher" / "artifact"
 
     @property
+    def shipped_version(self) -> str | None:
+        """The shipped set-up (``<name>/<version>``) every set-up stage was restored from; None for a local build."""
+        versions = {(self.runner.marker(s) or {}).get("result", {}).get("shipped") for s in ("aligned", "fisher")}
+        return versions.pop() if len(versions) == 1 else None
+
+    @property
     def setup_id(self) -> str:
-        """Which set-up this is: the first 12 hex digits of the SHA-256 of the aligned model's weight files.
+        """Which set-up this is: the shipped set-up's version, else (a local build) the first 12 hex digits of the
+        SHA-256 of the aligned model's weight files.
 
         Rebuilding the set-up on another machine can give other weights (the float results of its training differ),
         so rows measured on different set-ups are compared against different aligned models; results record this id
         so a report can tell them apart. Hashing the ~0.5 GB of SmolLM2 weights takes about a second.
         """
+        if self.shipped_version is not None:
+            return self.shipped_version
         files = sorted(self.aligned_dir.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no aligned model weights under {self.aligned_dir}: run prepare_setup first")
@@ -228,18 +261,30 @@ def prepare_setup(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     validation: bool = False,
+    shipped: str | ShippedSetup | None = DEFAULT_SETUP,
+    precision: str = "auto",
 ) -> Setup:
-    """Run (or reuse) the set-up stages under ``out`` (see the module docstring).
+    """Run, restore or reuse the set-up stages under ``out`` (see the module docstring).
 
     ``loader``: ``() -> (model, tokenizer)`` of the *unaligned* base chat model (default :func:`default_loader`;
     tests inject a tiny Llama). ``cfg.model`` names it in the stage keys. ``validation``: also measure the aligned
-    model on the validation split (what choosing settings compares against).
+    model on the validation split (what choosing settings compares against). ``shipped``: the shipped set-up whose
+    stages are restored where their settings match (:mod:`agl_trl.experiments.shipped`; a name, a folder or a
+    :class:`ShippedSetup`); None builds every stage here (``agl-trl demo --rebuild-setup``), replacing stages
+    restored earlier under ``out``. ``precision``: the safety LoRA's (:func:`train_lora`), when it is built here.
     """
     from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
 
     out, c, loader = Path(out), cfg, loader or default_loader
     runner = StageRunner(out, log=log)
+    source = shipped if isinstance(shipped, ShippedSetup) or shipped is None else shipped_setup(shipped, loader)
+    if source is not None and source.loader is None:  # its adapter merges into this set-up's base model
+        source.loader = loader
+    if source is None:  # a rebuild: stages restored from a shipped set-up earlier must run here
+        for stage in STAGES:
+            if ((runner.marker(stage) or {}).get("result") or {}).get("shipped"):
+                shutil.rmtree(runner.path(stage))
     align_part, _ = probe_parts(load_driftcaps(split="probe"), c.probe.holdout_every)
     eval_subset = eval_subset_of(c, "test")
     validation_subset = eval_subset_of(c, "validation")
@@ -276,11 +321,11 @@ def prepare_setup(
         trained, record = train_lora(
             model, tokenizer, read_json(out / "align_data" / "rows.json"), directory, lora=c.lora, seed=c.seed,
             steps=c.align.steps, learning_rate=c.align.learning_rate, batch_size=c.align.batch_size,
-            progress=progress,
+            progress=progress, precision=precision,
         )  # fmt: skip
-        merged = trained.merge_and_unload()
-        merged.save_pretrained(directory / "model")
-        tokenizer.save_pretrained(directory / "model")
+        save_adapter(trained, directory / "adapter")
+        del trained, model
+        merge_adapter(loader, directory / "adapter", directory / "model")
         return {"train": record}
 
     def gen_aligned_on(items: Sequence[Any], task_items: Sequence[TaskItem]) -> Callable[[Path], dict[str, Any]]:
@@ -296,16 +341,22 @@ def prepare_setup(
         from peft import get_peft_model
 
         from agl_trl.fisher import resolve_artifact
+        from agl_trl.fisher.probe import fill_missing_responses
 
         prompts = probe_prompts(c)
         model, tokenizer = load_pretrained(out / "aligned" / "model")
+        settings = replace(c.fisher, max_samples=len(prompts), seed=c.seed)
+        # the aligned model answers every probe prompt once, here: the Fisher, the KL meter and the anchor steps read
+        # these answers from the probe file instead of generating them again at every training start
+        pending = [{"prompt": p, "response": None} for p in [*prompts, *(it.prompt for it in meter_items(c))]]
+        answered = fill_missing_responses(
+            model, tokenizer, pending, settings.max_new_tokens, settings.batch_size, progress
+        )
+        records = answered[: len(prompts)]
+        (directory / PROBE_FILE).unlink(missing_ok=True)
+        append_jsonl(directory / PROBE_FILE, answered)  # the Fisher's records, then the KL meter's
         torch.manual_seed(c.seed)
         peft_model = get_peft_model(model, lora_config(c.lora))
-        settings = replace(c.fisher, max_samples=len(prompts), seed=c.seed)
-        records = [{"prompt": p, "response": None} for p in prompts]
-        meter = [{"prompt": it.prompt, "response": None} for it in meter_items(c)]
-        (directory / PROBE_FILE).unlink(missing_ok=True)
-        append_jsonl(directory / PROBE_FILE, records + meter)  # the Fisher's records, then the KL meter's
         artifact = resolve_artifact(
             peft_model, tokenizer, settings, probe=records, save_to=directory / "artifact", show_progress=progress
         ).artifact
@@ -328,18 +379,23 @@ def prepare_setup(
     data = {"version": DRIFTCAPS_VERSION, "sha256": hashlib.sha256(DRIFTCAPS_FILE.read_bytes()).hexdigest()[:16]}
     data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": data,
                 "judge": c.eval.judge, "holdout_every": c.probe.holdout_every}  # fmt: skip
-    align_info = runner.run("align_data", data_key, align_data)
-    runner.run("aligned", {"lora": asdict(c.lora), "align": asdict(c.align), "seed": c.seed}, aligned, ("align_data",))
+    align_info = runner.run("align_data", data_key, align_data, source=source)
+    aligned_key = {"lora": asdict(c.lora), "align": asdict(c.align), "seed": c.seed}
+    planned = runner.preview_key(aligned_key, ("align_data",))
+    if source is not None and log and not source.has("aligned", planned) and not runner.is_done("aligned", planned):
+        log(f"[aligned] the settings differ from the shipped set-up {source.version}: building the set-up here")
+    runner.run("aligned", aligned_key, aligned, ("align_data",), source=source)
     aligned_info = runner.run(
-        "gen_aligned", eval_stage_key(c, eval_subset, task_eval), gen_aligned_on(eval_subset, task_eval), ("aligned",)
-    )
+        "gen_aligned", eval_stage_key(c, eval_subset, task_eval), gen_aligned_on(eval_subset, task_eval), ("aligned",),
+        source=source,
+    )  # fmt: skip
     if validation:
         runner.run(
             "gen_aligned_validation", eval_stage_key(c, validation_subset, task_validation),
-            gen_aligned_on(validation_subset, task_validation), ("aligned",),
+            gen_aligned_on(validation_subset, task_validation), ("aligned",), source=source,
         )  # fmt: skip
     fisher_key = {"probe": asdict(c.probe), "fisher": asdict(c.fisher), "lora": asdict(c.lora), "seed": c.seed}
-    fisher_info = runner.run("fisher", fisher_key, fisher, ("aligned",))
+    fisher_info = runner.run("fisher", fisher_key, fisher, ("aligned",), source=source)
     return Setup(
         c, out, runner, eval_subset, task_train, task_eval, aligned_info, fisher_info, validation_subset,
         task_validation, align_info,

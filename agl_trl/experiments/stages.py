@@ -3,7 +3,8 @@
 Each stage owns a folder ``<out>/<name>/``. When it finishes it writes ``<out>/<name>/.done.json`` holding its key
 (a hash of its settings and of the keys of the stages it reads) and what it returned. A later run with the same key
 skips the stage and returns the recorded result; a different key (changed settings or upstream) or a missing
-marker (an interrupted run) clears the folder and runs the stage again.
+marker (an interrupted run) clears the folder and runs the stage again. A ``source`` (a shipped set-up,
+:mod:`agl_trl.experiments.shipped`) that holds the stage under the same key restores it instead of running it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 MARKER = ".done.json"
 
@@ -23,6 +24,16 @@ def stage_key(settings: Mapping[str, Any]) -> str:
     """A short stable hash of JSON-serialisable settings (key order does not matter)."""
     text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class StageSource(Protocol):
+    """Finished stages to restore instead of running them (:class:`agl_trl.experiments.ShippedSetup`)."""
+
+    version: str
+
+    def has(self, stage: str, key: str) -> bool: ...
+
+    def install(self, stage: str, directory: Path) -> dict[str, Any]: ...
 
 
 class StageRunner:
@@ -46,6 +57,13 @@ class StageRunner:
         except (OSError, ValueError):
             return None
 
+    def preview_key(self, settings: Mapping[str, Any], depends: tuple[str, ...] = (), name: str = "stage") -> str:
+        """The key a stage with these settings and upstream stages gets (without running or recording it)."""
+        missing = [d for d in depends if d not in self.keys]
+        if missing:
+            raise RuntimeError(f"stage {name!r} depends on {missing}, which have not run in this pipeline")
+        return stage_key({"settings": dict(settings), "upstream": {d: self.keys[d] for d in depends}})
+
     def is_done(self, name: str, key: str) -> bool:
         marker = self.marker(name)
         return marker is not None and marker.get("key") == key
@@ -56,30 +74,35 @@ class StageRunner:
         settings: Mapping[str, Any],
         fn: Callable[[Path], Mapping[str, Any] | None],
         depends: tuple[str, ...] = (),
+        source: StageSource | None = None,
     ) -> dict[str, Any]:
         """Run ``fn(stage_dir)`` unless already done with the same settings and upstream keys; returns its result.
 
         ``depends`` names earlier stages whose keys enter this stage's key, so re-running an upstream stage with
-        other settings invalidates everything downstream.
+        other settings invalidates everything downstream. ``source``: when it holds this stage under the same key,
+        the stage is restored from it (its result then carries ``shipped``: the source's version).
         """
-        missing = [d for d in depends if d not in self.keys]
-        if missing:
-            raise RuntimeError(f"stage {name!r} depends on {missing}, which have not run in this pipeline")
-        key = stage_key({"settings": dict(settings), "upstream": {d: self.keys[d] for d in depends}})
+        key = self.preview_key(settings, depends, name)
         self.keys[name] = key
         directory = self.path(name)
         if self.is_done(name, key):
             marker = self.marker(name) or {}
             self.log(f"[{name}] cached ({directory})")
             record = {"cached": True, "seconds": marker.get("seconds", 0.0), "result": marker.get("result", {})}
+            if "shipped" in record["result"]:
+                record["shipped"] = record["result"]["shipped"]
             self.records[name] = record
             return record["result"]
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
-        self.log(f"[{name}] running ...")
         started = time.perf_counter()
-        result = dict(fn(directory) or {})
+        if source is not None and source.has(name, key):
+            self.log(f"[{name}] restoring from the shipped set-up {source.version} ...")
+            result = {**source.install(name, directory), "shipped": source.version}
+        else:
+            self.log(f"[{name}] running ...")
+            result = dict(fn(directory) or {})
         seconds = round(time.perf_counter() - started, 2)
         marker = {"key": key, "settings": dict(settings), "seconds": seconds, "result": result}
         tmp = directory / (MARKER + ".tmp")
@@ -87,4 +110,6 @@ class StageRunner:
         tmp.replace(directory / MARKER)
         self.log(f"[{name}] done in {seconds:.1f} s")
         self.records[name] = {"cached": False, "seconds": seconds, "result": result}
+        if "shipped" in result:
+            self.records[name]["shipped"] = result["shipped"]
         return result

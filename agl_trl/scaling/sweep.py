@@ -159,6 +159,7 @@ def run_sweep(
     torch.set_num_threads(threads or auto_threads())
     try:
         setup = prepare_setup(cfg.demo, Path(demo_dir) if demo_dir else out / "demo", loader, progress, log)
+        setup_id = setup.setup_id  # recorded on every row: the shipped set-up's version, or a local build's hash
         responses = [Generation(r["prompt_ids"], r["response_ids"], r["response"]) for r in setup.reference_rows]
         texts = load_heldout_texts()
         c = cfg.demo
@@ -192,6 +193,9 @@ def run_sweep(
                     **m,
                     "learning_rate": lr,
                     "step_seconds_median": record["step_seconds_median"],
+                    "precision": record["precision"],
+                    "threads": record["threads"],
+                    "setup_id": setup_id,
                 }
                 for m in measured
             )

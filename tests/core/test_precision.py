@@ -71,17 +71,16 @@ def test_use_bf16_choices(cpu) -> None:
         precision.use_bf16("half")
 
 
-def _configs() -> list[Any]:
-    from agl_trl import config
-
-    return [config.AGLSFTConfig, config.AGLDPOConfig, config.AGLKTOConfig, config.AGLGRPOConfig, config.AGLRLOOConfig]
+CONFIG_NAMES = ("SFT", "DPO", "KTO", "GRPO", "RLOO", "ORPO", "CPO")  # every trainer kind the CLI and recipes use
 
 
-@pytest.mark.parametrize("cls_index", range(5))
-def test_agl_configs_leave_bf16_off_on_a_slow_cpu(cpu, tmp_path: Path, cls_index: int) -> None:
+@pytest.mark.parametrize("kind", CONFIG_NAMES)
+def test_agl_configs_leave_bf16_off_on_a_slow_cpu(cpu, tmp_path: Path, kind: str) -> None:
     if torch.cuda.is_available():
         pytest.skip("the CPU rule applies where no CUDA device is present")
-    cls = _configs()[cls_index]
+    from agl_trl import config
+
+    cls = getattr(config, f"AGL{kind}Config")
     cpu(SLOW_CPU)
     assert cls(output_dir=str(tmp_path), use_cpu=True).bf16 is False  # TRL alone says True
     cpu(FAST_CPU)
@@ -134,6 +133,35 @@ def test_train_lora_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatc
         assert seen[-1].bf16 is expected
 
 
+def test_train_grpo_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trl
+
+    from agl_trl.experiments.config import LoraSettings
+    from agl_trl.experiments.online import train_grpo
+    from agl_trl.models import tiny_llama
+
+    seen: list[Any] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(kwargs["args"])
+        raise Stop
+
+    monkeypatch.setattr(trl.GRPOTrainer, "__init__", capture)
+    model, tokenizer = tiny_llama()
+    for flags, expected in ((SLOW_CPU, False), (FAST_CPU, True)):
+        cpu(flags)
+        with pytest.raises(Stop):
+            train_grpo(
+                model, tokenizer, [{"prompt": "1+1?", "answer": "2"}], tmp_path, lora=LoraSettings(r=2, alpha=4),
+                seed=0, steps=1, learning_rate=1e-3, prompts_per_step=1, num_generations=2, max_completion_length=4,
+                progress=False,
+            )  # fmt: skip
+        assert seen[-1].bf16 is expected
+
+
 def test_default_threads_is_every_core_of_the_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
     assert precision.default_threads() == 3
@@ -163,3 +191,13 @@ def test_the_install_path_warns_for_a_trainer_built_elsewhere(cpu, tmp_path: Pat
     cpu(SLOW_CPU)
     with pytest.warns(UserWarning, match="100x slower"):
         enable_agl(trainer, {"agl_enabled": False})
+
+
+def test_agl_config_without_use_cpu_on_a_cpu_machine_trains_in_fp32(cpu, tmp_path: Path) -> None:
+    """transformers refuses bf16 on a CPU unless use_cpu is set: an unset bf16 there becomes fp32, not an error."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    from agl_trl.config import AGLSFTConfig
+
+    cpu(FAST_CPU)
+    assert AGLSFTConfig(output_dir=str(tmp_path)).bf16 is False
