@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebuild-setup",
         action="store_true",
         help="build the aligned set-up (safety data, safety LoRA, its answers, its Fisher) here instead of "
-        "restoring the shipped one (about 40 minutes on 2 CPU cores; see agl_trl/setups/)",
+        "restoring the shipped one (33 minutes on 2 CPU cores; a new --out folder; see agl_trl/setups/)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

@@ -394,7 +394,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["## Stages", "", "| stage | seconds | how |", "|---|---|---|"]
     for name, st in report["stages"].items():
-        how = ("cached" if st["cached"] else "ran") + (f", restored from {st['shipped']}" if st.get("shipped") else "")
+        how = "cached" if st["cached"] else f"restored from {st['shipped']}" if st.get("shipped") else "ran"
         lines.append(f"| {name} | {st['seconds']:.1f} | {how} |")
     env = report["environment"]
     flags = ", ".join(env.get("cpu_fast_bf16_flags") or []) or "none"

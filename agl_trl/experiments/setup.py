@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -30,8 +29,8 @@ import torch
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
-from agl_trl.experiments.shipped import DEFAULT_SETUP, STAGES, ShippedSetup, shipped_setup
-from agl_trl.experiments.stages import StageRunner
+from agl_trl.experiments.shipped import DEFAULT_SETUP, STAGES, ShippedSetup, ShippedSetupError, shipped_setup
+from agl_trl.experiments.stages import StageRunner, read_marker
 from agl_trl.experiments.task import TaskItem, task_splits
 from agl_trl.experiments.training import lora_config, train_lora
 from agl_trl.utils import append_jsonl, files_sha256, read_jsonl
@@ -192,7 +191,7 @@ class Setup:
     @property
     def shipped_version(self) -> str | None:
         """The shipped set-up (``<name>/<version>``) every set-up stage was restored from; None for a local build."""
-        versions = {(self.runner.marker(s) or {}).get("result", {}).get("shipped") for s in ("aligned", "fisher")}
+        versions = {(read_marker(self.out / s) or {}).get("result", {}).get("shipped") for s in ("aligned", "fisher")}
         return versions.pop() if len(versions) == 1 else None
 
     @property
@@ -270,8 +269,8 @@ def prepare_setup(
     tests inject a tiny Llama). ``cfg.model`` names it in the stage keys. ``validation``: also measure the aligned
     model on the validation split (what choosing settings compares against). ``shipped``: the shipped set-up whose
     stages are restored where their settings match (:mod:`agl_trl.experiments.shipped`; a name, a folder or a
-    :class:`ShippedSetup`); None builds every stage here (``agl-trl demo --rebuild-setup``), replacing stages
-    restored earlier under ``out``. ``precision``: the safety LoRA's (:func:`train_lora`), when it is built here.
+    :class:`ShippedSetup`); None builds every stage here (``agl-trl demo --rebuild-setup``; refused in a folder
+    whose set-up was restored, since its later stages were measured against that one). ``precision``: the safety LoRA's (:func:`train_lora`), when it is built here.
     """
     from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
@@ -281,10 +280,14 @@ def prepare_setup(
     source = shipped if isinstance(shipped, ShippedSetup) or shipped is None else shipped_setup(shipped, loader)
     if source is not None and source.loader is None:  # its adapter merges into this set-up's base model
         source.loader = loader
-    if source is None:  # a rebuild: stages restored from a shipped set-up earlier must run here
-        for stage in STAGES:
-            if ((runner.marker(stage) or {}).get("result") or {}).get("shipped"):
-                shutil.rmtree(runner.path(stage))
+    if source is None:  # a rebuild: a folder whose set-up was restored holds stages trained on that set-up
+        restored = [s for s in STAGES if ((runner.marker(s) or {}).get("result") or {}).get("shipped")]
+        if restored:
+            raise ShippedSetupError(
+                f"{out} holds a set-up restored from the shipped {runner.marker(restored[0])['result']['shipped']} "
+                f"({', '.join(restored)}), and the stages after it were measured against that set-up: build the "
+                "set-up in a new folder instead (e.g. `agl-trl demo --rebuild-setup --out runs/demo-rebuilt`)"
+            )
     align_part, _ = probe_parts(load_driftcaps(split="probe"), c.probe.holdout_every)
     eval_subset = eval_subset_of(c, "test")
     validation_subset = eval_subset_of(c, "validation")

@@ -26,6 +26,14 @@ def stage_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """The done-marker of the stage folder ``directory``, or None (missing or unreadable: not finished)."""
+    try:
+        return json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 class StageSource(Protocol):
     """Finished stages to restore instead of running them (:class:`agl_trl.experiments.ShippedSetup`)."""
 
@@ -51,11 +59,7 @@ class StageRunner:
 
     def marker(self, name: str) -> dict[str, Any] | None:
         """The done-marker of ``name`` or None (missing or unreadable)."""
-        file = self.path(name) / MARKER
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        return read_marker(self.path(name))
 
     def preview_key(self, settings: Mapping[str, Any], depends: tuple[str, ...] = (), name: str = "stage") -> str:
         """The key a stage with these settings and upstream stages gets (without running or recording it)."""

@@ -103,6 +103,26 @@ def test_agl_config_warns_on_explicit_bf16_on_a_slow_cpu(cpu, tmp_path: Path) ->
     assert args.bf16 is True
 
 
+def _bf16_of_each_build(cpu, monkeypatch: pytest.MonkeyPatch, trainer_cls: type, build) -> list[bool]:
+    """``args.bf16`` of the config that ``build()`` hands to ``trainer_cls``, on a slow CPU, then on a fast one."""
+
+    class Stop(Exception):
+        pass
+
+    seen: list[bool] = []
+
+    def capture(self: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append(kwargs["args"].bf16)
+        raise Stop
+
+    monkeypatch.setattr(trainer_cls, "__init__", capture)
+    for flags in (SLOW_CPU, FAST_CPU):
+        cpu(flags)
+        with pytest.raises(Stop):
+            build()
+    return seen
+
+
 def test_train_lora_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The experiment harness (demo, peers, scaling sweep) builds its SFTConfig with bf16 off on a slow CPU."""
     import trl
@@ -111,26 +131,13 @@ def test_train_lora_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatc
     from agl_trl.experiments.training import train_lora
     from agl_trl.models import tiny_llama
 
-    seen: list[Any] = []
-
-    class Stop(Exception):
-        pass
-
-    def capture(self: Any, *args: Any, **kwargs: Any) -> None:
-        seen.append(kwargs["args"])
-        raise Stop
-
-    monkeypatch.setattr(trl.SFTTrainer, "__init__", capture)
     model, tokenizer = tiny_llama()
     rows = [{"prompt": "hi", "answer": "hello"}]
-    for flags, expected in ((SLOW_CPU, False), (FAST_CPU, True)):
-        cpu(flags)
-        with pytest.raises(Stop):
-            train_lora(
-                model, tokenizer, rows, tmp_path, lora=LoraSettings(r=2, alpha=4), seed=0, steps=1,
-                learning_rate=1e-3, batch_size=1, progress=False,
-            )  # fmt: skip
-        assert seen[-1].bf16 is expected
+    lora = LoraSettings(r=2, alpha=4)
+    run = lambda: train_lora(  # noqa: E731
+        model, tokenizer, rows, tmp_path, lora=lora, seed=0, steps=1, learning_rate=1e-3, batch_size=1, progress=False
+    )
+    assert _bf16_of_each_build(cpu, monkeypatch, trl.SFTTrainer, run) == [False, True]
 
 
 def test_train_grpo_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,26 +147,12 @@ def test_train_grpo_config_is_fp32_on_a_slow_cpu(cpu, tmp_path: Path, monkeypatc
     from agl_trl.experiments.online import train_grpo
     from agl_trl.models import tiny_llama
 
-    seen: list[Any] = []
-
-    class Stop(Exception):
-        pass
-
-    def capture(self: Any, *args: Any, **kwargs: Any) -> None:
-        seen.append(kwargs["args"])
-        raise Stop
-
-    monkeypatch.setattr(trl.GRPOTrainer, "__init__", capture)
     model, tokenizer = tiny_llama()
-    for flags, expected in ((SLOW_CPU, False), (FAST_CPU, True)):
-        cpu(flags)
-        with pytest.raises(Stop):
-            train_grpo(
-                model, tokenizer, [{"prompt": "1+1?", "answer": "2"}], tmp_path, lora=LoraSettings(r=2, alpha=4),
-                seed=0, steps=1, learning_rate=1e-3, prompts_per_step=1, num_generations=2, max_completion_length=4,
-                progress=False,
-            )  # fmt: skip
-        assert seen[-1].bf16 is expected
+    run = lambda: train_grpo(  # noqa: E731
+        model, tokenizer, [{"prompt": "1+1?", "answer": "2"}], tmp_path, lora=LoraSettings(r=2, alpha=4), seed=0,
+        steps=1, learning_rate=1e-3, prompts_per_step=1, num_generations=2, max_completion_length=4, progress=False,
+    )  # fmt: skip
+    assert _bf16_of_each_build(cpu, monkeypatch, trl.GRPOTrainer, run) == [False, True]
 
 
 def test_default_threads_is_every_core_of_the_affinity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,14 +107,16 @@ def test_a_changed_setting_builds_instead_of_restoring(built: tuple[Path, Path],
     assert setup.setup_id != "tiny-llama/v0" and len(setup.setup_id) == 12  # a local build: its weights' hash
 
 
-def test_a_rebuild_replaces_restored_stages(built: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_rebuild_is_refused_in_a_folder_whose_setup_was_restored(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Stages after the set-up (fine-tunes, measurements) keep their keys across a rebuild, so rebuilding in place
+    would leave them measured against the shipped set-up: refused, with the fix."""
     _, exported = built
     out = tmp_path / "x"
     prepare_setup(tiny_config(0), out, _loader([]), False, None, False, ShippedSetup(exported))
-    rebuilt = prepare_setup(tiny_config(0), out, _loader([]), False, None, False, None)
-    for stage in ("align_data", "aligned", "gen_aligned", "fisher"):
-        record = rebuilt.runner.records[stage]
-        assert not record["cached"] and "shipped" not in record, stage
+    with pytest.raises(ShippedSetupError, match=r"restored from the shipped tiny-llama/v0 .*--rebuild-setup --out"):
+        prepare_setup(tiny_config(0), out, _loader([]), False, None, False, None)
+    rebuilt = prepare_setup(tiny_config(0), tmp_path / "fresh", _loader([]), False, None, False, None)
+    assert not any("shipped" in rebuilt.runner.records[s] for s in ("align_data", "aligned", "gen_aligned", "fisher"))
 
 
 def test_a_tampered_file_is_refused_with_the_fix(built: tuple[Path, Path], tmp_path: Path) -> None:
