@@ -13,6 +13,17 @@ import torch  # noqa: E402
 
 from agl_trl.experiments import PeakRSS  # noqa: E402 - re-exported for the benchmark scripts
 
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (None: every core, :func:`agl_trl.precision.default_threads`) and print the machine
+    line every benchmark result is read beside (precision fp32, CPU model, its fast-bf16 flags, threads)."""
+    from agl_trl.precision import default_threads, describe, hardware_summary
+
+    torch.set_num_threads(threads or default_threads())
+    print(describe(hardware_summary(bf16=False)), flush=True)
+    return torch.get_num_threads()
+
+
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

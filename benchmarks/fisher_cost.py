@@ -14,17 +14,17 @@ import argparse
 import time
 
 import torch
-from _setup import PeakRSS, load_model_with_lora, probe_records
+from _setup import PeakRSS, load_model_with_lora, probe_records, use_threads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args.threads = use_threads(args.threads)
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
     from agl_trl.fisher.probe import build_sequences, collate

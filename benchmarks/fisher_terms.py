@@ -34,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from _setup import use_threads  # noqa: E402
 
 DEFAULT_RUNS = "plain/none/seed0,plain/none/seed1,l2/0.01/seed0,kl_ref/3/seed0,agl/0.1/seed0,agl/0.01/seed0"
 
@@ -46,9 +47,9 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.3, help="scale of dW for the readings (quadratic regime)")
     parser.add_argument("--samples", type=int, default=4, help="sampled targets per meter sequence")
     parser.add_argument("--full-basis", action="store_true", help="also K-FAC with every eigenpair, and EKFAC")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args.threads = use_threads(args.threads)
 
     from peft import PeftModel, set_peft_model_state_dict
     from safetensors.torch import load_file

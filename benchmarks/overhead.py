@@ -19,13 +19,13 @@ import argparse
 import time
 
 import torch
-from _setup import TrainStep, load_model_with_lora, median_ratio, probe_records
+from _setup import TrainStep, load_model_with_lora, median_ratio, probe_records, use_threads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--lambda-collision", type=float, default=None, help="turn on the collision terms")
@@ -42,7 +42,7 @@ def main() -> None:
         help="the meter's and anchor's sequences: random ones as long as a training sequence, or the probe's own",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args.threads = use_threads(args.threads)
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
