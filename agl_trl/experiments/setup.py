@@ -3,15 +3,18 @@
 1. ``align_data`` -- safety SFT data from the safety-training part of the DriftCaps *probe* split: unsafe prompts
    -> composed refusals, safe prompts (ordinary + contrast look-alikes) -> the base model's own greedy answers (those
    the judge reads as refusals dropped).
-2. ``aligned``    -- a safety LoRA SFT on that data, merged into the weights, saved (``aligned/model``).
+2. ``aligned``    -- a safety LoRA SFT on that data, stored as a bf16 adapter (``aligned/adapter``) and merged into
+   the weights (``aligned/model``).
 3. ``gen_aligned`` -- the aligned model's greedy answers on the DriftCaps *test* subset and the task's test items
    (the reference of every reported drift and KL number); ``gen_aligned_validation`` the same on the *validation*
    split (only when asked: the reference of every choice of settings).
 4. ``fisher``     -- the Fisher artifact of the aligned model on the probe split's *held-back* part
-   (:func:`probe_parts`: behaviours the safety stage never trained on) (``fisher/artifact``).
+   (:func:`probe_parts`: behaviours the safety stage never trained on) (``fisher/artifact``), and ``probe.jsonl``:
+   its probe records, then the KL meter's, each with the aligned model's answer.
 
 The demo, the peers benchmark and the scaling sweep start from :func:`prepare_setup`, so with the same settings
-they share (and reuse) one set-up folder.
+they share (and reuse) one set-up folder; stages whose settings match the shipped set-up
+(:mod:`agl_trl.experiments.shipped`) are restored from it instead of built.
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ def prepare_setup(
     model on the validation split (what choosing settings compares against). ``shipped``: the shipped set-up whose
     stages are restored where their settings match (:mod:`agl_trl.experiments.shipped`; a name, a folder or a
     :class:`ShippedSetup`); None builds every stage here (``agl-trl demo --rebuild-setup``; refused in a folder
-    whose set-up was restored, since its later stages were measured against that one). ``precision``: the safety LoRA's (:func:`train_lora`), when it is built here.
+    whose set-up was restored, since its later stages were measured against that one). ``precision``: the safety
+    LoRA's (:func:`train_lora`), when it is built here.
     """
     from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
