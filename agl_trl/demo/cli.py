@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the peers protocol's sizes: 160-step fine-tunes, KL on every test prompt (about 35 minutes on 2 cores)",
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data sampling, LoRA init and training")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of data sampling, LoRA init and training (the shipped set-up is seed 0: another seed builds its own)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
