@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from agl_trl.experiments.config import LoraSettings
 from agl_trl.experiments.task import exact_match, normalize_answer
 
@@ -132,7 +130,6 @@ def train_grpo(
     started = time.perf_counter()
     trainer.train()
     record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
-    record |= {"precision": "bf16" if trainer.args.bf16 else "fp32", "threads": torch.get_num_threads()}
     history = trainer.state.log_history
     record["reward_curve"] = [(h["step"], h["reward"]) for h in history if "reward" in h]
     return trainer.model, record

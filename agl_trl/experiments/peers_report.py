@@ -323,8 +323,8 @@ def _cost_line(rows: list[dict[str, Any]]) -> str:
 
 def setup_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Which set-up each test row was measured on (``setup_id``: the shipped set-up's version, or a local build's
-    weight hash); empty when every test row records the same one. Rows on different set-ups are measured against different aligned models, so a
-    difference between them is set-up plus method."""
+    weight hash); empty when every test row records the same one. Rows on different set-ups are measured against
+    different aligned models, so a difference between them is set-up plus method."""
     test = [r for r in rows if r["split"] == "test"]
     groups: dict[str, list[str]] = {}
     for r in test:

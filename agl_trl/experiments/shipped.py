@@ -9,7 +9,7 @@ package ships one build of it under ``agl_trl/setups/<name>/<version>/``:
   every file;
 * ``align_data/``, ``gen_aligned/``, ``gen_aligned_validation/``, ``fisher/`` -- those stages' folders as built;
 * ``aligned/adapter/`` -- the safety LoRA (bf16 safetensors, a few MB); the aligned model *is* the base model with this
-  adapter merged, which :func:`restore` does at load;
+  adapter merged, which :meth:`ShippedSetup.install` does at load;
 * ``CARD.md`` -- how it was built and what it measures.
 
 :class:`ShippedSetup` plugs into :meth:`StageRunner.run` (``source=``): a stage whose key equals the shipped

@@ -127,7 +127,8 @@ def agl_fields(
 
 def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> dict[str, Any]:
     """The record of a finished run (step times, median of the steady steps, loss curve, ``agl/*`` metric curves,
-    final loss; ``generation_seconds`` for the online trainers); removes the trainer's scratch folder."""
+    final loss, precision and threads; ``generation_seconds`` for the online trainers); removes the trainer's scratch
+    folder."""
     history = [dict(h) for h in trainer.state.log_history]
     times = timer.times
     steady = times[1:] if len(times) > 2 else times
@@ -142,6 +143,8 @@ def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> 
             for key in sorted({k for h in history for k in h if k.startswith("agl/")})
         },
         "final_train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "threads": torch.get_num_threads(),
     }
     if any(timer.generation):
         record["generation_seconds"] = [round(t, 4) for t in timer.generation]
@@ -232,7 +235,6 @@ def train_lora(
     started = time.perf_counter()
     trainer.train()
     record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
-    record |= {"precision": "bf16" if args.bf16 else "fp32", "threads": torch.get_num_threads()}
     return trainer.model, record
 
 

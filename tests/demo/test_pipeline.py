@@ -50,6 +50,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     agl, lora = report["models"]["agl"], report["models"]["lora"]
     assert lora["kl_drift"] is not None and agl["kl_drift"] is not None
     assert report["comparison"]["step_time_ratio"] > 0
+    from agl_trl.precision import bf16_is_fast
+
+    expected = "bf16" if bf16_is_fast(on_cpu=True) else "fp32"  # training records name the precision they ran in
+    for name in ("lora", "agl"):
+        record = json.loads((out / name / ".done.json").read_text())["result"]["train"]
+        assert record["precision"] == expected and record["threads"] == report["environment"]["torch_threads"]
+    assert report["environment"]["precision"] == expected
     assert agl["task"]["n"] == 6
     # the selectivity headline: gap drift with a paired bootstrap interval, vs the aligned model, judge named
     gd = lora["selectivity"]["gap_drift"]
