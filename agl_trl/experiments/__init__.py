@@ -5,6 +5,7 @@ without a regulariser (:func:`train_lora`), one way to measure a model (:func:`e
 :func:`kl_to_aligned`), cached stages (:class:`StageRunner`) and a resumable results log (:class:`ResultsLog`).
 """
 
+from agl_trl.experiments.aligned import ModelLoader, default_loader
 from agl_trl.experiments.config import (
     DemoConfig,
     ExperimentConfig,
@@ -24,9 +25,7 @@ from agl_trl.experiments.measure import (
     write_json,
 )
 from agl_trl.experiments.setup import (
-    ModelLoader,
     Setup,
-    default_loader,
     eval_stage_key,
     eval_subset_of,
     prepare_setup,

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from agl_trl.experiments.aligned import ModelLoader, default_loader, merge_adapter, save_adapter
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
@@ -39,37 +40,6 @@ from agl_trl.experiments.training import lora_config, train_lora
 from agl_trl.utils import append_jsonl, files_sha256, read_jsonl
 
 PROBE_FILE = "probe.jsonl"  # in the fisher stage's folder: the Fisher's probe records, then the KL meter's
-
-ModelLoader = Callable[[], tuple[Any, Any]]
-
-
-def default_loader() -> tuple[Any, Any]:
-    """The unaligned base chat model: SmolLM2-135M-Instruct (offline GGUF)."""
-    from agl_trl.models import load_default_model
-
-    return load_default_model()
-
-
-def save_adapter(model: Any, directory: Path) -> None:
-    """Save a trained PEFT ``model``'s adapter in bf16 (half the bytes of fp32; the aligned model is *defined* as
-    the base plus this stored adapter, so a shipped set-up and a fresh build merge the same numbers)."""
-    model.save_pretrained(directory)
-    from safetensors.torch import load_file, save_file
-
-    file = directory / "adapter_model.safetensors"
-    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(file).items()}
-    save_file(tensors, file, metadata={"format": "pt"})
-
-
-def merge_adapter(loader: ModelLoader, adapter: Path, target: Path) -> None:
-    """The aligned model: the base model of ``loader`` with the stored ``adapter`` merged into its fp32 weights,
-    saved (with the tokenizer) to ``target``."""
-    from peft import PeftModel
-
-    model, tokenizer = loader()
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    merged.save_pretrained(target)
-    tokenizer.save_pretrained(target)
 
 
 def stratified_subset(items: Sequence[Any], n: int | None, label: str) -> list[Any]:
@@ -410,9 +380,7 @@ def prepare_setup(
 
 
 __all__ = [
-    "ModelLoader",
     "Setup",
-    "default_loader",
     "eval_stage_key",
     "eval_subset_of",
     "prepare_setup",

@@ -112,7 +112,7 @@ class ShippedSetup:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
         if stage == "aligned":
-            from agl_trl.experiments.setup import default_loader, merge_adapter
+            from agl_trl.experiments.aligned import default_loader, merge_adapter
 
             merge_adapter(self.loader or default_loader, directory / "adapter", directory / "model")
         return dict(self.manifest["stages"][stage].get("result", {}))

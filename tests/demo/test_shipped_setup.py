@@ -148,7 +148,7 @@ def test_the_shipped_setup_reproduces_its_recorded_verdicts(tmp_path: Path) -> N
     """Load SmolLM2 + the shipped adapter (merged), answer a fixed subset of the DriftCaps test prompts (the first
     VERDICT_PROMPTS in file order of each label, greedy), and compare with the answers and verdicts it recorded."""
     from agl_trl.evaluation.judges import make_judge
-    from agl_trl.experiments.setup import merge_adapter
+    from agl_trl.experiments.aligned import merge_adapter
     from agl_trl.generation import generate
     from agl_trl.models import load_default_model, load_pretrained
 
