@@ -1,5 +1,5 @@
-"""Greedy generation and teacher forcing of generated sequences: the bottom layer under evaluation, Fisher probes,
-the scaling measurements and the KL baseline.
+"""Greedy generation: the bottom layer under evaluation, Fisher probes, the scaling measurements and the KL baseline
+(their teacher forcing: :mod:`agl_trl.teacher_forcing`).
 
 Generation uses the chat template, LEFT padding and length-sorted batches.
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 Prompt = str | Sequence[dict[str, str]]
@@ -165,26 +164,3 @@ def generate(
 def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *args: Any, **kwargs: Any) -> list[str]:
     """The texts of :func:`generate` (same arguments): greedy, chat template, left padding, length-sorted batches."""
     return [g.text for g in generate(model, tokenizer, prompts, *args, **kwargs)]
-
-
-def pad_sequences(sequences: Sequence[Generation], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Right-padded teacher-forcing batch ``(input_ids, attention_mask, target)`` of prompt + response sequences.
-
-    ``target[b, t]`` is True where ``logits[b, t]`` predicts a response token (position ``t + 1``).
-    """
-    width = max(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    target = torch.zeros((len(sequences), width - 1), dtype=torch.bool)  # logits[t] predicts token t+1
-    for row, s in enumerate(sequences):  # RIGHT padding: default positions are correct for teacher forcing
-        seq = list(s.prompt_ids) + list(s.response_ids)
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attn[row, : len(seq)] = 1
-        target[row, len(s.prompt_ids) - 1 : len(seq) - 1] = True
-    return ids.to(device), attn.to(device), target.to(device)
-
-
-def selected_logprobs(module: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """fp32 next-token log-probabilities of ``module`` at the ``target`` positions: (n_target, vocab)."""
-    logits = module(input_ids=ids, attention_mask=attn).logits[:, :-1]
-    return F.log_softmax(logits[target].float(), dim=-1)

@@ -27,8 +27,9 @@ def main() -> None:
     args.threads = use_threads(args.threads)
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
-    from agl_trl.fisher.probe import build_sequences, collate
+    from agl_trl.fisher.probe import build_sequences
     from agl_trl.lora import find_lora_modules
+    from agl_trl.teacher_forcing import collate
 
     model, tokenizer, source = load_model_with_lora(rank=16)
     records = probe_records(args.sequences)

@@ -57,11 +57,11 @@ def main() -> None:
 
     from agl_trl.fisher import FisherArtifact, FisherSettings, estimate_fisher
     from agl_trl.fisher.exact import sampled_fisher_forms, update_of
-    from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, meter_records
+    from agl_trl.fisher.probe import build_sequences, fill_missing_responses, meter_records
     from agl_trl.lora import adapters_disabled, find_lora_modules
     from agl_trl.regularizers import AGLRegularizer
-    from agl_trl.regularizers.budget import probe_kl, reference_log_probs
     from agl_trl.settings import AGLSettings
+    from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     adapters = {run: args.train / run / "adapter" for run in runs}

@@ -46,7 +46,7 @@ def main() -> None:
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
-    from agl_trl.regularizers.budget import anchor_kl, probe_kl, reference_log_probs
+    from agl_trl.teacher_forcing import anchor_kl, probe_kl, reference_log_probs
 
     extra = {} if args.lambda_collision is None else {"lambda_collision": args.lambda_collision}
     model, tokenizer, source = load_model_with_lora(rank=16)
@@ -123,8 +123,9 @@ def real_probe_batches(model, tokenizer, size: int) -> tuple[dict[str, torch.Ten
     """The meter's and the anchor's batches as training builds them: the DriftCaps probe's last ``2 * size`` prompts
     answered greedily by the aligned model (adapters off), as prompt + response sequences."""
     from agl_trl.fisher import FisherSettings
-    from agl_trl.fisher.probe import build_sequences, collate, fill_missing_responses, load_probe_records
+    from agl_trl.fisher.probe import build_sequences, fill_missing_responses, load_probe_records
     from agl_trl.lora import adapters_disabled
+    from agl_trl.teacher_forcing import collate
 
     fisher = FisherSettings()
     records = load_probe_records("driftcaps")[-2 * size :]

@@ -20,19 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
-from agl_trl.generation import Generation, generate, pad_sequences
+from agl_trl.generation import Generation, generate
 from agl_trl.lora import adapters_disabled
-
-
-def response_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Per-position KL(softmax(ref) || softmax(cur)) over the last dim, fp32: (N,)."""
-    ref_lp = F.log_softmax(ref_logits.float(), dim=-1)
-    lp = F.log_softmax(logits.float(), dim=-1)
-    return (ref_lp.exp() * (ref_lp - lp)).sum(-1)
+from agl_trl.teacher_forcing import TokenSequence, adapter_log_probs, collate, kl_per_token
 
 
 class KLToReferencePenalty:
@@ -90,11 +83,11 @@ class KLToReferencePenalty:
     def kl(self, model: nn.Module, sequences: Sequence[Generation]) -> torch.Tensor:
         """Mean KL(p_adapters_off || p_adapters_on) over the response tokens of ``sequences`` (differentiable)."""
         device = next(p.device for p in model.parameters())
-        ids, attn, target = pad_sequences(list(sequences), self.pad_id, device)
-        with torch.no_grad(), adapters_disabled(model):
-            ref_logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1][target]
-        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1][target]
-        return response_kl(ref_logits, logits).mean()
+        batch = collate([TokenSequence.from_generation(s) for s in sequences], self.pad_id, device)
+        # both forwards in the model's own mode, over the whole logits (the peer as benchmarked)
+        reference = adapter_log_probs(model, batch, aligned=True, keep_logits=False, eval_without_grad=False)
+        tuned = adapter_log_probs(model, batch, aligned=False, grad=True, keep_logits=False)
+        return kl_per_token(reference, tuned).mean()
 
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         step = self._calls if step is None else int(step)

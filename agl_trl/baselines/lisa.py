@@ -46,8 +46,9 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
-from agl_trl.generation import Generation, Prompt, encode_prompt, model_device, pad_sequences
+from agl_trl.generation import Generation, Prompt, encode_prompt, model_device
 from agl_trl.lora import find_lora_modules
+from agl_trl.teacher_forcing import TokenSequence, collate, predicting_positions
 
 
 def as_generation(example: Any) -> Generation:
@@ -66,8 +67,9 @@ def as_generation(example: Any) -> Generation:
 
 def response_cross_entropy(model: nn.Module, sequences: Sequence[Generation], pad_id: int) -> torch.Tensor:
     """Token-mean fp32 cross-entropy of ``model`` on the response tokens of ``sequences`` (differentiable)."""
-    ids, attn, target = pad_sequences(list(sequences), pad_id, model_device(model))
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1]
+    batch = collate([TokenSequence.from_generation(s) for s in sequences], pad_id, model_device(model))
+    ids, target = batch["input_ids"], predicting_positions(batch["response_mask"])[:, :-1]
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
     return F.cross_entropy(logits[target].float(), ids[:, 1:][target])
 
 

@@ -20,16 +20,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from agl_trl.generation import (
-    Generation,
-    Prompt,
-    eval_mode,
-    generate,
-    model_device,
-    pad_sequences,
-    selected_logprobs,
-)
+from agl_trl.generation import Generation, Prompt, eval_mode, generate, model_device
 from agl_trl.lora import adapters_disabled
+from agl_trl.teacher_forcing import (
+    TokenSequence,
+    collate,
+    kl_per_token,
+    predicting_positions,
+    response_log_probs,
+)
 
 
 @dataclass
@@ -93,14 +92,17 @@ def kl_between(
     order = [i for i in order if per_tok[i] > 0]
     for start in tqdm(range(0, len(order), batch_size), desc="kl", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
+        tokens = [TokenSequence.from_generation(sequences[i]) for i in idx]
         with reference() as ref, eval_mode(ref):
-            ids, attn, target = pad_sequences([sequences[i] for i in idx], pad_id, model_device(ref))
-            ref_lp = selected_logprobs(ref, ids, attn, target)
+            batch = collate(tokens, pad_id, model_device(ref))
+            ref_lp = response_log_probs(ref, batch)
         with model() as mod, eval_mode(mod):
             device = model_device(mod)
-            lp = selected_logprobs(mod, ids.to(device), attn.to(device), target.to(device))
-        kl = (ref_lp.exp() * (ref_lp - lp.to(ref_lp.device))).sum(-1).clamp_min(0.0)
-        for row, chunk in zip(idx, torch.split(kl, target.sum(-1).tolist()), strict=True):
+            lp = response_log_probs(mod, {k: v.to(device) for k, v in batch.items()})
+        kl = kl_per_token(ref_lp, lp.to(ref_lp.device)).clamp_min(0.0)
+        for row, chunk in zip(
+            idx, torch.split(kl, predicting_positions(batch["response_mask"]).sum(-1).tolist()), strict=True
+        ):
             per_sum[row] = float(chunk.sum())
     n_tokens = sum(per_tok)
     mean = sum(per_sum) / n_tokens if n_tokens else math.nan

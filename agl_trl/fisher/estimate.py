@@ -46,13 +46,7 @@ import torch
 from torch import nn
 
 from agl_trl.fisher.artifact import FisherArtifact, ModuleFisher, model_fingerprint
-from agl_trl.fisher.probe import (
-    build_sequences,
-    collate,
-    fill_missing_responses,
-    predicting_positions,
-    records_hash,
-)
+from agl_trl.fisher.probe import build_sequences, fill_missing_responses, records_hash
 from agl_trl.lora import (
     LoraModule,
     adapters_disabled,
@@ -63,6 +57,7 @@ from agl_trl.lora import (
     sharding_engine,
 )
 from agl_trl.settings import AGLUserError, FisherSettings
+from agl_trl.teacher_forcing import collate, predicting_positions
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from agl_trl.fisher.probe import ProbeSequence, collate, predicting_positions
 from agl_trl.lora import LoraModule, adapters_disabled
+from agl_trl.teacher_forcing import TokenSequence, collate, predicting_positions
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def update_of(modules: Sequence[LoraModule]) -> list[torch.Tensor]:
 def sampled_fisher_forms(
     model: torch.nn.Module,
     modules: Sequence[LoraModule],
-    sequences: Sequence[ProbeSequence],
+    sequences: Sequence[TokenSequence],
     updates: Mapping[str, Sequence[torch.Tensor]],
     pad_id: int,
     samples: int = 4,

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from agl_trl.generation import encode_prompt, generate_responses
 from agl_trl.settings import AGLUserError
+from agl_trl.teacher_forcing import TokenSequence
 from agl_trl.utils import read_jsonl
-
-
-@dataclass
-class ProbeSequence:
-    input_ids: list[int]
-    response_mask: list[int]  # 1 on response tokens (the tokens whose likelihood defines the Fisher)
 
 
 def _normalise(record: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +89,7 @@ def prompt_ids(tokenizer, prompt: str | list[dict[str, str]]) -> list[int]:
     return encode_prompt(tokenizer, prompt)
 
 
-def build_sequences(tokenizer, records: list[dict[str, Any]], max_length: int) -> list[ProbeSequence]:
+def build_sequences(tokenizer, records: list[dict[str, Any]], max_length: int) -> list[TokenSequence]:
     """Prompt + response (+ EOS) token ids, truncated to ``max_length``, with the response mask."""
     sequences = []
     eos = tokenizer.eos_token_id
@@ -110,7 +102,7 @@ def build_sequences(tokenizer, records: list[dict[str, Any]], max_length: int) -
         mask = ([0] * len(head) + [1] * len(tail))[:max_length]
         if sum(mask) == 0:
             continue  # prompt alone fills max_length: nothing to measure
-        sequences.append(ProbeSequence(ids, mask))
+        sequences.append(TokenSequence(ids, mask))
     if not sequences:
         raise ValueError(f"No probe sequence has response tokens within max_length={max_length}; raise it.")
     return sequences
@@ -155,25 +147,3 @@ def anchor_records(records: list[dict[str, Any]], fisher_samples: int, meter_cou
     held_out = len(records) - fisher_samples
     end = fisher_samples if held_out >= meter_count else max(0, len(records) - meter_count)
     return [dict(r) for r in records[:end]]
-
-
-def predicting_positions(response_mask: torch.Tensor) -> torch.Tensor:
-    """Boolean (batch, seq): the positions whose next token is a response token (position t predicts token t + 1),
-    where a response's likelihood terms live."""
-    predicts = torch.zeros_like(response_mask, dtype=torch.bool)
-    predicts[:, :-1] = response_mask[:, 1:].bool()
-    return predicts
-
-
-def collate(sequences: list[ProbeSequence], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask, response_mask."""
-    width = max(len(s.input_ids) for s in sequences)
-
-    def padded(values: list[int], fill: int) -> list[int]:
-        return values + [fill] * (width - len(values))
-
-    return {
-        "input_ids": torch.tensor([padded(s.input_ids, pad_id) for s in sequences], device=device),
-        "attention_mask": torch.tensor([padded([1] * len(s.input_ids), 0) for s in sequences], device=device),
-        "response_mask": torch.tensor([padded(s.response_mask, 0) for s in sequences], device=device),
-    }

@@ -1,8 +1,9 @@
-"""The drift budget: measure how far the tuned model has moved from the aligned one, and set lambda_align from it.
+"""The drift budget: set lambda_align from the KL meter's readings of how far the tuned model has moved.
 
-The KL meter (:func:`probe_kl`) measures KL(p_aligned || p_tuned) per response token on held-out probe sequences,
-teacher-forced, with the LoRA adapters off (the aligned model) and on (the tuned one): two forwards, no backward.
-:class:`DriftBudget` turns its readings into the alignment weight:
+The drift meter (:class:`~agl_trl.regularizers.meter.DriftMeter`) measures KL(p_aligned || p_tuned) per response
+token on held-out probe sequences, teacher-forced, with the LoRA adapters off (the aligned model) and on (the tuned
+one): two forwards, no backward (:func:`agl_trl.teacher_forcing.probe_kl`). :class:`DriftBudget` turns its readings
+into the alignment weight:
 
 * **calibration.** The first reading with a measurable KL fixes ``calibration`` = measured / estimated, the factor
   that puts the regulariser's second-order estimate 0.5 vec(dW)^T F vec(dW) into measured nats for the directions
@@ -13,22 +14,22 @@ teacher-forced, with the LoRA adapters off (the aligned model) and on (the tuned
   slow down) and lambda to [LAMBDA_MIN, LAMBDA_MAX]; ``kl`` is the mean of the last two readings (two different
   mini-batches), which halves the meter's noise without lagging much.
 
-A KL anchor step (opt-in, ``agl_kl_anchor_every``) adds lambda x :func:`anchor_kl`, the same KL with its gradient,
-on the Fisher's own probe sequences (never the meter's): the function-space term for the KL that the K-FAC penalty
-cannot see (docs/method.md, "KL anchor steps").
+The meter's KL anchor steps (``agl_kl_anchor_every``: every 10th step unless set) add this weight x
+:func:`agl_trl.teacher_forcing.anchor_kl`, the same KL with its gradient, on the Fisher's own probe sequences (never
+the meter's): the function-space term for the KL that the K-FAC penalty cannot see (docs/method.md, "KL anchor
+steps").
 
-Pure Python state (JSON-serialisable, checkpointed with the regulariser); every rank measures the same sequences,
-so every rank computes the same lambda without a collective.
+Pure Python state (JSON-serialisable, checkpointed with the regulariser that reads the weight); every rank measures
+the same sequences, so every rank computes the same lambda without a collective.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
+from agl_trl.settings import AGLSettings
 
 LAMBDA_INIT = 1.0  # one nat of (calibrated) estimated KL costs as much as one nat of task loss
 LAMBDA_MIN, LAMBDA_MAX = 1e-3, 1e6
@@ -47,6 +48,11 @@ class DriftBudget:
     calibration: float | None = None
     readings: list[float] = field(default_factory=list)  # measured KL, one per reading
     ratios: list[float] = field(default_factory=list)  # measured / calibrated estimate, one per reading
+
+    @classmethod
+    def from_settings(cls, settings: AGLSettings) -> DriftBudget:
+        """The budget of ``settings``: ``agl_kl_budget``, and ``agl_lambda_align`` when fixed."""
+        return cls(budget=settings.kl_budget, fixed_lambda=settings.lambda_align)
 
     @property
     def weight(self) -> float:
@@ -87,76 +93,4 @@ class DriftBudget:
                 setattr(self, name, state[name])
 
 
-def _predicting(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    from agl_trl.fisher.probe import predicting_positions
-
-    predicts = predicting_positions(batch["response_mask"])
-    if not bool(predicts.any()):
-        raise ValueError("AGL KL meter: the probe batch has no response tokens; check the probe records.")
-    return predicts
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    """Whether the causal LM under ``model``'s PEFT wrapper takes ``logits_to_keep`` (the trainers pass the model
-    unwrapped from accelerate; any other wrapper just gets the whole logits)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
-
-
-def _log_probs(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], aligned: bool, grad: bool = False
-) -> torch.Tensor:
-    """Log-probabilities at ``batch``'s response positions, (n_tokens, vocab) fp32. ``grad=False`` (the meter): no
-    graph, eval mode; ``grad=True`` (an anchor step, tuned model only): differentiable, in the model's own mode, so
-    its dropout and gradient checkpointing apply as in the task's forward."""
-    from agl_trl.lora import adapters_disabled
-
-    predicts = _predicting(batch)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-    keep = None
-    if _accepts_logits_to_keep(model):  # project onto the vocabulary only where some sequence predicts a response
-        keep = predicts.any(0).nonzero().squeeze(-1)
-        inputs["logits_to_keep"] = keep
-    grad = grad and not aligned
-    was_training = model.training
-    if not grad:
-        model.eval()
-    try:
-        with torch.set_grad_enabled(grad):
-            if aligned:
-                with adapters_disabled(model):
-                    logits = model(**inputs).logits
-            else:
-                logits = model(**inputs).logits
-    finally:
-        model.train(was_training)
-    selected = logits[predicts] if keep is None else logits[predicts[:, keep]]
-    return torch.log_softmax(selected.float(), dim=-1)
-
-
-def reference_log_probs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The aligned model's (adapters off) log-probabilities at ``batch``'s response positions, (n_tokens, vocab)
-    fp32: fixed for a run, so the meter computes them once per batch and keeps them (on CPU)."""
-    return _log_probs(model, batch, aligned=True)
-
-
-def probe_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor], reference: torch.Tensor | None = None) -> float:
-    """KL(p_aligned || p_tuned) per response token of a teacher-forced probe ``batch`` (``input_ids``,
-    ``attention_mask``, ``response_mask``: :func:`agl_trl.fisher.probe.collate`), adapters off vs on.
-    ``reference``: the batch's :func:`reference_log_probs`, when already computed (one forward instead of two)."""
-    if reference is None:
-        reference = reference_log_probs(model, batch)
-    tuned = _log_probs(model, batch, aligned=False)
-    reference = reference.to(tuned.device)
-    return float((reference.exp() * (reference - tuned)).sum(-1).mean())
-
-
-def anchor_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """:func:`probe_kl` with its gradient: KL(p_aligned || p_tuned) per response token of ``batch``, a
-    differentiable fp32 scalar (the aligned side has no graph). What a KL anchor step adds, times lambda_align."""
-    reference = reference_log_probs(model, batch)  # no graph: the aligned side is a constant
-    tuned = _log_probs(model, batch, aligned=False, grad=True)
-    return (reference.exp() * (reference - tuned)).sum(-1).mean()
-
-
-__all__ = ["LAMBDA_INIT", "DriftBudget", "anchor_kl", "probe_kl", "reference_log_probs"]
+__all__ = ["LAMBDA_INIT", "DriftBudget"]

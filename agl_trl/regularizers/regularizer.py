@@ -7,9 +7,10 @@ kernels, and returns the weighted sum
     lambda * c * 0.5 * sum_m R_A + lambda_task * sum_m R_T + lambda_collision * sum_m (mu * E_riem + (1-mu) * E_geo)
 
 with per-term metrics. R_A = vec(dW)^T F vec(dW) over the whole K-FAC spectrum, so 0.5 * c * R_A is the estimated
-KL(aligned || tuned) per probe response token in nats, ``c`` the calibration measured by the KL meter; ``lambda`` is
-the fixed ``lambda_align`` or the one the drift budget adapts (:mod:`agl_trl.regularizers.budget`). R_T, E_riem and
-E_geo are quadratic in dW and in nats too, so every gradient vanishes as dW -> 0 (docs/method.md).
+KL(aligned || tuned) per probe response token in nats; ``c`` (the calibration) and ``lambda`` (the fixed
+``lambda_align`` or the adapted one) come from the budget it is given, the drift meter's in training
+(:mod:`agl_trl.regularizers.meter`). R_T, E_riem and E_geo are quadratic in dW and in nats too, so every gradient
+vanishes as dW -> 0 (docs/method.md).
 
 Sharded engines (docs/distributed.md): the factors are read whole on every rank, so every rank computes the same
 penalty. Under FSDP2 they are DTensor shards: each group's shards are stacked and all-gathered once
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 METRIC_NAMES = ("loss", "r_align", "r_task", "e_riem", "e_geo", "leakage", "tau", "kl_estimate", "lambda")
 # "e_riem" and "tau" are in the metrics only with the opt-in collision terms (lambda_collision > 0)
-METER_METRICS = ("kl_measured", "kl_ratio")  # logged at the KL meter's readings (every agl_kl_every steps)
 
 
 @dataclass
@@ -173,7 +173,13 @@ class _Zero3Gradients:
 class AGLRegularizer:
     """Callable ``reg(model, step) -> (loss, metrics)``; see the module docstring for the objective."""
 
-    def __init__(self, artifact: FisherArtifact, settings: AGLSettings | None = None, seed: int = 0):
+    def __init__(
+        self,
+        artifact: FisherArtifact,
+        settings: AGLSettings | None = None,
+        seed: int = 0,
+        budget: DriftBudget | None = None,
+    ):
         self.artifact = artifact
         self.settings = settings if settings is not None else AGLSettings()  # validated when built
         self.seed = seed
@@ -182,7 +188,9 @@ class AGLRegularizer:
         self._tau_state: dict[str, float] = {}
         self._calls = 0
         self._zero3: _Zero3Gradients | None = None  # ZeRO-3 only
-        self.budget = DriftBudget(budget=self.settings.kl_budget, fixed_lambda=self.settings.lambda_align)
+        # where lambda_align and the calibration come from: the drift meter's budget in training
+        # (:class:`~agl_trl.regularizers.meter.DriftMeter`), else a budget of these settings that no reading moves
+        self.budget = budget if budget is not None else DriftBudget.from_settings(self.settings)
 
     # ----------------------------------------------------------------------------------------------- binding
     def bind(self, model: nn.Module) -> list[LoraModule]:
@@ -359,13 +367,6 @@ class AGLRegularizer:
             B, A, group.scale, group.q_out, group.eig_out, group.q_in, group.eig_in, group.tail_out, group.tail_in,
             rotated=rotated,
         )  # fmt: skip
-
-    def observe_kl(self, measured: float, model: nn.Module) -> dict[str, float]:
-        """Feed one KL meter reading (nats per probe response token) taken on ``model``'s current update: calibrates
-        the estimate on the first measurable reading and, with no fixed lambda_align, adapts lambda
-        (:class:`~agl_trl.regularizers.budget.DriftBudget`). Returns ``kl_measured`` and ``kl_ratio``."""
-        reading = self.budget.observe(measured, self.raw_kl_estimate(model))
-        return {k: reading[k] for k in METER_METRICS}
 
     def _sample_block(self, group: _Group, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Fresh row/column indices per optimizer step (same on every rank and every micro-batch)."""

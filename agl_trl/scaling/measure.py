@@ -8,7 +8,7 @@ Two metrics (the ``metric`` column of a run log):
 
 ``increase = mean NLL_model - mean NLL_aligned`` in nats/token, token-weighted over all sequences. It is 0 for the
 aligned model itself; on the aligned model's greedy responses it is > 0 for any model that moved away from it.
-Batching is that of :mod:`agl_trl.generation`; the aligned/PEFT-adapter switching that of
+Teacher forcing is that of :mod:`agl_trl.teacher_forcing`; the aligned/PEFT-adapter switching that of
 :mod:`agl_trl.evaluation.kl`.
 
 Typical use inside a budget sweep::
@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from ..evaluation.kl import ContextFactory, as_reference, reference_generations
-from ..generation import Generation, Prompt, encode_prompt, eval_mode, model_device, pad_sequences, selected_logprobs
+from ..generation import Generation, Prompt, encode_prompt, eval_mode, model_device
+from ..teacher_forcing import TokenSequence, collate, predicting_positions, response_log_probs
 from .io import RunRecord
 
 RESPONSES = "responses"
@@ -83,11 +84,11 @@ def text_sequences(tokenizer: Any, texts: Sequence[str], max_length: int = 256) 
     return out
 
 
-def _token_nll(module: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _token_nll(module: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     device = model_device(module)
-    ids, attn, target = ids.to(device), attn.to(device), target.to(device)
-    logprobs = selected_logprobs(module, ids, attn, target)
-    next_ids = ids[:, 1:][target]
+    batch = {k: v.to(device) for k, v in batch.items()}
+    logprobs = response_log_probs(module, batch)
+    next_ids = batch["input_ids"][:, 1:][predicting_positions(batch["response_mask"])[:, :-1]]
     return -logprobs.gather(-1, next_ids[:, None]).squeeze(-1)
 
 
@@ -107,13 +108,12 @@ def nll_between(
     sums = [0.0, 0.0]
     n_tokens = 0
     for start in range(0, len(order), batch_size):
-        ids, attn, target = pad_sequences(
-            [sequences[i] for i in order[start : start + batch_size]], pad_id, torch.device("cpu")
-        )
+        tokens = [TokenSequence.from_generation(sequences[i]) for i in order[start : start + batch_size]]
+        batch = collate(tokens, pad_id, torch.device("cpu"))
         for k, factory in enumerate((model, reference)):
             with factory() as module, eval_mode(module):
-                sums[k] += float(_token_nll(module, ids, attn, target).double().sum())
-        n_tokens += int(target.sum())
+                sums[k] += float(_token_nll(module, batch).double().sum())
+        n_tokens += int(predicting_positions(batch["response_mask"]).sum())
     if n_tokens == 0:
         raise ValueError("no tokens to score; give non-empty responses / texts")
     return sums[0] / n_tokens, sums[1] / n_tokens, n_tokens

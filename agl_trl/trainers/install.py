@@ -86,8 +86,10 @@ class AGLCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         rt = getattr(self.trainer, "_agl", None)
-        if rt is not None and rt.enabled and rt.regularizer is not None:
-            rt.measure(self.trainer, int(state.global_step))  # after the optimizer step: the update just taken
+        if rt is not None and rt.enabled and rt.meter is not None:  # after the optimizer step: the update just taken
+            model = unwrapped_model(self.trainer)
+            for key, value in rt.meter.read(model, int(state.global_step), rt.regularizer.raw_kl_estimate).items():
+                rt.metrics[key].append(float(value))
 
     def on_save(self, args, state, control, **kwargs):
         if not is_main_process(self.trainer):

@@ -103,7 +103,8 @@ class AGLLossMixin:
             rt.initialise(self)  # before the forward: DDP must not see the estimator's backward mid-step
             # a KL anchor step's forward comes before the task's: FSDP2 keeps the last forward's parameters for
             # its backward
-            anchor, anchor_metrics = rt.anchor(unwrapped_model(self), int(self.state.global_step))
+            if rt.meter is not None:
+                anchor, anchor_metrics = rt.meter.anchor(unwrapped_model(self), int(self.state.global_step))
         out = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch, **kwargs
         )
@@ -129,18 +130,6 @@ class AGLLossMixin:
                     logs[f"agl/{key}"] = sum(values) / len(values)
             rt.metrics.clear()
         return super().log(logs, *args, **kwargs)
-
-
-# names this module exported before the install path moved to agl_trl.trainers.install (kept for user code)
-_MOVED = ("AGLCallback", "attach_agl", "attach_penalty", "check_parallelism", "enable_agl", "enable_penalty")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from agl_trl.trainers import install
-
-        return getattr(install, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["AGLLossMixin", "scale_for_ga", "scale_once_for_ga", "trainer_divides_loss_by_ga"]

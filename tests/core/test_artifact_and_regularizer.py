@@ -237,9 +237,9 @@ def test_kl_meter_reading_equals_the_kl_over_full_logits_for_uneven_sequences(es
     """The meter projects onto the vocabulary only at positions where some sequence predicts a response token; its
     reading must equal the KL computed from the whole logits, for sequences whose responses start and end apart,
     and with a wrapper whose forward takes no ``logits_to_keep``."""
-    from agl_trl.fisher.probe import build_sequences, collate, predicting_positions
+    from agl_trl.fisher.probe import build_sequences
     from agl_trl.lora import adapters_disabled
-    from agl_trl.regularizers.budget import _accepts_logits_to_keep, probe_kl
+    from agl_trl.teacher_forcing import accepts_logits_to_keep, collate, predicting_positions, probe_kl
 
     model, tokenizer, _ = estimated
     records = [
@@ -257,7 +257,7 @@ def test_kl_meter_reading_equals_the_kl_over_full_logits_for_uneven_sequences(es
             reference = torch.log_softmax(model(**inputs).logits[predicts].float(), -1)
     model.train()
     expected = float((reference.exp() * (reference - tuned)).sum(-1).mean())
-    assert _accepts_logits_to_keep(model)
+    assert accepts_logits_to_keep(model)
     assert probe_kl(model, batch) == pytest.approx(expected, rel=1e-5)
 
     class NoLogitsToKeep(torch.nn.Module):  # a custom model's forward without the argument: whole logits
@@ -269,13 +269,14 @@ def test_kl_meter_reading_equals_the_kl_over_full_logits_for_uneven_sequences(es
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
 
     wrapper = NoLogitsToKeep(model)
-    assert not _accepts_logits_to_keep(wrapper)
+    assert not accepts_logits_to_keep(wrapper)
     assert probe_kl(wrapper, batch) == pytest.approx(expected, rel=1e-5)
 
 
 def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_round_trips(estimated):
-    from agl_trl.fisher.probe import build_sequences, collate
-    from agl_trl.regularizers.budget import probe_kl, reference_log_probs
+    from agl_trl.fisher.probe import build_sequences
+    from agl_trl.regularizers.meter import DriftMeter
+    from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
 
     model, tokenizer, artifact = estimated
     sequences = build_sequences(tokenizer, [{"prompt": "Say hi.", "response": "Hi there, friend."}] * 2, 64)
@@ -294,8 +295,9 @@ def test_kl_meter_reads_zero_at_the_aligned_weights_and_the_regulariser_state_ro
     finally:
         for m, b in zip(modules, saved, strict=True):
             m.lora_B.data = b
-    reg = AGLRegularizer(artifact, AGLSettings())
-    reading = reg.observe_kl(measured, model)
+    meter = DriftMeter(AGLSettings())
+    reg = AGLRegularizer(artifact, AGLSettings(), budget=meter.budget)  # the regulariser reads the meter's weight
+    reading = meter.observe(measured, reg.raw_kl_estimate(model))
     assert reading["kl_ratio"] == pytest.approx(1.0) and reg.budget.calibration > 0
     _, metrics = reg(model, step=1)
     assert metrics["kl_estimate"] == pytest.approx(measured, rel=1e-4)  # calibrated at this very update

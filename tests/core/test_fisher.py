@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
-from agl_trl.fisher.probe import anchor_records, build_sequences, collate, meter_records
+from agl_trl.fisher.probe import anchor_records, build_sequences, meter_records
 from agl_trl.lora import adapters_disabled, find_lora_modules
 from agl_trl.regularizers import functional as F
+from agl_trl.teacher_forcing import collate
 from tests.core.conftest import make_lora_model
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
-from agl_trl.fisher.probe import build_sequences, collate
+from agl_trl.fisher.probe import build_sequences
 from agl_trl.regularizers import AGLRegularizer
-from agl_trl.regularizers.budget import probe_kl, reference_log_probs
 from agl_trl.settings import AGLSettings
+from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
 from tests.distributed_helpers import allow_fsdp_on_cpu
 
 # every term active (fixed lambda: no meter needed), E_riem on a sub-block smaller than the matrices

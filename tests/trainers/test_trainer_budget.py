@@ -41,7 +41,7 @@ def test_meter_readings_drive_lambda_towards_the_budget(tmp_path, probe_file):
     logs = train_logs(tight)
     assert all(e["agl/kl_measured"] >= 0 and "agl/kl_ratio" in e for e in logs)
     assert logs[-1]["agl/kl_measured"] > 1e-6, "the run never drifted: the test is blind"
-    budget = tight.agl_regularizer.budget
+    budget = tight._agl.meter.budget
     assert budget.calibration is not None and len(budget.readings) == 6
     assert logs[-1]["agl/lambda"] > logs[0]["agl/lambda"] >= 1.0
     loose = sft_trainer(tmp_path / "loose", probe_file, agl_kl_budget=1e3)
@@ -122,7 +122,7 @@ ANCHOR = dict(agl_kl_sequences=2, agl_kl_batch_size=2, agl_lambda_align=3.0, agl
 
 
 def test_kl_anchor_steps_add_the_measured_kl_with_its_gradient(tmp_path, probe_file):
-    from agl_trl.regularizers.budget import probe_kl
+    from agl_trl.teacher_forcing import probe_kl
 
     on = sft_trainer(tmp_path / "on", probe_file, max_steps=8, agl_kl_anchor_every=2, **ANCHOR)
     on.train()
@@ -131,7 +131,7 @@ def test_kl_anchor_steps_add_the_measured_kl_with_its_gradient(tmp_path, probe_f
     off = sft_trainer(tmp_path / "off", probe_file, max_steps=3, agl_kl_anchor_every=0, **ANCHOR)
     off.train()
     assert not any("agl/kl_anchor" in e for e in train_logs(off))
-    rt, model = on._agl, on.model
+    rt, model = on._agl.meter, on.model
     assert len(rt.anchor_batches) == 2  # the Fisher's 6 records less the meter's 2, in batches of 2
     # the term is lambda x the meter's own KL on the anchor batch, and its gradient lowers that KL
     model.eval()  # no dropout: the anchor's forward then matches the meter's exactly
@@ -170,7 +170,7 @@ def test_kl_anchor_term_reaches_each_step_once_under_gradient_accumulation(tmp_p
     assert moved > 1e-4, "the anchor did not change the steps: the test is blind"
     for name in ga1:
         torch.testing.assert_close(ga2[name], ga1[name], atol=0.05 * moved, rtol=1e-3, msg=name)
-    rt = trainer._agl
+    rt = trainer._agl.meter
     first, _ = rt.anchor(trainer.model, 99)
     again, _ = rt.anchor(trainer.model, 99)
     assert first is not None and again is None  # once per optimizer step, whatever the micro-batches
@@ -207,7 +207,7 @@ def test_kl_anchor_steps_are_on_by_default_every_10th_step(tmp_path, probe_file)
     assert DEFAULT_KL_ANCHOR_EVERY == 10
     trainer = sft_trainer(tmp_path / "default", probe_file, max_steps=11, **ANCHOR)  # agl_kl_anchor_every unset
     trainer.train()
-    assert trainer._agl.anchor_every == 10 and len(trainer._agl.anchor_batches) == 2
+    assert trainer._agl.meter.anchor_every == 10 and len(trainer._agl.meter.anchor_batches) == 2
     assert [e["step"] for e in train_logs(trainer) if "agl/kl_anchor" in e] == [11]  # the step after step 10
 
 
@@ -219,12 +219,12 @@ def test_default_kl_anchor_turns_off_with_a_warning_where_it_cannot_run(tmp_path
     few = sft_trainer(tmp_path / "few", probe_file, max_steps=1, agl_kl_sequences=16, agl_lambda_align=1.0)
     with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
         few.train()
-    assert few._agl.anchor_every == 0 and not few._agl.anchor_batches and few._agl.meter_batches
+    assert few._agl.meter.anchor_every == 0 and not few._agl.meter.anchor_batches and few._agl.meter.meter_batches
     assert "KL anchor steps (on by default) are off: the 6 records" in caplog.text
     caplog.clear()
     z3 = sft_trainer(tmp_path / "z3", probe_file, max_steps=1, agl_lambda_align=1.0)
     monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
     with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
         z3._agl.initialise(z3)  # train() would need DeepSpeed itself; the resolution happens here
-    assert z3._agl.anchor_every == 0 and not z3._agl.anchor_batches
+    assert z3._agl.meter.anchor_every == 0 and not z3._agl.meter.anchor_batches
     assert "off under DeepSpeed ZeRO-3" in caplog.text
