@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from tests.test_recipes import repo_like_root, tail
 
@@ -39,6 +38,7 @@ def _requirement_name(requirement: str) -> str:
 
 
 def test_matplotlib_is_an_extra_not_a_core_dependency() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (the project's venvs)
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     core = {_requirement_name(r).lower() for r in project["dependencies"]}
     assert "matplotlib" not in core, project["dependencies"]
