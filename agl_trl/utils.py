@@ -1,9 +1,12 @@
-"""Small helpers shared across agl_trl (torch-free): JSONL files, the package version, lazy imports."""
+"""Small helpers shared across agl_trl (torch-free): JSONL files, the package version, lazy imports, the optional
+plotting backend."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,31 @@ def package_version() -> str:
         return version("agl-trl")
     except Exception:
         return "unknown"
+
+
+PLOT_EXTRA = 'pip install "agl-trl[plot]"'
+
+
+@functools.cache
+def load_pyplot() -> Any | None:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or None when matplotlib is missing.
+
+    Plotting is the ``plot`` extra: training and the JSON/Markdown reports need none of it, so a report without
+    matplotlib skips its PNGs and says so once per process (the log line names :data:`PLOT_EXTRA`).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        logging.getLogger(__name__).warning(
+            "matplotlib is not installed: skipping the plots (the JSON and Markdown reports are written); for the "
+            "plots: %s",
+            PLOT_EXTRA,
+        )
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 class JSONLError(ValueError):

@@ -6,14 +6,14 @@ ways on the KL meter's 16 held-out probe sequences (the records after those the 
 
 * measured: KL(p_aligned || p_tuned) per response token, the meter's reading (mean of its 4 batches);
 * K-FAC: 0.5 vec(dW)^T F vec(dW) from the artifact (the regulariser's raw estimate, whole spectrum);
-* exact: the Monte Carlo form with every term (:func:`agl_trl.fisher.exact.sampled_fisher_forms`), on the same
+* exact: the Monte Carlo form with every term (:func:`benchmarks.lab.fisher_exact.sampled_fisher_forms`), on the same
   sequences, and its block-diagonal part (no cross-module terms);
 * exact on the Fisher's own probe prompts (other prompts, 1 sample each): what a sequence-level estimate stored at
   estimation time would read on held-out prompts.
 
 With ``--full-basis`` it also estimates K-FAC with every eigenpair kept (on the Fisher's probe records, its settings
 otherwise) and reads K-FAC in full and EKFAC (the Fisher prompts' sampled second moments in that full eigenbasis;
-``eigenbases`` of :func:`~agl_trl.fisher.exact.sampled_fisher_forms`): whether the discarded spectrum or a
+``eigenbases`` of :func:`~benchmarks.lab.fisher_exact.sampled_fisher_forms`): whether the discarded spectrum or a
 within-module correction closes the gap (~7 more minutes, ~1.5 GB more memory).
 
 All are divided by eps^2, i.e. reported at the full update. Prints a table; the last line gives the medians of
@@ -28,10 +28,12 @@ import argparse
 import json
 import os
 import statistics
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.lab
 
 import torch  # noqa: E402
 from _setup import use_threads  # noqa: E402
@@ -56,12 +58,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agl_trl.fisher import FisherArtifact, FisherSettings, estimate_fisher
-    from agl_trl.fisher.exact import sampled_fisher_forms, update_of
     from agl_trl.fisher.probe import build_sequences, fill_missing_responses, meter_records
     from agl_trl.lora import adapters_disabled, find_lora_modules
     from agl_trl.regularizers import AGLRegularizer
     from agl_trl.settings import AGLSettings
     from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
+    from benchmarks.lab.fisher_exact import sampled_fisher_forms, update_of
 
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     adapters = {run: args.train / run / "adapter" for run in runs}

@@ -1,7 +1,7 @@
 """AGL against its peers and its ablations, on the experiments' shared set-up (docs/benchmarks.md, "Peers").
 
-The command line of :mod:`agl_trl.experiments.peers` (the protocol: sweep every method's strength on the validation
-split, choose, then every test seed; the methods: :mod:`agl_trl.baselines.registry`). Resumable: one JSON line per
+The command line of :mod:`benchmarks.lab.peers` (the protocol: sweep every method's strength on the validation
+split, choose, then every test seed; the methods: :mod:`benchmarks.lab.registry`). Resumable: one JSON line per
 finished (split, method, strength, seed) in ``<out>/peers.jsonl``; a rerun skips those. ``--report`` (or
 ``benchmarks/peers_report.py``) turns the file into docs/peers.md and its plots.
 
@@ -15,11 +15,15 @@ finished (split, method, strength, seed) in ``<out>/peers.jsonl``; a rerun skips
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from agl_trl.experiments.peers import main  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.lab
+
+from benchmarks.lab.peers import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

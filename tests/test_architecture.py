@@ -94,3 +94,18 @@ def test_no_private_name_is_imported_across_packages() -> None:
             if module and module.startswith("agl_trl.") and _unit(module) != src:
                 crossing += [f"{file.relative_to(ROOT)}: {a.name}" for a in node.names if a.name.startswith("_")]
     assert not crossing, crossing
+
+
+def test_the_package_never_imports_the_lab() -> None:
+    """The lab (benchmarks/, benchmarks/lab/) drives the package; the installed package never reaches back into it."""
+    reaching = []
+    for file in sorted((ROOT / "agl_trl").rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            reaching += [f"{file.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("benchmarks", "tests")]
+    assert not reaching, reaching

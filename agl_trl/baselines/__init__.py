@@ -15,9 +15,8 @@ Before training: :func:`mix_safety_rows` -- safety data mixing (refusal rows add
 
 After training: :func:`safe_lora_project` -- Safe LoRA's projection of the adapter onto C = V V^T / ||V||_F.
 
-The peers benchmark's method registry (:mod:`agl_trl.baselines.registry`): the methods (:data:`ALL_METHODS`, the AGL
-:data:`ABLATIONS`, the :data:`PEERS`), their :class:`PeerSettings`, the artifacts they need
-(:func:`prepare_peer_artifacts`) and how each is built (:func:`make_penalty`, :func:`safe_lora_adapter`).
+The peers benchmark's method registry (names, strengths, artifacts, how each is built by name) is lab code outside
+the package: ``benchmarks/lab/registry.py``.
 """
 
 from agl_trl.baselines.alignment import (
@@ -34,35 +33,16 @@ from agl_trl.baselines.kl_reference import KLToReferencePenalty
 from agl_trl.baselines.l2 import L2UpdatePenalty
 from agl_trl.baselines.lisa import LisaPenalty
 from agl_trl.baselines.mixing import mix_safety_rows
-from agl_trl.baselines.registry import (
-    ABLATIONS,
-    ALL_METHODS,
-    DEFAULT_METHOD,
-    PEERS,
-    PeerArtifacts,
-    PeerSettings,
-    make_penalty,
-    method_agl_settings,
-    method_settings,
-    prepare_peer_artifacts,
-    safe_lora_adapter,
-)
 from agl_trl.baselines.representation import RepresentationAnchorPenalty
 from agl_trl.baselines.safe_lora import SafeLoRAReport, safe_lora_cosines, safe_lora_project
 
 __all__ = [
-    "ABLATIONS",
-    "ALL_METHODS",
-    "DEFAULT_METHOD",
-    "PEERS",
     "AlignmentDirection",
     "AsFTPenalty",
     "KLToReferencePenalty",
     "L2UpdatePenalty",
     "LisaPenalty",
     "Penalty",
-    "PeerArtifacts",
-    "PeerSettings",
     "RepresentationAnchorPenalty",
     "SafeLoRAReport",
     "alignment_directions",
@@ -70,12 +50,7 @@ __all__ = [
     "ewc_fisher_settings",
     "ewc_penalty",
     "load_directions",
-    "make_penalty",
-    "method_agl_settings",
-    "method_settings",
     "mix_safety_rows",
-    "prepare_peer_artifacts",
-    "safe_lora_adapter",
     "safe_lora_cosines",
     "safe_lora_project",
     "save_directions",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.experiments.config import ExperimentConfig
+from agl_trl.utils import load_pyplot
 
 # the issue's success criteria (docs/demo.md)
 TARGET_DRIFT_POINTS = 20.0
@@ -206,11 +207,10 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plot_summary(summary: Mapping[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot_summary(summary: Mapping[str, Any], path: Path) -> Path | None:
+    plt = load_pyplot()
+    if plt is None:
+        return None
 
     names = list(summary["models"])
     colors = {"aligned": "#4c72b0", "lora": "#c44e52", "agl": "#55a868"}
@@ -253,10 +253,9 @@ def _plot_summary(summary: Mapping[str, Any], path: Path) -> Path:
 def _plot_training(records: Mapping[str, Mapping[str, Any]], path: Path, budget: float | None) -> Path | None:
     """Training losses, and the AGL run's drift budget: the KL meter's readings against the calibrated estimate and
     the ``budget`` (None: a fixed lambda_align), and lambda."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = load_pyplot()
+    if plt is None:
+        return None
 
     from agl_trl.experiments.plots import draw_meter_curves
 

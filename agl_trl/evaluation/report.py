@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agl_trl.utils import load_pyplot
+
 SCHEMA = "agl-trl/drift"
 SCHEMA_VERSION = 1
 
@@ -204,12 +206,11 @@ def _errs(rates: list[Mapping[str, Any] | None]) -> tuple[list[float], list[list
     return vals, [lo, hi]
 
 
-def plot_refusal_by_category(results: Mapping[str, Any], path: str | Path) -> Path:
+def plot_refusal_by_category(results: Mapping[str, Any], path: str | Path) -> Path | None:
     """Grouped horizontal bars: refusal rate on unsafe prompts per category (and overall) per model, CI whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = load_pyplot()
+    if plt is None:
+        return None
 
     res = jsonable(results)
     models = res["models"]
@@ -251,12 +252,11 @@ def plot_refusal_by_category(results: Mapping[str, Any], path: str | Path) -> Pa
     return Path(path)
 
 
-def plot_overview(results: Mapping[str, Any], path: str | Path) -> Path:
+def plot_overview(results: Mapping[str, Any], path: str | Path) -> Path | None:
     """Three panels per model: refusal drift (pp, Newcombe CI), over-refusal (%, Wilson CI), KL drift (nats/token)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = load_pyplot()
+    if plt is None:
+        return None
 
     res = jsonable(results)
     models = res["models"]
@@ -302,7 +302,8 @@ def plot_overview(results: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def write_report(results: Mapping[str, Any], out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-    """Write drift.json, drift.md and (plots=True) refusal_by_category.png + drift_overview.png into ``out_dir``."""
+    """Write drift.json, drift.md and (plots=True, matplotlib installed) refusal_by_category.png + drift_overview.png
+    into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if "selectivity" not in results:
@@ -310,7 +311,11 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, plots: bool = 
     paths = {"json": write_json(results, out / "drift.json")}
     (out / "drift.md").write_text(render_markdown(results), encoding="utf-8")
     paths["markdown"] = out / "drift.md"
-    if plots:
-        paths["refusal_plot"] = plot_refusal_by_category(results, out / "refusal_by_category.png")
-        paths["overview_plot"] = plot_overview(results, out / "drift_overview.png")
+    if plots:  # each None when matplotlib (the plot extra) is missing
+        for key, plot, name in (
+            ("refusal_plot", plot_refusal_by_category, "refusal_by_category.png"),
+            ("overview_plot", plot_overview, "drift_overview.png"),
+        ):
+            if (path := plot(results, out / name)) is not None:
+                paths[key] = path
     return paths

@@ -1,4 +1,4 @@
-"""The experiment harness behind the demo, the peers benchmark and the scaling sweep.
+"""The experiment harness behind the demo and the lab's protocols (benchmarks/lab/: peers, GRPO, scaling sweep).
 
 One set-up (:func:`prepare_setup`: aligned model, its answers, its Fisher, the task), one way to train a LoRA with or
 without a regulariser (:func:`train_lora`), one way to measure a model (:func:`evaluate_generations`,

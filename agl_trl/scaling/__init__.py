@@ -1,6 +1,7 @@
 """The forgetting scaling law: fit ``L(D) = L0 + A * D^beta`` per method, read run logs, plot, measure forgetting.
 
-``fit``, ``io``, ``plot`` and ``cli`` need only numpy/matplotlib; ``measure`` imports torch (lazily here).
+``fit``, ``io`` and ``cli`` need only numpy, ``plot`` matplotlib (the plot extra: without it the PNG is skipped);
+``measure`` imports torch (lazily here). The project's own sweep that measures a log is lab code: benchmarks/lab/.
 """
 
 from __future__ import annotations

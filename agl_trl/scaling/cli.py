@@ -4,10 +4,9 @@ Example::
 
     agl-trl scaling --log runs.jsonl --out runs/scaling            # every metric in the log, one panel each
     agl-trl scaling --log runs.csv --metric responses --bootstrap 0
-    agl-trl scaling --sweep --out runs/scaling                     # measure LoRA and AGL on the demo set-up first
 
-``--sweep`` (:mod:`agl_trl.scaling.sweep`) fine-tunes plain LoRA and AGL on the demo's aligned SmolLM2 and task,
-measures forgetting at several budgets into ``<out>/runs.jsonl`` (resumable), then fits that log.
+The project's own sweep (plain LoRA and AGL on the demo's set-up, measured, then fitted by this command) is a
+benchmark outside the package: ``python benchmarks/scaling_sweep.py`` (docs/scaling.md).
 
 Per metric and method: ``L0, A, beta`` (``gamma`` when the method has several ranks) with standard errors (and
 residual-bootstrap 95% intervals), R^2, the error of predicting the largest budget from a fit without it, and the
@@ -49,19 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log", default=None, help="run log (.jsonl or .csv; columns method, budget, loss[, metric, rank, seed])"
     )
-    sweep = p.add_argument_group("measuring (--sweep: LoRA and AGL on the demo's set-up, then the fit)")
-    sweep.add_argument("--sweep", action="store_true", help="measure first; the log is <out>/runs.jsonl")
-    sweep.add_argument(
-        "--sweep-size", choices=("quick", "tiny"), default="quick",
-        help="quick: `agl-trl demo --quick`'s aligned SmolLM2 and task (~25 min for 2 seeds); tiny: a random tiny "
-        "Llama (seconds, a smoke test)",
-    )  # fmt: skip
-    sweep.add_argument("--seeds", type=int, default=2, help="seeds per method (default 2)")
-    sweep.add_argument(
-        "--demo-dir", default=None, help="an `agl-trl demo --quick` folder to reuse (default <out>/demo)"
-    )
-    sweep.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all, 1 when busy)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--metric", default=None, help="only this metric (default: every metric in the log)")
     p.add_argument("--out", default="scaling", help="output directory (default: ./scaling)")
     p.add_argument("--space", choices=SPACES, default="log", help="fit residuals in log L (default) or in L")
@@ -277,42 +263,14 @@ def to_markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace, pl
     return "\n".join(lines) + "\n"
 
 
-def run_sweep_for(args: argparse.Namespace) -> Path:
-    """``--sweep``: measure into ``<out>/runs.jsonl`` (the sweep's settings beside it in ``sweep.json``)."""
-    from .sweep import quick_sweep_config, run_sweep, settings_of, tiny_sweep_config
-
-    loader = None
-    if args.sweep_size == "tiny":
-        from agl_trl.models import tiny_llama
-
-        cfg = tiny_sweep_config(args.seeds)
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
-    else:
-        cfg = quick_sweep_config(args.seeds)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(settings_of(cfg), indent=2, default=str) + "\n", encoding="utf-8")
-    return run_sweep(
-        cfg, out, loader=loader, demo_dir=args.demo_dir, progress=not args.no_progress, threads=args.threads
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.sweep == (args.log is not None):
+    if args.log is None:
         print(
-            "agl-trl scaling: give exactly one of --log PATH (fit a run log) and --sweep (measure, then fit)",
+            "agl-trl scaling: --log PATH is required (a run log; `python benchmarks/scaling_sweep.py` measures one)",
             file=sys.stderr,
         )
         return 2
-    if args.sweep:
-        try:
-            args.log = run_sweep_for(args)
-        except ValueError as exc:
-            print(f"agl-trl scaling: {exc}", file=sys.stderr)
-            return 2
     try:
         records = read_run_log(args.log)
         args.budget_unit = args.budget_unit or budget_unit_of(args.log) or "tokens"
@@ -331,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "scaling.json").write_text(
         json.dumps(_clean(to_json(results, args)), indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
+    plotted = False
     if not args.no_plot:
         panels = {
             metric: {
@@ -339,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             for metric, res in results.items()
         }
-        plot_scaling(panels, out / "scaling.png", budget_unit=args.budget_unit)
-    (out / "scaling.md").write_text(to_markdown(results, args, not args.no_plot), encoding="utf-8")
+        plotted = plot_scaling(panels, out / "scaling.png", budget_unit=args.budget_unit) is not None
+    (out / "scaling.md").write_text(to_markdown(results, args, plotted), encoding="utf-8")
     print(format_table(results))
-    print(f"wrote {out / 'scaling.json'}, {out / 'scaling.md'}" + ("" if args.no_plot else f", {out / 'scaling.png'}"))
+    print(f"wrote {out / 'scaling.json'}, {out / 'scaling.md'}" + (f", {out / 'scaling.png'}" if plotted else ""))
     fitted = any(m.fit is not None for res in results.values() for m in res["methods"].values())
     return 0 if fitted else 1
 

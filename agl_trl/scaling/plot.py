@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agl_trl.utils import load_pyplot
+
 from .fit import PowerLawFit
 from .io import BudgetPoint
 
@@ -96,15 +98,14 @@ def _panel(ax: object, series: Mapping[str, MethodSeries], metric: str, budget_u
 
 def plot_scaling(
     panels: Mapping[str, Mapping[str, MethodSeries]], path: str | Path, budget_unit: str = "tokens"
-) -> Path:
+) -> Path | None:
     """One panel per metric (``{metric: {method: MethodSeries}}``), saved as a PNG at ``path``.
 
     Hollow markers are the held-out largest budget; error bars are the standard deviation over seeds.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = load_pyplot()
+    if plt is None:
+        return None
 
     if not panels:
         raise ValueError("nothing to plot: no metric has data")

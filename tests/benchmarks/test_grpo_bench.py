@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from agl_trl.experiments.grpo_bench import RESULTS_FILE, grpo_config, main
-from agl_trl.experiments.peers_config import choose
 from agl_trl.utils import read_jsonl
+from benchmarks.lab.grpo_bench import RESULTS_FILE, grpo_config, main
+from benchmarks.lab.peers_config import choose
 
 pytestmark = pytest.mark.slow
 

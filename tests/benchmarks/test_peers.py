@@ -1,4 +1,4 @@
-"""The peers benchmark (agl_trl.experiments.peers, benchmarks/peers.py): its protocol (sweep on validation, choose,
+"""The peers benchmark (benchmarks.lab.peers, benchmarks/peers.py): its protocol (sweep on validation, choose,
 test with every seed) end to end on a tiny random Llama (slow), the selection rule, the registry's strengths, the
 report (fast), and the benchmark scripts' command lines."""
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agl_trl.baselines import registry
-from agl_trl.experiments import peers, peers_ablations, peers_config, peers_report
+from benchmarks.lab import peers, peers_ablations, peers_config, peers_report, registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,7 +191,10 @@ def test_a_peer_variant_runs_its_base_peer_with_its_overrides(recipe_model: Path
     assert registry.make_penalty("kl_ref", settings, artifacts, seed=0).every == 1
 
 
-@pytest.mark.parametrize("script", ["peers.py", "peers_report.py", "overhead.py", "fisher_cost.py"])
+@pytest.mark.parametrize(
+    "script",
+    ["peers.py", "peers_report.py", "grpo.py", "scaling_sweep.py", "fisher_terms.py", "overhead.py", "fisher_cost.py"],
+)
 def test_benchmark_scripts_run_from_the_repo_root(script: str) -> None:
     done = subprocess.run(
         [sys.executable, f"benchmarks/{script}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300

@@ -1,11 +1,11 @@
-"""The peers report's breakdown by phrasing style (agl_trl.experiments.peers_styles): verdicts split by prompt id,
+"""The peers report's breakdown by phrasing style (benchmarks.lab.peers_styles): verdicts split by prompt id,
 the per-style gap-drift reduction with its intervals, and where a reduction is not computable."""
 
 from __future__ import annotations
 
 import pytest
 
-from agl_trl.experiments import peers_styles
+from benchmarks.lab import peers_styles
 
 # two styles, interleaved in the file's order as real rows are: 20 unsafe + 20 safe prompts per style
 IDS = [f"{label}-{style}-{i}" for i in range(20) for style in ("direct", "roleplay") for label in ("u", "s")]

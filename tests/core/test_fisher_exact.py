@@ -1,4 +1,4 @@
-"""The Monte Carlo exact Fisher form (agl_trl.fisher.exact): the reference K-FAC is audited against."""
+"""The Monte Carlo exact Fisher form (benchmarks.lab.fisher_exact): the reference K-FAC is audited against."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
-from agl_trl.fisher.exact import sampled_fisher_forms, update_of
 from agl_trl.fisher.probe import build_sequences
 from agl_trl.lora import find_lora_modules
+from benchmarks.lab.fisher_exact import sampled_fisher_forms, update_of
 from tests.core.conftest import make_lora_model
 from tests.core.test_fisher import _measured_kl, _predicted_kl, _task_direction
 

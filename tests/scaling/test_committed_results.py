@@ -1,4 +1,4 @@
-"""The committed scaling run log (docs/results/scaling_runs.jsonl, measured by `agl-trl scaling --sweep` on SmolLM2)
+"""The committed scaling run log (docs/results/scaling_runs.jsonl, measured by `benchmarks/scaling_sweep.py` on SmolLM2)
 reproduces the published fits and plots with `agl-trl scaling --log`: `responses` in log space
 (docs/results/scaling/), `general` in linear space (docs/results/scaling-general/: it is negative at small budgets)."""
 

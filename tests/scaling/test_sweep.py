@@ -1,4 +1,4 @@
-"""The forgetting sweep (``agl-trl scaling --sweep``) on a random tiny Llama: log rows, resume, the constant-LR
+"""The forgetting sweep (``benchmarks/scaling_sweep.py``, then ``agl-trl scaling``) on a random tiny Llama: log rows, resume, the constant-LR
 prefix property that lets one run's checkpoints stand for separate runs, and the CLI end to end."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agl_trl.models import tiny_llama
-from agl_trl.scaling.cli import main
+from agl_trl.scaling.cli import main as fit
 from agl_trl.scaling.io import read_run_log
-from agl_trl.scaling.sweep import SweepConfig, load_heldout_texts, run_sweep, tiny_sweep_config
+from benchmarks.lab.scaling_sweep import SweepConfig, load_heldout_texts, main, run_sweep, tiny_sweep_config
 
 
 def loader():
@@ -78,7 +78,7 @@ def test_sweep_rows_resume_and_prefix_property(tmp_path: Path) -> None:
 
 def test_cli_sweep_then_fit(tmp_path: Path) -> None:
     out = tmp_path / "scaling"
-    argv = ["--sweep", "--sweep-size", "tiny", "--seeds", "1", "--out", str(out), "--no-progress"]
+    argv = ["--sweep-size", "tiny", "--seeds", "1", "--out", str(out), "--no-progress"]
     rc = main([*argv, "--space", "linear", "--bootstrap", "0", "--no-plot"])
     assert rc == 0
     assert (out / "runs.jsonl").is_file() and (out / "sweep.json").is_file()
@@ -86,5 +86,5 @@ def test_cli_sweep_then_fit(tmp_path: Path) -> None:
     assert set(result["metrics"]) == {"responses", "general"}
     assert set(result["metrics"]["responses"]["methods"]) == {"lora", "agl"}
     assert result["settings"]["budget_unit"] == "examples"  # from the log's budget_unit column
-    assert main(["--sweep", "--log", str(out / "runs.jsonl"), "--out", str(out)]) == 2  # one source only
-    assert main(["--out", str(out)]) == 2
+    assert main(["--log", str(out / "runs.jsonl"), "--out", str(out)]) == 2  # one source only
+    assert fit(["--out", str(out)]) == 2

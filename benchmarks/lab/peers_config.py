@@ -1,7 +1,7 @@
-"""Settings of the peers benchmark (:mod:`agl_trl.experiments.peers`): the protocol, its sizes, methods and grids.
+"""Settings of the peers benchmark (:mod:`benchmarks.lab.peers`): the protocol, its sizes, methods and grids.
 
 The protocol (docs/peers.md): every method, AGL included, gets the same tuning budget: a sweep of its strength
-(:data:`~agl_trl.baselines.registry.STRENGTHS`, >= 4 log-spaced values, one seed) measured on the DriftCaps
+(:data:`~benchmarks.lab.registry.STRENGTHS`, >= 4 log-spaced values, one seed) measured on the DriftCaps
 *validation* split and the task's validation items; the point it would ship is chosen there by a rule fixed in
 advance (:func:`choose`), then trained with every seed and measured once on the *test* split. Nothing measured on
 the test split chooses anything.
@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agl_trl.baselines.registry import (
+from agl_trl.experiments.config import ExperimentConfig
+from agl_trl.experiments.log import settings_key
+from benchmarks.lab.registry import (
     ALL_METHODS,
     METHOD_REVISIONS,
     PROBE_METHODS,
@@ -28,8 +30,6 @@ from agl_trl.baselines.registry import (
     method_settings,
     with_strength,
 )
-from agl_trl.experiments.config import ExperimentConfig
-from agl_trl.experiments.log import settings_key
 
 # what a user would pick instead of AGL, AGL's hard-gate variant and AGL with KL anchor steps
 PROTOCOL_METHODS = (
@@ -162,9 +162,9 @@ def config_key(cfg: BenchConfig) -> str:
 
 def run_key(cfg: BenchConfig, method: str, strength: float | None) -> str:
     """A hash of what one method's run reads beyond :func:`config_key`: its settings at ``strength``
-    (:func:`~agl_trl.baselines.registry.method_settings`), the probe and the Fisher estimator when it uses them
-    (:data:`~agl_trl.baselines.registry.PROBE_METHODS`) and its code revision
-    (:data:`~agl_trl.baselines.registry.METHOD_REVISIONS`). A row or cached training with another run key is stale."""
+    (:func:`~benchmarks.lab.registry.method_settings`), the probe and the Fisher estimator when it uses them
+    (:data:`~benchmarks.lab.registry.PROBE_METHODS`) and its code revision
+    (:data:`~benchmarks.lab.registry.METHOD_REVISIONS`). A row or cached training with another run key is stale."""
     if method == "aligned":
         return settings_key({"method": method})
     agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)

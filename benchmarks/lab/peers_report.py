@@ -1,7 +1,7 @@
 """Turn ``peers.jsonl`` (benchmarks/peers.py) into docs/peers.md and its plots.
 
 Everything reported comes from the *test* rows at each method's validation-chosen strength (the same rule as the
-benchmark: :func:`~agl_trl.experiments.peers_config.choose`), with paired bootstrap 95% intervals over prompts, task
+benchmark: :func:`~benchmarks.lab.peers_config.choose`), with paired bootstrap 95% intervals over prompts, task
 items and seeds (:mod:`agl_trl.evaluation.selectivity`); the validation sweeps are shown as what chose the points.
 The command line is ``benchmarks/peers_report.py``.
 """
@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agl_trl.baselines.registry import ALL_METHODS, DEFAULT_METHOD
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
-from agl_trl.experiments.peers_ablations import ablation_table, default_table, row_verdicts
-from agl_trl.experiments.peers_config import MAX_TASK_DROP, PROTOCOL_METHODS, SWEEP_SEED, choose, method_order
-from agl_trl.experiments.peers_styles import style_sections
 from agl_trl.experiments.plots import draw_meter_curves
 from agl_trl.settings import AGLSettings
 from agl_trl.utils import read_jsonl
+from benchmarks.lab.peers_ablations import ablation_table, default_table, row_verdicts
+from benchmarks.lab.peers_config import MAX_TASK_DROP, PROTOCOL_METHODS, SWEEP_SEED, choose, method_order
+from benchmarks.lab.peers_styles import style_sections
+from benchmarks.lab.registry import ALL_METHODS, DEFAULT_METHOD
 
 LABELS = {
     "aligned": "aligned model (reference)",
@@ -381,7 +381,7 @@ def write_report(
         f" from `{source or 'peers.jsonl'}` ({_cost_line(rows)}; mode {', '.join(modes)}).",
         "",
         ("**Smoke run on a random tiny Llama: the numbers mean nothing.** " if "tiny" in modes else "")
-        + "Protocol (docs/peers.md, `agl_trl.experiments.peers`): the aligned SmolLM2-135M-Instruct, a benign task "
+        + "Protocol (docs/peers.md, `benchmarks.lab.peers`): the aligned SmolLM2-135M-Instruct, a benign task "
         "fine-tune (LoRA on all linear layers; same data, steps, learning rate and batch for every method). Every "
         "method's strength is swept (one seed) on the DriftCaps **validation** split "
         f"({ref['validation'].get('n_unsafe')} unsafe / {ref['validation'].get('n_safe')} safe prompts) and the "

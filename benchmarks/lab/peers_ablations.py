@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from agl_trl.baselines.registry import ABLATIONS, DEFAULT_METHOD
 from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
-from agl_trl.experiments.peers_config import DEFAULT_SEEDS, DEFAULT_TASK_DROP, choose_default
+from benchmarks.lab.peers_config import DEFAULT_SEEDS, DEFAULT_TASK_DROP, choose_default
+from benchmarks.lab.registry import ABLATIONS, DEFAULT_METHOD
 
 
 def row_verdicts(row: dict[str, Any]) -> Verdicts:
@@ -77,7 +77,7 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callab
 def default_table(
     rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str, method: str = DEFAULT_METHOD
 ) -> list[str]:
-    """The package-default rule (:func:`~agl_trl.experiments.peers_config.choose_default`) applied to ``method``'s
+    """The package-default rule (:func:`~benchmarks.lab.peers_config.choose_default`) applied to ``method``'s
     rows (the AGL method whose settings the package ships): a section: each sweep point's seed-averaged task and gap
     drift, the rule's choice and whether ``shipped`` (the package's default budget) is it. Empty before ``method``
     has a sweep."""

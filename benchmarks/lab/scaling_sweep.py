@@ -1,5 +1,6 @@
-"""The forgetting sweep behind ``agl-trl scaling --sweep``: plain LoRA and AGL on the demo's set-up, forgetting
-measured at several fine-tuning budgets, written as a run log (``agl_trl.scaling.io``) for the fit.
+"""The forgetting sweep (``python benchmarks/scaling_sweep.py``): plain LoRA and AGL on the demo's set-up, forgetting
+measured at several fine-tuning budgets, written as a run log (``agl_trl.scaling.io``), then fitted by
+``agl-trl scaling --log`` (:func:`main`: the sweep's options; every other option goes to the fit).
 
 Set-up (shared with ``agl-trl demo`` and ``benchmarks/peers.py``, cached under ``<demo_dir>``): the aligned SmolLM2,
 its Fisher artifact, the aligned model's greedy answers to the DriftCaps eval subset, and the demo's benign task.
@@ -18,15 +19,17 @@ seed) are appended when its run ends, and a rerun skips the pairs already in the
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agl_trl.scaling.io import RunRecord
 from agl_trl.utils import read_jsonl
-
-from .io import RunRecord
 
 METHODS = ("lora", "agl")
 LOG_NAME = "runs.jsonl"
@@ -97,7 +100,7 @@ def _forgetting_callback(
 ) -> Any:
     from transformers import TrainerCallback
 
-    from .measure import measure_forgetting
+    from agl_trl.scaling.measure import measure_forgetting
 
     wanted = set(budget_steps)
 
@@ -208,3 +211,61 @@ def run_sweep(
 def settings_of(cfg: SweepConfig) -> dict[str, Any]:
     """The sweep's settings as plain data (for the report)."""
     return {**asdict(cfg), "demo": cfg.demo.to_dict()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep's options; the rest of the command line is ``agl-trl scaling``'s (the fit of the sweep's log)."""
+    p = argparse.ArgumentParser(
+        prog="benchmarks/scaling_sweep.py",
+        description="Measure forgetting of LoRA and AGL on the demo's set-up, then fit it (other options: agl-trl "
+        "scaling's).",
+    )
+    p.add_argument(
+        "--sweep-size", choices=("quick", "tiny"), default="quick",
+        help="quick: `agl-trl demo --quick`'s aligned SmolLM2 and task (~25 min for 2 seeds); tiny: a random tiny "
+        "Llama (seconds, a smoke test)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=int, default=2, help="seeds per method (default 2)")
+    p.add_argument("--demo-dir", default=None, help="an `agl-trl demo --quick` folder to reuse (default <out>/demo)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all, 1 when busy)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", default="scaling", help="output directory (default: ./scaling)")
+    return p
+
+
+def run_sweep_for(args: argparse.Namespace) -> Path:
+    """Measure into ``<out>/runs.jsonl`` (the sweep's settings beside it in ``sweep.json``)."""
+    loader = None
+    if args.sweep_size == "tiny":
+        from agl_trl.models import tiny_llama
+
+        cfg = tiny_sweep_config(args.seeds)
+
+        def loader() -> tuple[Any, Any]:
+            return tiny_llama(vocab_size=512, seed=0)
+    else:
+        cfg = quick_sweep_config(args.seeds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(settings_of(cfg), indent=2, default=str) + "\n", encoding="utf-8")
+    return run_sweep(
+        cfg, out, loader=loader, demo_dir=args.demo_dir, progress=not args.no_progress, threads=args.threads
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure (:func:`run_sweep_for`), then fit the log with ``agl-trl scaling`` (exit code: the fit's)."""
+    from agl_trl.scaling.cli import main as fit
+
+    args, rest = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    if any(a == "--log" or a.startswith("--log=") for a in rest):
+        print(
+            "benchmarks/scaling_sweep.py: the sweep writes its own log (<out>/runs.jsonl); drop --log", file=sys.stderr
+        )
+        return 2
+    try:
+        log = run_sweep_for(args)
+    except ValueError as exc:
+        print(f"benchmarks/scaling_sweep.py: {exc}", file=sys.stderr)
+        return 2
+    return fit(["--log", str(log), "--out", args.out, *rest])

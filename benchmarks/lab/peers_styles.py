@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
-from agl_trl.experiments.peers_ablations import row_verdicts
+from benchmarks.lab.peers_ablations import row_verdicts
 
 Groups = Mapping[str, tuple[str, str | None]]  # prompt id -> (label, group)
 

@@ -5,13 +5,13 @@ SmolLM2 (base + merged safety LoRA), its K-FAC Fisher artifact, and the aligned 
 validation and test prompts. On top of them, cached under ``<out>/shared``, what only the peers need
 (:func:`~agl_trl.baselines.prepare_peer_artifacts`). Every training is the experiments' task fine-tune
 (:func:`~agl_trl.experiments.train_lora`: same data, steps, LR, batch; the seed sets the LoRA init and the data
-order) with one method of the registry (:mod:`agl_trl.baselines.registry`) at one strength.
+order) with one method of the registry (:mod:`benchmarks.lab.registry`) at one strength.
 
-The protocol (:mod:`agl_trl.experiments.peers_config`), method by method, plain LoRA first:
+The protocol (:mod:`benchmarks.lab.peers_config`), method by method, plain LoRA first:
 
 1. **sweep**: train at each strength of the method's grid with the sweep seed and measure on the *validation*
    split (plain LoRA's sweep run also records the task's learning curve on the validation items);
-2. **choose** the strength the method would ship (:func:`~agl_trl.experiments.peers_config.choose`, validation
+2. **choose** the strength the method would ship (:func:`~benchmarks.lab.peers_config.choose`, validation
    numbers only);
 3. **test**: train at that strength with every seed (the sweep seed's training is reused) and measure once on the
    *test* split.
@@ -33,7 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agl_trl.baselines.registry import (
+from agl_trl.experiments.setup import ModelLoader, Setup
+from benchmarks.lab.peers_config import (
+    BenchConfig,
+    Point,
+    build_config,
+    choose,
+    config_key,
+    method_order,
+    parse_point,
+    run_key,
+)
+from benchmarks.lab.registry import (
     ABLATIONS,
     ALL_METHODS,
     METHOD_REVISIONS,
@@ -47,17 +58,6 @@ from agl_trl.baselines.registry import (
     training_rows,
     with_strength,
 )
-from agl_trl.experiments.peers_config import (
-    BenchConfig,
-    Point,
-    build_config,
-    choose,
-    config_key,
-    method_order,
-    parse_point,
-    run_key,
-)
-from agl_trl.experiments.setup import ModelLoader, Setup
 
 RESULTS_FILE = "peers.jsonl"
 STALE_FILE = "peers.stale.jsonl"  # rows whose run key no longer matches (an older revision of a method's settings)
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         print(f"peers: {exc}", file=sys.stderr)
         return 2
     if args.report:
-        from agl_trl.experiments.peers_report import write_report
+        from benchmarks.lab.peers_report import write_report
 
         write_report(rows, Path(args.report_dir), source=out / RESULTS_FILE, max_task_drop=cfg.max_task_drop)
     print(f"peers: {len(rows)} rows in {out / RESULTS_FILE}")

@@ -1,16 +1,16 @@
 """The GRPO scenario: does AGL keep refusals through an online RL fine-tune with a verifiable reward?
 
-The peers benchmark's protocol (:mod:`agl_trl.experiments.peers`) with GRPO in place of SFT, on the same harness: the
+The peers benchmark's protocol (:mod:`benchmarks.lab.peers`) with GRPO in place of SFT, on the same harness: the
 shared set-up (:func:`~agl_trl.experiments.prepare_setup`: the aligned SmolLM2, its Fisher, its answers on both
 splits), the demo's task as the RL task (prompts only; reward: the similarity to the reference answer,
 :func:`~.online.task_similarity_reward`, since the aligned model's 0% exact match would give an exact-match reward
 no signal; ``reward="exact"`` for :func:`~.online.task_reward`), one GRPO
 LoRA run per (method, strength, seed) (:func:`~.online.train_grpo`), and the peers' measurement of each run
-(:func:`~agl_trl.experiments.peers.evaluate_run`: refusal on unsafe, over-refusal, gap, gap drift, KL drift, task
+(:func:`~benchmarks.lab.peers.evaluate_run`: refusal on unsafe, over-refusal, gap, gap drift, KL drift, task
 exact match = the greedy reward on held-out items, step-time ratio).
 
 1. plain GRPO and AGL at each ``kl_budget`` of the grid, seed ``sweep_seed``, on the *validation* split;
-2. the budget AGL would ship, by the peers' rule (:func:`~agl_trl.experiments.peers_config.choose`), on validation
+2. the budget AGL would ship, by the peers' rule (:func:`~benchmarks.lab.peers_config.choose`), on validation
    numbers only;
 3. plain GRPO and AGL at that budget with every seed, measured once on the *test* split.
 
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agl_trl.experiments.peers_config import BenchConfig, build_config, choose, config_key, run_key
+from benchmarks.lab.peers_config import BenchConfig, build_config, choose, config_key, run_key
 
 RESULTS_FILE = "grpo.jsonl"
 RUN_KEY = ("split", "method", "strength", "seed")
@@ -60,11 +60,11 @@ def _train(
     cfg: BenchConfig, grpo: GRPOSettings, shared: Any, out: Path, method: str, strength: float | None, seed: int
 ) -> dict[str, Any]:
     """Train (or reuse) one GRPO run; its record has ``adapter`` and the step and generation times."""
-    from agl_trl.baselines.registry import method_agl_settings, with_strength
     from agl_trl.experiments import PeakRSS, read_json, write_json
     from agl_trl.experiments.online import train_grpo
-    from agl_trl.experiments.peers import train_dir
     from agl_trl.models import load_pretrained
+    from benchmarks.lab.peers import train_dir
+    from benchmarks.lab.registry import method_agl_settings, with_strength
 
     directory = train_dir(out, method, strength, seed)
     record_file = directory / "train.json"
@@ -109,7 +109,7 @@ def run_grpo_benchmark(
     import torch
 
     from agl_trl.experiments import ResultsLog, auto_threads, prepare_setup
-    from agl_trl.experiments.peers import Shared, evaluate_run, reference_row
+    from benchmarks.lab.peers import Shared, evaluate_run, reference_row
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
