@@ -38,6 +38,8 @@ def response_kl(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 class KLToReferencePenalty:
     """``penalty(model, step) -> (lambda * KL, {"loss", "kl_ref"})`` on a cycling probe batch; see the module doc."""
 
+    runs_forward = True  # forwards of its own in the training step: refused under FSDP2 / ZeRO-3 (agl_trl.parallel)
+
     def __init__(
         self,
         sequences: Sequence[Generation],
