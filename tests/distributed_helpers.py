@@ -1,9 +1,14 @@
 """Shared by the multi-process tests (DDP, FSDP2, DeepSpeed; TRL and Axolotl): a free port for torch.distributed.run,
-and the two test-only bends that let accelerate's and Axolotl's FSDP2 paths run on a CPU-only machine (gloo)."""
+a two-process run of a worker script, and the two test-only bends that let accelerate's and Axolotl's FSDP2 paths run
+on a CPU-only machine (gloo)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -11,6 +16,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_two_processes(script: Path, *args: str, cwd: Path, timeout: int, path: list[Path], what: str) -> None:
+    """Run ``script args`` under torch.distributed.run as 2 CPU processes (1 thread each, ``path`` on PYTHONPATH);
+    fail the test when ``what`` hangs past ``timeout`` seconds or exits with an error (its stderr's tail)."""
+    import pytest
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in path), OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+        str(script), *args,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{what} hung: {exc}")
+    assert result.returncode == 0, result.stderr[-6000:]
 
 
 def allow_fsdp_on_cpu() -> None:

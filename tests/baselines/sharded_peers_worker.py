@@ -14,14 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tests.baselines.helpers import (
-    SHARDED_PENALTIES,
-    directions_of,
-    random_deltas,
-    sharded_lora_model,
-    sharded_penalty,
-    two_batches,
-)
+from tests.baselines import helpers
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
@@ -34,8 +27,8 @@ def _measure(model, tokenizer, dirs) -> dict:
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     params = {n: p for n, p in model.named_parameters() if "lora_" in n}
     out: dict = {}
-    for name in SHARDED_PENALTIES:
-        penalty = sharded_penalty(name, model, dirs)
+    for name in helpers.SHARDED_PENALTIES:
+        penalty = helpers.sharded_penalty(name, model, dirs)
         model.zero_grad(set_to_none=True)
         value, metrics = penalty(model, step=1)
         grads = torch.autograd.grad(value, list(params.values()))
@@ -44,7 +37,9 @@ def _measure(model, tokenizer, dirs) -> dict:
             "metrics": metrics,
             "grads": {n: _full(g).detach().clone() for n, g in zip(params, grads, strict=True)},
         }
-        data = two_batches(tokenizer)  # data parallel: rank r takes batch r; the reference averages the two losses
+        data = helpers.two_batches(
+            tokenizer
+        )  # data parallel: rank r takes batch r; the reference averages the two losses
         task = sum(model(**b).loss for b in data) / len(data) if world == 1 else model(**data[rank]).loss
         value, _ = penalty(model, step=1)
         (task + value).backward()
@@ -58,13 +53,13 @@ def main(out: Path) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    model, tokenizer = sharded_lora_model()
-    dirs = directions_of(random_deltas(model))
+    model, tokenizer = helpers.sharded_lora_model()
+    dirs = helpers.directions_of(helpers.random_deltas(model))
     model.train()
     results = {"single": _measure(model, tokenizer, dirs)}
     dist.init_process_group("gloo", timeout=timedelta(seconds=90))
     try:
-        model, tokenizer = sharded_lora_model()  # the same weights, now sharded
+        model, tokenizer = helpers.sharded_lora_model()  # the same weights, now sharded
         for layer in model.base_model.model.model.layers:
             fully_shard(layer)
         fully_shard(model)

@@ -9,9 +9,6 @@ ZeRO-3 is simulated in one process (:class:`tests.core.test_zero3.SimulatedZero3
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,19 +18,13 @@ import transformers.generation.utils  # noqa: F401 - before the fake ``deepspeed
 
 from agl_trl.baselines import KLToReferencePenalty, L2UpdatePenalty, LisaPenalty, RepresentationAnchorPenalty
 from agl_trl.generation import Generation
-from agl_trl.lora import find_lora_modules, lora_factors
+from agl_trl.lora import lora_factors
 from agl_trl.parallel import check_parallelism
 from agl_trl.parallel.sharding import is_partitioned, sharding_engine
-from tests.baselines.helpers import (
-    SHARDED_PENALTIES,
-    directions_of,
-    random_deltas,
-    sharded_lora_model,
-    sharded_penalty,
-    two_batches,
-)
-from tests.core.test_zero3 import SimulatedZero3, fake_deepspeed  # noqa: F401 - the fixture
-from tests.distributed_helpers import free_port
+from tests.baselines import helpers
+from tests.baselines.helpers import SHARDED_PENALTIES, sharded_lora_model
+from tests.core.test_zero3 import fake_deepspeed, partition  # noqa: F401 - the fixture
+from tests.distributed_helpers import run_two_processes
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,19 +58,12 @@ def test_forward_running_peers_alone_are_refused_under_fsdp2_and_zero3():
         check_parallelism(ddp, penalty=penalty)
 
 
-def _zero3_model(holder):
-    model, tokenizer = sharded_lora_model()
-    targets = [model.get_input_embeddings()]
-    for module in find_lora_modules(model):
-        targets += [module.layer.lora_A[module.adapter], module.layer.lora_B[module.adapter]]
-    holder["sim"] = SimulatedZero3(targets)
-    return model, tokenizer
-
-
 def _step(name: str, model, tokenizer, directions, scale: float):
     """The trainer's order: the penalty ready (Lisa anchored), the task's forward, the penalty, backward."""
-    penalty = sharded_penalty(name, model, directions)
-    task = model(**two_batches(tokenizer)[0]).loss  # one forward: ZeRO-3 reduces each gradient once per backward
+    penalty = helpers.sharded_penalty(name, model, directions)
+    task = model(
+        **helpers.two_batches(tokenizer)[0]
+    ).loss  # one forward: ZeRO-3 reduces each gradient once per backward
     value, metrics = penalty(model, step=1)
     (scale * (task + value)).backward()
     return value.item(), metrics
@@ -89,12 +73,13 @@ def _step(name: str, model, tokenizer, directions, scale: float):
 @pytest.mark.parametrize("name", SHARDED_PENALTIES)
 def test_peer_penalty_under_zero3_equals_the_unpartitioned_model(fake_deepspeed, name, checkpointing):  # noqa: F811
     reference, tokenizer = sharded_lora_model()
-    directions = directions_of(random_deltas(reference))
+    directions = helpers.directions_of(helpers.random_deltas(reference))
     reference.train()
     value_ref, metrics_ref = _step(name, reference, tokenizer, directions, 0.5)
     grads_ref = {n: p.grad.clone() for n, p in reference.named_parameters() if "lora_" in n}
 
-    model, tokenizer = _zero3_model(fake_deepspeed)
+    model, tokenizer = sharded_lora_model()
+    partition(fake_deepspeed, model)
     assert sharding_engine(lora_factors(model)) == "zero3"
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert all(is_partitioned(p) for p in lora.values())  # empty outside forward
@@ -111,17 +96,10 @@ def test_peer_penalty_under_zero3_equals_the_unpartitioned_model(fake_deepspeed,
 
 
 def test_peer_penalties_under_fsdp2_equal_a_single_process(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]), OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(HERE / "sharded_peers_worker.py"), str(tmp_path),
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the FSDP2 worker hung: {exc}")
-    assert result.returncode == 0, result.stderr[-6000:]
+    run_two_processes(
+        HERE / "sharded_peers_worker.py", str(tmp_path), cwd=tmp_path, timeout=300, path=[HERE.parents[1]],
+        what="the FSDP2 peers worker",
+    )  # fmt: skip
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     single = ranks[0]["single"]
     for rank in ranks:

@@ -113,12 +113,17 @@ def _batch(tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def _partitioned_model(holder):
-    model, tokenizer = _model()
+def partition(holder, model) -> None:
+    """Partition ``model``'s embedding and LoRA factors as ZeRO-3 does (the simulation kept in ``holder``)."""
     targets = [model.get_input_embeddings()]
     for module in find_lora_modules(model):
         targets += [module.layer.lora_A[module.adapter], module.layer.lora_B[module.adapter]]
     holder["sim"] = SimulatedZero3(targets)
+
+
+def _partitioned_model(holder):
+    model, tokenizer = _model()
+    partition(holder, model)
     return model, tokenizer
 
 

@@ -10,32 +10,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed_helpers import free_port
+from tests.distributed_helpers import run_two_processes
 
 HERE = Path(__file__).resolve().parent
 
 
 def _run_worker(tmp_path: Path, *args: str, timeout: int) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]), OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(HERE / "fsdp_worker.py"), *args,
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the FSDP2 worker hung: {exc}")
-    assert result.returncode == 0, result.stderr[-6000:]
+    run_two_processes(
+        HERE / "fsdp_worker.py", *args, cwd=tmp_path, timeout=timeout, path=[HERE, HERE.parents[1]],
+        what="the FSDP2 worker",
+    )  # fmt: skip
 
 
 def _projector(tensors: dict[str, torch.Tensor], key: str) -> torch.Tensor:
