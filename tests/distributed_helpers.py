@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -34,6 +35,39 @@ def run_two_processes(script: Path, *args: str, cwd: Path, timeout: int, path: l
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{what} hung: {exc}")
     assert result.returncode == 0, result.stderr[-6000:]
+
+
+def whole(tensor: Any) -> Any:
+    """The whole tensor on every rank (an FSDP2 DTensor shard all-gathered), a plain tensor as it is."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+def penalty_and_gradients(penalty: Any, model: Any, params: dict[str, Any], step: int) -> dict[str, Any]:
+    """A penalty's ``value``, ``metrics`` and ``grads`` (whole, w.r.t. ``params``) at ``step``, on every rank."""
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    value, metrics = penalty(model, step=step)
+    grads = torch.autograd.grad(value, list(params.values()))
+    return {
+        "value": float(value),
+        "metrics": metrics,
+        "grads": {n: whole(g).detach().clone() for n, g in zip(params, grads, strict=True)},
+    }
+
+
+def step_gradients(penalty: Any, model: Any, params: dict[str, Any], batches: list[dict], step: int) -> dict[str, Any]:
+    """The whole gradients of task + penalty, the task data parallel: rank r takes ``batches[r]``; one process
+    averages the losses of all (DDP and FSDP2 average the ranks' gradients)."""
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    task = sum(model(**b).loss for b in batches) / len(batches) if world == 1 else model(**batches[rank]).loss
+    value, _ = penalty(model, step=step)
+    (task + value).backward()
+    grads = {n: whole(p.grad).detach().clone() for n, p in params.items()}
+    model.zero_grad(set_to_none=True)
+    return grads
 
 
 def allow_fsdp_on_cpu() -> None:

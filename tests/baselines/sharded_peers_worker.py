@@ -15,37 +15,16 @@ from pathlib import Path
 import torch
 
 from tests.baselines import helpers
-
-
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+from tests.distributed_helpers import penalty_and_gradients, step_gradients
 
 
 def _measure(model, tokenizer, dirs) -> dict:
-    import torch.distributed as dist
-
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     params = {n: p for n, p in model.named_parameters() if "lora_" in n}
     out: dict = {}
     for name in helpers.SHARDED_PENALTIES:
         penalty = helpers.sharded_penalty(name, model, dirs)
-        model.zero_grad(set_to_none=True)
-        value, metrics = penalty(model, step=1)
-        grads = torch.autograd.grad(value, list(params.values()))
-        result = {
-            "value": float(value),
-            "metrics": metrics,
-            "grads": {n: _full(g).detach().clone() for n, g in zip(params, grads, strict=True)},
-        }
-        data = helpers.two_batches(
-            tokenizer
-        )  # data parallel: rank r takes batch r; the reference averages the two losses
-        task = sum(model(**b).loss for b in data) / len(data) if world == 1 else model(**data[rank]).loss
-        value, _ = penalty(model, step=1)
-        (task + value).backward()
-        result["step_grads"] = {n: _full(p.grad).detach().clone() for n, p in params.items()}
-        model.zero_grad(set_to_none=True)
-        out[name] = result
+        out[name] = penalty_and_gradients(penalty, model, params, step=1)
+        out[name]["step_grads"] = step_gradients(penalty, model, params, helpers.two_batches(tokenizer), step=1)
     return out
 
 
