@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agl_trl.parallel.sharding import Zero3Gradients, is_zero3_parameter, logical_shape, stack_full
+
 _PREFIXES = ("module.", "_orig_mod.", "base_model.model.")
 
 
@@ -123,6 +125,12 @@ def find_lora_modules(model: nn.Module, adapter: str | None = None, allow_dora: 
                 )
             )
     return found
+
+
+def lora_factors(model: nn.Module) -> list[torch.Tensor]:
+    """The ``lora_A`` and ``lora_B`` weights of every active LoRA adapter of ``model`` (DoRA included), in module order:
+    what :func:`agl_trl.parallel.sharding.sharding_engine` reads to tell the engine."""
+    return [t for m in find_lora_modules(model, allow_dora=True) for t in (m.lora_A, m.lora_B)]
 
 
 def no_lora_message(model: nn.Module) -> str:
@@ -236,113 +244,113 @@ def no_cpu_4bit_repacking(model: nn.Module) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Sharded parameters: FSDP2 (DTensor shards) and DeepSpeed ZeRO-3 (partitioned, empty outside the forward)
+# The grouper: the LoRA modules of one shape read as one batch, whole on every rank (AGL and every peer penalty)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def is_dtensor(tensor: torch.Tensor) -> bool:
-    """True for a ``torch.distributed.tensor.DTensor`` (an FSDP2 parameter)."""
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
+@dataclass
+class LoraGroup:
+    """Active LoRA modules of one shape and device, (d_out, d_in, r, device), and their scalings ``scale`` (M,) fp32."""
 
-    return isinstance(tensor, DTensor)
-
-
-def is_zero3_parameter(tensor: torch.Tensor) -> bool:
-    """True for a parameter managed by DeepSpeed ZeRO-3 (it carries ``ds_id`` / ``ds_shape``)."""
-    return hasattr(tensor, "ds_shape") and hasattr(tensor, "ds_id")
+    modules: list[LoraModule]
+    scale: torch.Tensor
 
 
-def logical_shape(tensor: torch.Tensor) -> torch.Size:
-    """The parameter's real shape: ``ds_shape`` under ZeRO-3 (the local tensor is empty), else ``shape`` (global
-    for a DTensor)."""
-    return torch.Size(tensor.ds_shape) if is_zero3_parameter(tensor) else tensor.shape
+@dataclass
+class FactorRead:
+    """One read of every group's factors: per group ``(B, A)``, B (M, d_out, r) and A (M, r, d_in), fp32 and whole on
+    every rank, differentiable w.r.t. the LoRA parameters (under ZeRO-3: w.r.t. the gathered ``copies``, which
+    :meth:`LoraGroups.attach` relays to the parameters)."""
+
+    factors: list[tuple[torch.Tensor, torch.Tensor]]
+    copies: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def module_factors(self, groups: list[LoraGroup]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``name -> (B, A)`` of each module (views into the stacked factors of ``groups``, the groups read)."""
+        return {
+            m.name: (B[i], A[i])  # noqa: N806
+            for group, (B, A) in zip(groups, self.factors, strict=True)  # noqa: N806
+            for i, m in enumerate(group.modules)
+        }
 
 
-def is_partitioned(tensor: torch.Tensor) -> bool:
-    """True for a ZeRO-3 parameter that is not gathered now (its local data is not the whole tensor)."""
-    return is_zero3_parameter(tensor) and tensor.numel() != logical_shape(tensor).numel()
+class LoraGroups:
+    """The one LoRA grouper: a model's active LoRA modules grouped by (d_out, d_in, r, device), read whole.
 
-
-def sharding_engine(model: nn.Module) -> str | None:
-    """``"fsdp2"`` when the model's LoRA factors are DTensors, ``"zero3"`` when DeepSpeed ZeRO-3 manages them, else
-    ``None`` (plain, DDP or ZeRO-1/2: every rank holds full parameters)."""
-    for module in find_lora_modules(model, allow_dora=True):
-        for tensor in (module.lora_A, module.lora_B):
-            if is_dtensor(tensor):
-                return "fsdp2"
-            if is_zero3_parameter(tensor):
-                return "zero3"
-    return None
-
-
-def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on every rank: ``DTensor.full_tensor()`` for an FSDP2 shard (an all-gather; differentiable,
-    so gradients flow back to the shard), the tensor itself otherwise. A partitioned ZeRO-3 parameter cannot be read
-    here: read it inside :func:`readable` or from a forward hook."""
-    if is_dtensor(tensor):
-        return tensor.full_tensor()
-    if is_partitioned(tensor):
-        raise RuntimeError(
-            "A DeepSpeed ZeRO-3 parameter is partitioned here (outside its module's forward); gather it first "
-            "(agl_trl.lora.readable)."
-        )
-    return tensor
-
-
-@contextmanager
-def zero3_gathered(params: list[torch.Tensor]) -> Iterator[None]:
-    """Gather the partitioned ZeRO-3 parameters among ``params`` for the block (read only: ``modifier_rank=None``,
-    nothing is written back). A no-op without partitioned parameters. Collective: every rank must enter it."""
-    partitioned = [p for p in params if is_zero3_parameter(p)]
-    if not partitioned:
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None):
-        yield
-
-
-@contextmanager
-def readable(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Yield the whole of ``tensor`` as a plain tensor, without gradient, whatever the engine (an all-gather for an
-    FSDP2 shard or a ZeRO-3 partition: every rank must enter it)."""
-    with torch.no_grad():
-        if is_dtensor(tensor):
-            yield tensor.full_tensor()
-            return
-        with zero3_gathered([tensor]):
-            yield tensor.detach()
-
-
-def outermost_fsdp_module(model: nn.Module) -> nn.Module | None:
-    """The outermost ``fully_shard`` module of ``model`` (the FSDP2 root), or ``None``."""
-    if not torch.distributed.is_available():
-        return None
-    from torch.distributed.fsdp import FSDPModule
-
-    return next((m for m in model.modules() if isinstance(m, FSDPModule)), None)
-
-
-def enable_fsdp_generate(model: nn.Module) -> None:
-    """Make ``generate`` of the FSDP2 root run FSDP's pre/post-forward (``register_fsdp_forward_method``), once.
-
-    ``model.generate`` calls the inner model's forward, which bypasses the root's own all-gather (and its lazy
-    initialisation), so under FSDP2 the embedding would be read as a shard. A no-op without FSDP2. Collective.
+    Plain, DDP and ZeRO-1/2 read the parameters; FSDP2 stacks each group's DTensor shards and all-gathers them in one
+    differentiable collective (:func:`~agl_trl.parallel.sharding.stack_full`); ZeRO-3 gathers fp32 copies and relays
+    the penalty's gradient to the parameters inside their own backward
+    (:class:`~agl_trl.parallel.sharding.Zero3Gradients`). Used by :class:`~agl_trl.regularizers.AGLRegularizer` and
+    the peer penalties on the LoRA factors: compute the penalty on :meth:`read`, pass it through :meth:`attach`.
     """
-    root = outermost_fsdp_module(model)
-    if root is None or getattr(root, "_agl_fsdp_generate", False):
-        return
-    from torch.distributed.fsdp import register_fsdp_forward_method
 
-    register_fsdp_forward_method(root, "generate")
-    root._agl_fsdp_generate = True
-    # FSDP2 allocates its all-gather buffers at the first forward and reuses them: made inside generate()'s
-    # inference mode they would be inference tensors that no later forward may write. One token, without gradient,
-    # allocates them as ordinary tensors first (collective: every rank calls this).
-    device = next(model.parameters()).device
-    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+    def __init__(self) -> None:
+        self.groups: list[LoraGroup] = []
+        self.found: list[LoraModule] = []  # the modules bound, in module order
+        self.bound_to: tuple[int, ...] | None = None  # the layers grouped (ids), None before the first bind
+        self._zero3: Zero3Gradients | None = None  # ZeRO-3 only
+
+    def bind(self, modules: list[LoraModule]) -> list[LoraGroup]:
+        """Group ``modules`` (from :func:`find_lora_modules`), in first-seen order of their shapes."""
+        by_shape: dict[tuple, list[LoraModule]] = {}
+        for module in modules:
+            by_shape.setdefault((module.d_out, module.d_in, module.rank, module.lora_B.device), []).append(module)
+        self.groups = [
+            LoraGroup(
+                modules=group,
+                scale=torch.tensor([m.scaling for m in group], dtype=torch.float32, device=group[0].lora_B.device),
+            )
+            for group in by_shape.values()
+        ]
+        self.found = list(modules)
+        self.bound_to = tuple(id(m.layer) for m in modules)
+        if self._zero3 is not None:
+            self._zero3.remove()
+        zero3 = any(is_zero3_parameter(t) for m in modules for t in (m.lora_A, m.lora_B))
+        self._zero3 = Zero3Gradients([(m.lora_B, m.lora_A) for m in self.modules]) if zero3 else None
+        return self.groups
+
+    def update(self, model: nn.Module) -> list[LoraGroup]:
+        """The groups of ``model``'s active LoRA modules now (re-grouped when the layers changed).
+
+        Raises:
+            LoraIntrospectionError: the model has no active LoRA layer on a linear module.
+        """
+        modules = find_lora_modules(model)
+        if tuple(id(m.layer) for m in modules) != self.bound_to:
+            if not modules:
+                raise LoraIntrospectionError(no_lora_message(model))
+            self.bind(modules)
+        return self.groups
+
+    @property
+    def modules(self) -> list[LoraModule]:
+        """The grouped modules, group by group."""
+        return [m for g in self.groups for m in g.modules]
+
+    def read(self, grad: bool) -> FactorRead:
+        """Every group's factors, whole on every rank (collective under FSDP2 and ZeRO-3: every rank must call it).
+
+        ``grad``: whether the penalty computed on the read will be back-propagated (ZeRO-3's copies require grad).
+        """
+        if self._zero3 is None:
+            return FactorRead(
+                [
+                    (stack_full([m.lora_B for m in g.modules]), stack_full([m.lora_A for m in g.modules]))
+                    for g in self.groups
+                ]
+            )
+        copies = self._zero3.gather(grad)
+        factors, start = [], 0
+        for group in self.groups:
+            pairs = copies[start : start + len(group.modules)]
+            factors.append((torch.stack([b for b, _ in pairs]), torch.stack([a for _, a in pairs])))
+            start += len(group.modules)
+        return FactorRead(factors, copies)
+
+    def attach(self, total: torch.Tensor, read: FactorRead) -> torch.Tensor:
+        """The penalty ``total`` computed on ``read``, ready to add to the loss: itself, or under ZeRO-3 its value
+        through a relay whose backward sends its gradient to the parameters (call after the model's forward)."""
+        if self._zero3 is None or read.copies is None:
+            return total
+        return self._zero3.relay(total, read.copies)

@@ -72,8 +72,8 @@ def _worker(args: argparse.Namespace) -> None:
     from torch.distributed.fsdp import fully_shard
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
+    from agl_trl.lora import LoraGroups
     from agl_trl.regularizers import AGLRegularizer, AGLSettings
-    from agl_trl.regularizers.regularizer import _stack_full
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=600))
@@ -102,12 +102,13 @@ def _worker(args: argparse.Namespace) -> None:
     for _ in range(2):  # warm-up (allocator, FSDP2 lazy init, the regulariser's binding)
         step(False)
         step(True)
+    grouper = LoraGroups()  # the regulariser's grouper: the same groups and gathers
+    grouper.update(model)
     gather, reg_only = [], []
     for _ in range(5):
         start = time.perf_counter()
         with torch.no_grad():
-            for group in regularizer._groups:
-                _stack_full([m.lora_B for m in group.modules]), _stack_full([m.lora_A for m in group.modules])
+            grouper.read(grad=False)
         gather.append(time.perf_counter() - start)
         start = time.perf_counter()
         regularizer(model, step=step.count)[0].backward()
@@ -115,7 +116,7 @@ def _worker(args: argparse.Namespace) -> None:
         reg_only.append(time.perf_counter() - start)
     plain, agl, ratio = median_ratio(lambda: step(False), lambda: step(True), args.repeats)
     if rank == 0:
-        n_groups = len(regularizer._groups)
+        n_groups = len(grouper.groups)
         print(f"Fisher estimate on the sharded model: {estimate_seconds:.1f} s")
         print(
             f"modules regularised: {len(regularizer.modules)} in {n_groups} groups ({2 * n_groups} all-gathers a "

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from agl_trl.baselines.alignment import AlignmentDirection
-from agl_trl.baselines.common import LoraGroups, check_lambda, graph_free_zero, trace_product
+from agl_trl.baselines.common import check_lambda, graph_free_zero, trace_product
+from agl_trl.lora import LoraGroup, LoraGroups
 
 MATRICES = ("projector", "paper")
 
@@ -46,7 +47,7 @@ class AsFTPenalty:
         self.lambda_asft = check_lambda("lambda_asft", lambda_asft)
         self.matrix = matrix
         self.rank = None if rank is None else int(rank)
-        self._groups = LoraGroups()
+        self._lora = LoraGroups()
         self._stacked: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._bound_to: tuple[int, ...] | None = None
 
@@ -59,8 +60,8 @@ class AsFTPenalty:
             w = direction.s[:k].float().square() / max(direction.frobenius, 1e-30)
         return u, w
 
-    def _bind(self, model: nn.Module) -> list:
-        groups = self._groups(model)
+    def _bind(self, model: nn.Module) -> list[LoraGroup]:
+        groups = self._lora.update(model)
         key = tuple(id(m.layer) for g in groups for m in g.modules)
         if key != self._bound_to:
             missing = [m.name for g in groups for m in g.modules if m.name not in self.directions]
@@ -82,10 +83,11 @@ class AsFTPenalty:
 
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         groups = self._bind(model)
+        read = self._lora.read(grad=torch.is_grad_enabled())
         orthogonal = graph_free_zero(model)
         full = graph_free_zero(model)
-        for index, group in enumerate(groups):
-            B, A, scale = group.factors()  # noqa: N806
+        for index, (group, (B, A)) in enumerate(zip(groups, read.factors, strict=True)):  # noqa: N806
+            scale = group.scale
             u, w = self._stacked[index]
             g = u.transpose(-1, -2) @ B  # (M, k, r)
             gram_b = B.transpose(-1, -2) @ B
@@ -100,5 +102,5 @@ class AsFTPenalty:
         metrics = {"orthogonal_sq": value, "orthogonal_share": value / total if total > 0 else 0.0}
         if self.lambda_asft == 0:
             return graph_free_zero(model), {"loss": 0.0, **metrics}
-        loss = self.lambda_asft * orthogonal
+        loss = self._lora.attach(self.lambda_asft * orthogonal, read)
         return loss, {"loss": float(loss.detach()), **metrics}

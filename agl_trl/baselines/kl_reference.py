@@ -31,6 +31,8 @@ from agl_trl.teacher_forcing import TokenSequence, adapter_log_probs, collate, k
 class KLToReferencePenalty:
     """``penalty(model, step) -> (lambda * KL, {"loss", "kl_ref"})`` on a cycling probe batch; see the module doc."""
 
+    runs_forward = True  # forwards of its own in the training step: refused under FSDP2 / ZeRO-3 (agl_trl.parallel)
+
     def __init__(
         self,
         sequences: Sequence[Generation],

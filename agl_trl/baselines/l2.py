@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agl_trl.baselines.common import LoraGroups, check_lambda, graph_free_zero
+from agl_trl.baselines.common import check_lambda, graph_free_zero
+from agl_trl.lora import LoraGroups
 from agl_trl.regularizers.functional import update_norm_sq
 
 
@@ -21,16 +22,16 @@ class L2UpdatePenalty:
 
     def __init__(self, lambda_l2: float = 0.06):
         self.lambda_l2 = check_lambda("lambda_l2", lambda_l2)
-        self._groups = LoraGroups()
+        self._lora = LoraGroups()
 
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        groups = self._groups(model)
+        groups = self._lora.update(model)
+        read = self._lora.read(grad=torch.is_grad_enabled())
         total = graph_free_zero(model)
-        for group in groups:
-            B, A, scale = group.factors()  # noqa: N806
-            total = total + update_norm_sq(B, A, scale).sum()
+        for group, (B, A) in zip(groups, read.factors, strict=True):  # noqa: N806
+            total = total + update_norm_sq(B, A, group.scale).sum()
         value = float(total.detach())
         if self.lambda_l2 == 0:
             return graph_free_zero(model), {"loss": 0.0, "update_norm_sq": value}
-        loss = self.lambda_l2 * total
+        loss = self._lora.attach(self.lambda_l2 * total, read)
         return loss, {"loss": float(loss.detach()), "update_norm_sq": value}

@@ -47,7 +47,7 @@ from torch import nn
 
 from agl_trl.baselines.common import check_lambda, graph_free_zero, seeded_batches
 from agl_trl.generation import Generation, Prompt, encode_prompt, model_device
-from agl_trl.lora import find_lora_modules
+from agl_trl.lora import LoraGroups
 from agl_trl.teacher_forcing import TokenSequence, collate, predicting_positions
 
 
@@ -118,6 +118,7 @@ class LisaPenalty:
         self.anchor_phase: tuple[int, bool] | None = None  # (cycle, alignment?) the anchor was taken for
         self.anchors_taken = 0
         self._anchor_params: tuple[int, ...] = ()
+        self._lora = LoraGroups()
         self._calls = 0
 
     @classmethod
@@ -156,34 +157,48 @@ class LisaPenalty:
         cycle, offset = divmod(int(step), self.cycle)
         return self.batches[(cycle * self.align_steps + offset) % len(self.batches)]
 
-    # --------------------------------------------------------------------------------------------------- anchor
-    @staticmethod
-    def trainable_lora_parameters(model: nn.Module) -> list[torch.Tensor]:
-        params = [w for m in find_lora_modules(model) for w in (m.lora_A, m.lora_B) if w.requires_grad]
-        if not params:
-            raise ValueError(
-                "LisaPenalty found no trainable LoRA parameters (lora_A/lora_B with requires_grad): its proximal "
-                "term regularises a LoRA update. Pass a peft_config to the trainer (or apply get_peft_model) first."
-            )
-        return params
+    @property
+    def runs_forward(self) -> bool:
+        """Whether the alignment phase runs forwards of its own (refused under FSDP2 / ZeRO-3: agl_trl.parallel)."""
+        return self.align_steps > 0 and self.lambda_align_ce > 0 and bool(self.batches)
 
-    def take_anchor(self, params: Sequence[torch.Tensor], phase: tuple[int, bool] | None) -> None:
-        self.anchor = [p.detach().float().clone() for p in params]
+    # --------------------------------------------------------------------------------------------------- anchor
+    def take_anchor(
+        self, whole: Sequence[torch.Tensor], params: Sequence[torch.Tensor], phase: tuple[int, bool] | None
+    ) -> None:
+        """Anchor at the whole factors ``whole`` (fp32) of the trainable LoRA parameters ``params``."""
+        self.anchor = [w.detach().float().clone() for w in whole]
         self.anchor_phase = phase
         self._anchor_params = tuple(id(p) for p in params)
         self.anchors_taken += 1
 
     def proximal(self, model: nn.Module, step: int) -> torch.Tensor:
-        """``sum ||theta - theta_anchor||^2`` (fp32, differentiable); re-anchors at the first call of a new phase."""
-        params = self.trainable_lora_parameters(model)
+        """``sum ||theta - theta_anchor||^2`` (fp32, differentiable); re-anchors at the first call of a new phase.
+
+        theta is read whole on every rank by the LoRA grouper (FSDP2, ZeRO-3: :class:`agl_trl.lora.LoraGroups`)."""
+        groups = self._lora.update(model)
+        read = self._lora.read(grad=torch.is_grad_enabled())
+        whole = read.module_factors(groups)
+        pairs = [
+            (param, factor)
+            for m in self._lora.found
+            for param, factor in ((m.lora_A, whole[m.name][1]), (m.lora_B, whole[m.name][0]))
+            if param.requires_grad
+        ]
+        if not pairs:
+            raise ValueError(
+                "LisaPenalty found no trainable LoRA parameters (lora_A/lora_B with requires_grad): its proximal "
+                "term regularises a LoRA update. Pass a peft_config to the trainer (or apply get_peft_model) first."
+            )
+        params = [p for p, _ in pairs]
         phase = self.phase_of(step)
         if self.anchor is None or phase != self.anchor_phase or tuple(id(p) for p in params) != self._anchor_params:
-            self.take_anchor(params, phase)
+            self.take_anchor([w for _, w in pairs], params, phase)
         assert self.anchor is not None
         total = graph_free_zero(model)
-        for p, a in zip(params, self.anchor, strict=True):
-            total = total + (p.float() - a.to(p.device)).square().sum()
-        return total
+        for (_, w), a in zip(pairs, self.anchor, strict=True):
+            total = total + (w - a.to(w.device)).square().sum()
+        return self._lora.attach(total, read)
 
     # ----------------------------------------------------------------------------------------------------- call
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:

@@ -56,6 +56,8 @@ def pad_prompts(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.dev
 class RepresentationAnchorPenalty:
     """``penalty(model, step) -> (lambda_rep * MSE(h, h_aligned), {"loss", "rep_mse"})``; see the module doc."""
 
+    runs_forward = True  # forwards of its own in the training step: refused under FSDP2 / ZeRO-3 (agl_trl.parallel)
+
     def __init__(
         self,
         prompt_ids: Sequence[Sequence[int]],

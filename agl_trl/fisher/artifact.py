@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agl_trl.lora import readable
+from agl_trl.parallel.sharding import readable
 from agl_trl.preflight import FINGERPRINT_CONFIG_KEYS as _FINGERPRINT_CONFIG_KEYS
 from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
 from agl_trl.settings import AGLUserError

@@ -50,12 +50,13 @@ from agl_trl.fisher.probe import build_sequences, fill_missing_responses, record
 from agl_trl.lora import (
     LoraModule,
     adapters_disabled,
-    enable_fsdp_generate,
     find_lora_modules,
+    lora_factors,
     no_cpu_4bit_repacking,
     no_lora_message,
-    sharding_engine,
 )
+from agl_trl.parallel.ranks import max_over_ranks, rank_and_world, same_on_every_rank, sum_over_ranks
+from agl_trl.parallel.sharding import enable_fsdp_generate, sharding_engine
 from agl_trl.settings import AGLUserError, FisherSettings
 from agl_trl.teacher_forcing import collate, predicting_positions
 
@@ -86,10 +87,7 @@ class _Factor:
             self.moment.addmm_(rows.T, rows @ self.omega)
 
     def all_reduce(self) -> None:
-        import torch.distributed as dist
-
-        dist.all_reduce(self.moment)
-        dist.all_reduce(self.trace)
+        sum_over_ranks([self.moment, self.trace])
 
     def top_eigenpairs(self, count: float, max_rank: int, explained: float) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Kept eigenvectors (d x k), eigenvalues (k), trace of the normalised factor."""
@@ -140,14 +138,6 @@ def _auto_sketch(modules: list[LoraModule], settings: FisherSettings) -> int | N
         return width
     exact_bytes = 4 * sum(m.d_in**2 + m.d_out**2 for m in modules)
     return None if exact_bytes <= settings.memory_budget_gb * 2**30 else width
-
-
-def _dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _Collector:
@@ -271,7 +261,7 @@ def estimate_fisher(
     modules = find_lora_modules(model)
     if not modules:  # the Fisher is estimated per LoRA-adapted linear module
         raise AGLUserError(no_lora_message(model))
-    rank, world = _dist_info()
+    rank, world = rank_and_world()
     show_progress = show_progress and rank == 0
     started = time.perf_counter()
     device = next(p for p in model.parameters()).device
@@ -292,7 +282,7 @@ def estimate_fisher(
     collector = _Collector(modules, settings, device)
     embed_handle = embeddings.register_forward_hook(capture_embeddings)
     tokens = tokens_all = 0  # N_resp (positions predicting a response token), N_all (positions collected)
-    lockstep = world > 1 and sharding_engine(model) is not None  # FSDP2 / ZeRO-3: collective forwards
+    lockstep = world > 1 and sharding_engine(lora_factors(model)) is not None  # FSDP2 / ZeRO-3: collective forwards
     try:
         with adapters_disabled(model), no_cpu_4bit_repacking(model):
             enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
@@ -301,7 +291,7 @@ def estimate_fisher(
             )
             sequences = build_sequences(tokenizer, records, settings.max_length)[rank::world]
             starts = list(range(0, len(sequences), settings.batch_size))
-            passes = _max_over_ranks(len(starts), device) if lockstep else len(starts)
+            passes = max_over_ranks(len(starts), device) if lockstep else len(starts)
             with collector:
                 # before any data, and on every rank (a rank may get no sequence): the same factors in the same order
                 collector.probe_structure(model, pad_id, device)
@@ -320,22 +310,16 @@ def estimate_fisher(
         model.train(was_training)
     counts = torch.tensor([float(tokens), float(tokens_all)], dtype=torch.float64, device=device)
     if world > 1:
-        import torch.distributed as dist
-
         # every rank runs these collectives, in this order, whatever its shard held
-        digest = collector.structure_digest()
-        agree = torch.tensor([digest, -digest], dtype=torch.int64, device=device)
-        dist.all_reduce(agree, op=dist.ReduceOp.MAX)
-        if int(agree[0]) != digest or -int(agree[1]) != digest:  # seen by every rank alike: all of them raise
+        if not same_on_every_rank(collector.structure_digest(), device):  # seen by every rank alike: all raise
             raise RuntimeError(
                 "Fisher estimation: the ranks found different LoRA modules or input sharing (are the models and "
                 "adapters the same on every rank?)."
             )
-        dist.all_reduce(counts)
+        sum_over_ranks([counts])
         for factor in (*collector.inputs.values(), *collector.outputs.values()):
             factor.all_reduce()
-        for tensor in collector.diag.values():
-            dist.all_reduce(tensor)
+        sum_over_ranks(list(collector.diag.values()))
     count, count_all = float(counts[0].item()), float(counts[1].item())
     if count == 0:
         raise ValueError("The probe data produced no response tokens; check the records and max_length.")
@@ -353,14 +337,6 @@ def estimate_fisher(
         "seconds": round(time.perf_counter() - started, 2),
     }
     return FisherArtifact(modules=fishers, metadata=metadata)
-
-
-def _max_over_ranks(value: int, device: torch.device) -> int:
-    import torch.distributed as dist
-
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
 
 
 def _idle_pass(

@@ -165,7 +165,8 @@ class DriftMeter:
     ) -> list[dict[str, torch.Tensor]]:
         """``records`` as teacher-forcing batches of ``agl_kl_batch_size`` (missing responses: the aligned model's)."""
         from agl_trl.fisher.probe import build_sequences, fill_missing_responses
-        from agl_trl.lora import adapters_disabled, enable_fsdp_generate
+        from agl_trl.lora import adapters_disabled
+        from agl_trl.parallel.sharding import enable_fsdp_generate
         from agl_trl.teacher_forcing import collate
 
         size = self.settings.kl_batch_size

@@ -12,18 +12,14 @@ KL(aligned || tuned) per probe response token in nats; ``c`` (the calibration) a
 (:mod:`agl_trl.regularizers.meter`). R_T, E_riem and E_geo are quadratic in dW and in nats too, so every gradient
 vanishes as dW -> 0 (docs/method.md).
 
-Sharded engines (docs/distributed.md): the factors are read whole on every rank, so every rank computes the same
-penalty. Under FSDP2 they are DTensor shards: each group's shards are stacked and all-gathered once
-(``full_tensor()``, differentiable: the gradient reaches each rank's shard). Under DeepSpeed ZeRO-3 they are empty
-outside the forward: they are gathered for reading, and the penalty's gradient is added to each LoRA parameter's
-gradient by a hook inside that parameter's own backward, once per call even when gradient checkpointing recomputes
-the forward (:class:`_Zero3Gradients`).
+Sharded engines (docs/distributed.md): the factors are read whole on every rank by the LoRA grouper
+(:class:`agl_trl.lora.LoraGroups`: one all-gather per group under FSDP2, gathered copies and a gradient relay under
+DeepSpeed ZeRO-3), so every rank computes the same penalty.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +27,7 @@ import torch
 from torch import nn
 
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError, ModuleFisher
-from agl_trl.lora import LoraModule, find_lora_modules, is_dtensor, is_zero3_parameter, zero3_gathered
+from agl_trl.lora import LoraGroup, LoraGroups, LoraModule, find_lora_modules
 from agl_trl.regularizers import functional as F
 from agl_trl.regularizers.budget import DriftBudget
 from agl_trl.settings import AGLSettings
@@ -67,109 +63,6 @@ def _pad_columns(tensors: list[torch.Tensor], width: int) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(t, (0, width - t.shape[-1])) for t in tensors])
 
 
-def _stack_full(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack`` of the whole fp32 ``tensors``, differentiable. FSDP2 shards of one mesh and layout are stacked
-    locally and all-gathered in one collective (one per group instead of one per module)."""
-    first = tensors[0]
-    if not is_dtensor(first):
-        return torch.stack([t.float() for t in tensors])
-    from torch.distributed.tensor import DTensor, Replicate, Shard
-
-    mesh, placements = first.device_mesh, tuple(first.placements)
-    uniform = all(
-        is_dtensor(t) and t.device_mesh == mesh and tuple(t.placements) == placements and t.shape == first.shape
-        for t in tensors
-    ) and all(type(p) in (Shard, Replicate) for p in placements)
-    if not uniform:
-        return torch.stack([t.full_tensor().float() for t in tensors])
-    local = torch.stack([t.to_local() for t in tensors])
-    shape = torch.Size((len(tensors), *first.shape))
-    stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
-    shifted = [Shard(p.dim + 1) if isinstance(p, Shard) else p for p in placements]
-    stacked = DTensor.from_local(local, mesh, shifted, run_check=False, shape=shape, stride=stride)
-    return stacked.full_tensor().float()
-
-
-class _Relay(torch.autograd.Function):
-    """Forward: the penalty's value. Backward: records the gradient the loss sends it (the trainer's gradient
-    accumulation division, a loss scale) for :class:`_Zero3Gradients`, and sends nothing further."""
-
-    @staticmethod
-    def forward(ctx: Any, value: torch.Tensor, anchor: torch.Tensor, sink: _Zero3Gradients) -> torch.Tensor:
-        ctx.sink = sink
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, None]:
-        ctx.sink.upstream = grad.detach()
-        return None, None, None
-
-
-class _Zero3Gradients:
-    """DeepSpeed ZeRO-3: the penalty's gradient reaches each LoRA parameter inside its own backward.
-
-    Outside its module's forward a ZeRO-3 parameter is empty. The factors are gathered for reading
-    (``GatheredParameters``, ``modifier_rank=None``) into fp32 copies, the penalty is computed on them and its
-    gradient w.r.t. them taken at once (the factors are small). The loss receives the penalty's value through
-    :class:`_Relay`, whose backward records the multiplier the loss applies; a gradient hook on each LoRA parameter
-    then adds ``multiplier * dPenalty/dParam`` to the gradient its forward use produces, before ZeRO-3 reduces it
-    (the relay, created after the forward, is back-propagated before any node of the forward: autograd runs the
-    most recently created ready node first),
-    so ZeRO-3 reduces one gradient per parameter and step. The addition is made once per call (then dropped): with
-    gradient checkpointing the parameter's gradient arrives in the recomputation's backward (reentrant
-    checkpointing, which TRL forces for PEFT under ZeRO-3) or in the main one, never twice with the penalty's part.
-    """
-
-    def __init__(self, modules: list[LoraModule]):
-        self.pending: dict[int, torch.Tensor] = {}
-        self.upstream: torch.Tensor | None = None
-        self._params = [p for m in modules for p in (m.lora_A, m.lora_B)]
-        self._handles = [p.register_hook(self._hook(id(p))) for p in self._params if p.requires_grad]
-
-    def gather(self, modules: list[LoraModule], grad: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """fp32 copies ``name -> (B, A)`` of the whole factors (leaves requiring grad when ``grad``). Collective."""
-        with zero3_gathered([p for m in modules for p in (m.lora_A, m.lora_B)]):
-            copies = {m.name: (m.lora_B.detach().float().clone(), m.lora_A.detach().float().clone()) for m in modules}
-        if grad:
-            for pair in copies.values():
-                for tensor in pair:
-                    tensor.requires_grad_(True)
-        return copies
-
-    def relay(self, total: torch.Tensor, copies: dict[str, tuple[torch.Tensor, torch.Tensor]], modules) -> torch.Tensor:
-        """Take the penalty's gradient now, keep it for the parameters' hooks, return the value through the relay."""
-        self.pending, self.upstream = {}, None
-        if not total.requires_grad:
-            return total
-        params = [p for m in modules for p in (m.lora_B, m.lora_A)]
-        leaves = [t for m in modules for t in copies[m.name]]
-        grads = torch.autograd.grad(total, leaves, allow_unused=True)
-        self.pending = {id(p): g for p, g in zip(params, grads, strict=True) if g is not None and p.requires_grad}
-        anchor = torch.zeros((), device=total.device, requires_grad=True)
-        return _Relay.apply(total.detach(), anchor, self)
-
-    def _hook(self, key: int):
-        def hook(grad: torch.Tensor) -> torch.Tensor | None:
-            extra = self.pending.pop(key, None)
-            if extra is None:
-                return None
-            if self.upstream is None:
-                raise RuntimeError(
-                    "AGL under ZeRO-3: a LoRA parameter's gradient arrived before the penalty's part of the loss was "
-                    "back-propagated. Compute the penalty after the model's forward (as AGLLossMixin.compute_loss "
-                    "does) and call backward() on a loss that includes it."
-                )
-            return grad + (self.upstream * extra).to(grad.dtype).reshape(grad.shape)
-
-        return hook
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self.pending.clear()
-
-
 class AGLRegularizer:
     """Callable ``reg(model, step) -> (loss, metrics)``; see the module docstring for the objective."""
 
@@ -184,10 +77,9 @@ class AGLRegularizer:
         self.settings = settings if settings is not None else AGLSettings()  # validated when built
         self.seed = seed
         self._groups: list[_Group] = []
-        self._bound_to: tuple[int, ...] | None = None
+        self._lora = LoraGroups()  # the modules grouped by shape, read whole on every rank (FSDP2, ZeRO-3)
         self._tau_state: dict[str, float] = {}
         self._calls = 0
-        self._zero3: _Zero3Gradients | None = None  # ZeRO-3 only
         # where lambda_align and the calibration come from: the drift meter's budget in training
         # (:class:`~agl_trl.regularizers.meter.DriftMeter`), else a budget of these settings that no reading moves
         self.budget = budget if budget is not None else DriftBudget.from_settings(self.settings)
@@ -198,16 +90,7 @@ class AGLRegularizer:
         modules = find_lora_modules(model)
         self.artifact.verify(model, modules)
         is_diagonal = self.artifact.estimator == "diagonal"
-        by_shape: dict[tuple, list[LoraModule]] = {}
-        for module in modules:
-            key = (module.d_out, module.d_in, module.rank, module.lora_B.device)
-            by_shape.setdefault(key, []).append(module)
-        self._groups = [self._make_group(group, is_diagonal) for group in by_shape.values()]
-        self._bound_to = tuple(id(m.layer) for m in modules)
-        if self._zero3 is not None:
-            self._zero3.remove()
-        zero3 = any(is_zero3_parameter(t) for m in modules for t in (m.lora_A, m.lora_B))
-        self._zero3 = _Zero3Gradients(modules) if zero3 else None
+        self._groups = [self._make_group(group, is_diagonal) for group in self._lora.bind(modules)]
         if self.settings.gate == "hard" and self.settings.lambda_collision > 0 and self.settings.mu < 1:
             logger.warning(
                 "AGL gate='hard': dW_A is an exact projection, so <dW_A, dW_T> = 0 and E_geo is identically 0 "
@@ -215,14 +98,15 @@ class AGLRegularizer:
             )
         return modules
 
-    def _make_group(self, modules: list[LoraModule], is_diagonal: bool) -> _Group:
+    def _make_group(self, lora: LoraGroup, is_diagonal: bool) -> _Group:
+        modules = lora.modules
         device = modules[0].lora_B.device
         fishers: list[ModuleFisher] = [self.artifact.modules[m.name] for m in modules]
 
         def vec(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
-        group = _Group(modules=modules, scale=vec([m.scaling for m in modules]))
+        group = _Group(modules=modules, scale=lora.scale)
         if is_diagonal:
             if any(f.diag is None for f in fishers):
                 raise FisherArtifactError("A diagonal Fisher artifact is missing the 'diag' tensor of some module.")
@@ -248,31 +132,17 @@ class AGLRegularizer:
         return group
 
     def _ensure_bound(self, model: nn.Module) -> None:
-        if self._bound_to is None:
+        bound = self._lora.bound_to
+        if bound is None:
             self.bind(model)
             return
-        current = tuple(id(m.layer) for m in find_lora_modules(model)) if self._calls % 1000 == 0 else self._bound_to
-        if current != self._bound_to:
+        current = tuple(id(m.layer) for m in find_lora_modules(model)) if self._calls % 1000 == 0 else bound
+        if current != bound:
             self.bind(model)
 
     @property
     def modules(self) -> list[LoraModule]:
         return [m for g in self._groups for m in g.modules]
-
-    def _factors(self, grad: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], dict | None]:
-        """Per group, the stacked fp32 factors B (m, d_out, r) and A (m, r, d_in), whole on every rank (module
-        docstring: plain, FSDP2, ZeRO-3); under ZeRO-3 also the gathered copies they are stacked from."""
-        if self._zero3 is None:
-            return [
-                (_stack_full([m.lora_B for m in g.modules]), _stack_full([m.lora_A for m in g.modules]))
-                for g in self._groups
-            ], None
-        copies = self._zero3.gather(self.modules, grad)
-        stacked = [
-            (torch.stack([copies[m.name][0] for m in g.modules]), torch.stack([copies[m.name][1] for m in g.modules]))
-            for g in self._groups
-        ]
-        return stacked, copies
 
     # ---------------------------------------------------------------------------------------------- the loss
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -296,8 +166,8 @@ class AGLRegularizer:
         )
         means = dict.fromkeys(("leakage", "tau") if collision else ("leakage",), zero)
         n_modules = sum(len(g.modules) for g in self._groups)
-        factors, copies = self._factors(grad=torch.is_grad_enabled())
-        for index, (group, (B, A)) in enumerate(zip(self._groups, factors, strict=True)):  # noqa: N806
+        read = self._lora.read(grad=torch.is_grad_enabled())
+        for index, (group, (B, A)) in enumerate(zip(self._groups, read.factors, strict=True)):  # noqa: N806
             if group.diag is not None:
                 r_align = self._r_align(group, B, A)
                 if weight > 0:
@@ -332,8 +202,7 @@ class AGLRegularizer:
                 means["leakage"] = means["leakage"] + leak.sum()
                 if collision:
                     means["tau"] = means["tau"] + group.tau.sum()
-        if self._zero3 is not None:  # the gradient goes to the parameters through their hooks (_Zero3Gradients)
-            total = self._zero3.relay(total, copies, self.modules)
+        total = self._lora.attach(total, read)  # ZeRO-3: the gradient reaches the parameters through their hooks
         values = torch.stack([total.detach(), *sums.values(), *(v / max(n_modules, 1) for v in means.values())])
         numbers = values.tolist()
         metrics = dict(zip(("loss", *sums.keys(), *means.keys()), numbers, strict=True))
@@ -352,7 +221,7 @@ class AGLRegularizer:
         """0.5 vec(dW)^T F vec(dW) summed over modules at the current weights (uncalibrated nats; no side effects)."""
         self._ensure_bound(model)
         total = 0.0
-        for group, (B, A) in zip(self._groups, self._factors(grad=False)[0], strict=True):  # noqa: N806
+        for group, (B, A) in zip(self._groups, self._lora.read(grad=False).factors, strict=True):  # noqa: N806
             total += float(self._r_align(group, B, A).sum())
         return 0.5 * total
 

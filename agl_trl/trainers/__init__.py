@@ -16,12 +16,12 @@ from typing import Any
 from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RLOOTrainer, SFTTrainer
 
 from agl_trl.config import EXPERIMENTAL_KINDS
+from agl_trl.parallel import check_parallelism
 from agl_trl.trainers.install import (
     AGLCallback,
     as_agl_trainer,
     attach_agl,
     attach_penalty,
-    check_parallelism,
     enable_agl,
     enable_penalty,
     initialise_agl,

@@ -15,63 +15,14 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from agl_trl.parallel import check_parallelism
+from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLTrainingSettings, AGLUserError
 from agl_trl.trainers.mixin import AGLLossMixin
-from agl_trl.trainers.runtime import AGLRuntime, is_main_process, unwrapped_model
+from agl_trl.trainers.runtime import AGLRuntime, unwrapped_model
 from agl_trl.trainers.state import save_agl_state
 
 logger = logging.getLogger(__name__)
-
-FSDP1_MESSAGE = (
-    "AGL does not support FSDP1 (FullyShardedDataParallel): its parameters can only be gathered outside forward "
-    "and backward (summon_full_params), which gives the regulariser no gradient. Use FSDP2: `fsdp_version: 2` in "
-    "the accelerate config (`--accelerate_config fsdp2`), in `fsdp_config` of the training arguments, or in the "
-    "Axolotl config. See docs/distributed.md."
-)
-FSDP_OFFLOAD_MESSAGE = (
-    "AGL does not support FSDP2 with parameter CPU offload (`fsdp_offload_params: true`): the regulariser gathers "
-    "the LoRA factors on the accelerator. Turn the offload off (QLoRA keeps a 70B model's shards within 8 GPUs), or "
-    "use DeepSpeed ZeRO-3. See docs/distributed.md."
-)
-
-
-def _fsdp_plugin(trainer: Any) -> Any:
-    state = getattr(getattr(trainer, "accelerator", None), "state", None)
-    return getattr(state, "fsdp_plugin", None)
-
-
-PENALTY_SHARDED_MESSAGE = (
-    "Peer penalties (agl_trl.baselines, attach_penalty) read the LoRA factors directly, which FSDP2 and ZeRO-3 shard "
-    "(under ZeRO-3 they are empty there, so a penalty would silently be 0): run them with DDP or ZeRO-1/2. The AGL "
-    "regulariser itself runs under both (docs/distributed.md)."
-)
-
-
-def check_parallelism(trainer: Any, penalty: bool = False) -> None:
-    """Refuse the parallel set-ups the regulariser cannot run under; log the sharded engine otherwise.
-
-    Supported: DDP and ZeRO-1/2 (full parameters on every rank), FSDP2 (``fully_shard``: the factors are DTensor
-    shards, all-gathered differentiably) and DeepSpeed ZeRO-3 (gathered for reading, gradients added inside each
-    parameter's backward); see docs/distributed.md. Refused: FSDP1, whose ``summon_full_params`` cannot run inside
-    forward/backward, FSDP2 with parameter CPU offload, and a custom ``penalty`` under FSDP2 or ZeRO-3.
-    """
-    if getattr(trainer, "is_fsdp_enabled", False):
-        plugin = _fsdp_plugin(trainer)
-        version = int(getattr(plugin, "fsdp_version", 1) or 1)
-        if version < 2:
-            raise NotImplementedError(FSDP1_MESSAGE)
-        offload = getattr(plugin, "cpu_offload", None)
-        if offload is True or getattr(offload, "offload_params", False) or type(offload).__name__ == "CPUOffloadPolicy":
-            raise NotImplementedError(FSDP_OFFLOAD_MESSAGE)
-        if penalty:
-            raise NotImplementedError(PENALTY_SHARDED_MESSAGE)
-        logger.info("AGL: FSDP2 (the LoRA factors are all-gathered for the regulariser, one collective per group)")
-    if getattr(trainer, "is_deepspeed_enabled", False):
-        plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
-        if getattr(plugin, "zero_stage", None) == 3:
-            if penalty:
-                raise NotImplementedError(PENALTY_SHARDED_MESSAGE)
-            logger.info("AGL: DeepSpeed ZeRO-3 (the LoRA factors are gathered for the regulariser each step)")
 
 
 class AGLCallback(TrainerCallback):
@@ -129,7 +80,7 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     warn_if_slow_bf16(getattr(trainer, "args", None))
     if not runtime.enabled:
         return runtime
-    check_parallelism(trainer, penalty=runtime.regularizer is not None)  # a ready-made regulariser: a peer penalty
+    check_parallelism(trainer, penalty=runtime.regularizer)  # a ready-made regulariser: a peer penalty
     if not find_lora_modules(unwrapped_model(trainer)):
         raise AGLUserError(no_lora_message(unwrapped_model(trainer)))
     if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
@@ -199,13 +150,9 @@ def enable_penalty(trainer: Any, penalty: Any) -> Any:
 
 __all__ = [
     "AGLCallback",
-    "FSDP1_MESSAGE",
-    "FSDP_OFFLOAD_MESSAGE",
-    "PENALTY_SHARDED_MESSAGE",
     "as_agl_trainer",
     "attach_agl",
     "attach_penalty",
-    "check_parallelism",
     "enable_agl",
     "enable_penalty",
     "initialise_agl",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLSettings, AGLTrainingSettings, AGLUserError, FisherSettings
 from agl_trl.trainers.state import checkpoint_state
 
@@ -38,16 +39,6 @@ def unwrapped_model(trainer: Any) -> torch.nn.Module:
         with contextlib.suppress(Exception):
             model = accelerator.unwrap_model(model)
     return model
-
-
-def is_main_process(trainer: Any) -> bool:
-    """Whether this process writes AGL's files (the artifact, ``agl_state.json``): rank 0 of torch.distributed when
-    it is initialised (a trainer's own ``is_world_process_zero`` reads 0 on every rank where its distributed state
-    is unset, e.g. Axolotl + DeepSpeed on CPU, and two ranks renaming one file race), else the trainer's answer."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    check = getattr(trainer, "is_world_process_zero", None)
-    return bool(check()) if callable(check) else True
 
 
 def tokenizer_of(trainer: Any) -> Any:
@@ -100,15 +91,17 @@ class AGLRuntime:
 
     def _build_regularizer(self, trainer: Any) -> None:
         from agl_trl.fisher import FISHER_SUBDIR, resolve_artifact
-        from agl_trl.lora import find_lora_modules, no_lora_message, sharding_engine
+        from agl_trl.lora import find_lora_modules, lora_factors, no_lora_message
+        from agl_trl.parallel.sharding import sharding_engine
         from agl_trl.regularizers import AGLRegularizer
         from agl_trl.regularizers.meter import DriftMeter
 
         model = unwrapped_model(trainer)
         if not find_lora_modules(model):
             raise AGLUserError(no_lora_message(model))
+        zero3 = sharding_engine(lora_factors(model)) == "zero3"
         meter = DriftMeter(self.settings, self.config.artifact, self.fisher_settings)
-        meter.start(sharding_engine(model) == "zero3")  # a refused anchor interval: before the artifact
+        meter.start(zero3)  # a refused anchor interval: before the artifact
         source = self.config.artifact
         candidates: list[tuple[str, str]] = []
         _, state = checkpoint_state(trainer, self.resume_dir)
@@ -129,7 +122,7 @@ class AGLRuntime:
         )
         self.artifact, self.fisher_dir, self.fisher_source = resolved.artifact, resolved.directory, resolved.source
         self.regularizer = AGLRegularizer(self.artifact, self.settings, budget=meter.budget)  # its weight
-        if sharding_engine(model) == "zero3":  # bind now, so its forward hooks see the first step's forward
+        if zero3:  # bind now, so its forward hooks see the first step's forward
             self.regularizer.bind(model)
         meter.build(model, tokenizer_of(trainer))
         self.meter = meter
@@ -160,4 +153,4 @@ class AGLRuntime:
         self.resume_dir = str(resolved) if resolved else None
 
 
-__all__ = ["AGLRuntime", "is_main_process", "tokenizer_of", "unwrapped_model"]
+__all__ = ["AGLRuntime", "tokenizer_of", "unwrapped_model"]

@@ -49,3 +49,38 @@ def random_deltas(model: torch.nn.Module, rank: int = 3, seed: int = 7) -> dict[
 
 def directions_of(deltas: dict[str, torch.Tensor], rank: int = 8) -> dict[str, AlignmentDirection]:
     return {name: direction_from_delta(v, rank) for name, v in deltas.items()}
+
+
+# the peer penalties on the LoRA factors, set up alike for the sharded tests (FSDP2 worker, simulated ZeRO-3)
+SHARDED_PENALTIES = ("l2", "asft", "asft_paper", "lisa")
+
+
+def sharded_lora_model():
+    """A tiny LoRA Llama (r = 3: uneven FSDP2 shards) with random B: the same weights at every call."""
+    torch.manual_seed(0)  # lora_A's initialisation
+    return make_lora_model(rank=3)
+
+
+def sharded_penalty(name: str, model: torch.nn.Module, directions: dict[str, AlignmentDirection]):
+    """The penalty ``name`` of :data:`SHARDED_PENALTIES`, ready for a call at step 1 on ``model``. Lisa's proximal term
+    is anchored (step 0) at half the factors, so that the term and its gradient are not 0."""
+    from agl_trl.baselines import AsFTPenalty, L2UpdatePenalty, LisaPenalty
+
+    if name == "lisa":
+        penalty = LisaPenalty([], rho=0.7, align_steps=0, task_steps=3)
+        with torch.no_grad():
+            penalty(model, step=0)
+        penalty.anchor = [0.5 * a for a in penalty.anchor]
+        return penalty
+    if name == "l2":
+        return L2UpdatePenalty(0.5)
+    return AsFTPenalty(directions, 1.5, matrix="paper" if name == "asft_paper" else "projector")
+
+
+def two_batches(tokenizer) -> list[dict[str, torch.Tensor]]:
+    """Two one-row task batches (data parallel: rank r takes batch r)."""
+    out = []
+    for text in ("the sea is blue and deep", "a small cat sat on the mat today"):
+        ids = torch.tensor([tokenizer(text)["input_ids"][:12]])
+        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    return out

@@ -8,14 +8,14 @@ same records. This file is also the worker: ``python -m torch.distributed.run ..
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.distributed_helpers import run_two_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,24 +63,11 @@ def _worker(out: Path) -> None:
     torch.save(results, out / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_rank_without_probe_sequences_does_not_hang_and_ranks_agree(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        str(Path(__file__).resolve()), str(tmp_path),
-    ]  # fmt: skip
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"distributed Fisher estimation hung (rank 1 has no probe sequence): {exc}")
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_two_processes(
+        Path(__file__).resolve(), str(tmp_path), cwd=tmp_path, timeout=150, path=[ROOT],
+        what="distributed Fisher estimation (rank 1 has no probe sequence)",
+    )  # fmt: skip
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     for name in CASES:
         single, first, second = ranks[0][f"{name}/single"], ranks[0][name], ranks[1][name]

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
-from agl_trl.lora import find_lora_modules, is_partitioned, sharding_engine
+from agl_trl.lora import find_lora_modules, lora_factors
+from agl_trl.parallel.sharding import is_partitioned, sharding_engine
 from agl_trl.regularizers import AGLRegularizer
 from agl_trl.settings import AGLSettings
 from tests.core.conftest import PROBE, make_lora_model
@@ -112,12 +113,17 @@ def _batch(tokenizer) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
-def _partitioned_model(holder):
-    model, tokenizer = _model()
+def partition(holder, model) -> None:
+    """Partition ``model``'s embedding and LoRA factors as ZeRO-3 does (the simulation kept in ``holder``)."""
     targets = [model.get_input_embeddings()]
     for module in find_lora_modules(model):
         targets += [module.layer.lora_A[module.adapter], module.layer.lora_B[module.adapter]]
     holder["sim"] = SimulatedZero3(targets)
+
+
+def _partitioned_model(holder):
+    model, tokenizer = _model()
+    partition(holder, model)
     return model, tokenizer
 
 
@@ -145,7 +151,7 @@ def artifact():
 def test_zero3_penalty_and_gradients_equal_the_unpartitioned_model(fake_deepspeed, artifact, checkpointing, scale):
     value_ref, metrics_ref, grads_ref, raw_ref = _reference(artifact, scale)
     model, tokenizer = _partitioned_model(fake_deepspeed)
-    assert sharding_engine(model) == "zero3"
+    assert sharding_engine(lora_factors(model)) == "zero3"
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert all(is_partitioned(p) for p in lora.values())  # empty outside forward
     assert {(m.d_out, m.d_in, m.rank) for m in find_lora_modules(model)} == {(32, 32, 3), (16, 32, 3), (64, 32, 3),

@@ -26,7 +26,7 @@ from agl_trl.fisher.probe import build_sequences
 from agl_trl.regularizers import AGLRegularizer
 from agl_trl.settings import AGLSettings
 from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
-from tests.distributed_helpers import allow_fsdp_on_cpu
+from tests.distributed_helpers import allow_fsdp_on_cpu, penalty_and_gradients, step_gradients
 
 # every term active (fixed lambda: no meter needed), E_riem on a sub-block smaller than the matrices
 SETTINGS = dict(lambda_align=3.0, lambda_task=2.0, lambda_collision=1.0, riem_block=8, kl_every=0)
@@ -57,42 +57,19 @@ def _batches(tokenizer) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
-def _full(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-
-
 def _lora_params(model) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if "lora_" in n}
 
 
 def _measure(model, tokenizer, artifact, meter_batch) -> dict:
     """Regulariser value, metrics and gradients; the task + regulariser gradient of the ranks' batches; the meter."""
-    import torch.distributed as dist
-
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     reg = AGLRegularizer(artifact, AGLSettings(**SETTINGS), seed=3)
     reg(model, step=0)  # a first step: tau gets its first quantile, used from step 1 on
     params = _lora_params(model)
-    model.zero_grad(set_to_none=True)
-    value, metrics = reg(model, step=1)
-    grads = torch.autograd.grad(value, list(params.values()))
-    out = {
-        "value": float(value),
-        "metrics": metrics,
-        "reg_grads": {n: _full(g).detach().clone() for n, g in zip(params, grads, strict=True)},
-        "raw_kl": reg.raw_kl_estimate(model),
-    }
-    # data parallel: rank r takes batch r; the reference averages the two task losses (FSDP2 averages gradients)
-    batches = _batches(tokenizer)
+    out = penalty_and_gradients(reg, model, params, step=1)
+    out["raw_kl"] = reg.raw_kl_estimate(model)
     model.train()
-    if world == 1:
-        task = sum(model(**b).loss for b in batches) / len(batches)
-    else:
-        task = model(**batches[rank]).loss
-    value, _ = reg(model, step=1)
-    (task + value).backward()
-    out["step_grads"] = {n: _full(p.grad).detach().clone() for n, p in params.items()}
-    model.zero_grad(set_to_none=True)
+    out["step_grads"] = step_gradients(reg, model, params, _batches(tokenizer), step=1)
     model.eval()
     reference = reference_log_probs(model, meter_batch)
     out["meter"] = {"reference": reference, "kl": probe_kl(model, meter_batch, reference)}

@@ -192,11 +192,11 @@ def test_kl_anchor_without_probe_records_of_its_own_is_refused(tmp_path, probe_f
 def test_kl_anchor_is_refused_under_zero3(tmp_path, probe_file, monkeypatch):
     """Under ZeRO-3 with reentrant checkpointing the anchor's forward made ZeRO-3 reduce a gradient twice (trl 1.14):
     refused at train start with the fix, before any step."""
-    import agl_trl.lora
+    import agl_trl.parallel.sharding
     from agl_trl.settings import AGLUserError
 
     trainer = sft_trainer(tmp_path / "z3", probe_file, agl_kl_anchor_every=10, agl_lambda_align=1.0)
-    monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
+    monkeypatch.setattr(agl_trl.parallel.sharding, "sharding_engine", lambda tensors: "zero3")
     with pytest.raises(AGLUserError, match=r"`agl_kl_anchor_every`=10 is not supported under DeepSpeed ZeRO-3"):
         trainer.train()
 
@@ -214,7 +214,7 @@ def test_kl_anchor_steps_are_on_by_default_every_10th_step(tmp_path, probe_file)
 def test_default_kl_anchor_turns_off_with_a_warning_where_it_cannot_run(tmp_path, probe_file, monkeypatch, caplog):
     """Unset, the anchor steps give way (a warning, the rest of AGL on) where a set interval is refused: under
     ZeRO-3, and when the probe data has no records beyond the meter's."""
-    import agl_trl.lora
+    import agl_trl.parallel.sharding
 
     few = sft_trainer(tmp_path / "few", probe_file, max_steps=1, agl_kl_sequences=16, agl_lambda_align=1.0)
     with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
@@ -223,7 +223,7 @@ def test_default_kl_anchor_turns_off_with_a_warning_where_it_cannot_run(tmp_path
     assert "KL anchor steps (on by default) are off: the 6 records" in caplog.text
     caplog.clear()
     z3 = sft_trainer(tmp_path / "z3", probe_file, max_steps=1, agl_lambda_align=1.0)
-    monkeypatch.setattr(agl_trl.lora, "sharding_engine", lambda model: "zero3")
+    monkeypatch.setattr(agl_trl.parallel.sharding, "sharding_engine", lambda tensors: "zero3")
     with caplog.at_level("WARNING", logger="agl_trl.trainers.runtime"):
         z3._agl.initialise(z3)  # train() would need DeepSpeed itself; the resolution happens here
     assert z3._agl.meter.anchor_every == 0 and not z3._agl.meter.anchor_batches

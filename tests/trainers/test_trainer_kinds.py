@@ -106,7 +106,7 @@ def test_no_lora_layers_is_a_clear_error(tmp_path, probe_file):
     AGLSFTTrainer(model=model, args=off, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer)
 
 
-def test_fsdp1_fsdp2_offload_and_sharded_peer_penalties_are_refused_fsdp2_and_zero3_accepted():
+def test_fsdp1_and_fsdp2_offload_are_refused_fsdp2_and_zero3_accepted():
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
     def fsdp(version, offload=None):
@@ -125,12 +125,6 @@ def test_fsdp1_fsdp2_offload_and_sharded_peer_penalties_are_refused_fsdp2_and_ze
             check_parallelism(one)
     with pytest.raises(NotImplementedError, match="offload"):
         check_parallelism(fsdp(2, CPUOffloadPolicy()))
-    # peer penalties read the factors directly: DDP / ZeRO-1/2 only
-    zero3 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3)))
-    for sharded in (fsdp(2, OffloadPolicy()), SimpleNamespace(is_deepspeed_enabled=True, accelerator=zero3)):
-        with pytest.raises(NotImplementedError, match="Peer penalties"):
-            check_parallelism(sharded, penalty=True)
-    check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False), penalty=True)
 
 
 def _artifact_for(seed: int, tmp_path, probe_file, **model_kwargs):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from agl_trl.diagnostics import CUDA_KERNELS_FIX, LORA_KERNEL_KEYS
+from agl_trl.parallel import FSDP_OFFLOAD_MESSAGE
 from agl_trl.preflight import check_sources
 from agl_trl.settings import (
     NO_FISHER_SOURCE,
@@ -49,13 +50,6 @@ AXOLOTL_OVERRIDES = {
         "Add the AlignGuard-LoRA regulariser to the training loss (false or unset: plain Axolotl run).",
     )
 }
-
-
-FSDP_OFFLOAD_TEXT = (
-    "`agl_enabled: true` does not support FSDP2 with `fsdp_config.offload_params: true`: the regulariser gathers the "
-    "LoRA factors on the GPU. Turn the offload off (FSDP2 + QLoRA keeps a 70B model's shards within 8 GPUs), or use "
-    "DeepSpeed ZeRO-3 (`deepspeed: zero3.json`). See docs/distributed.md."
-)
 
 
 class _AGLRules(BaseModel):
@@ -108,7 +102,7 @@ class _AGLRules(BaseModel):
             fsdp = getattr(self, "fsdp_config", None)
             offload = fsdp.get("offload_params") if isinstance(fsdp, dict) else getattr(fsdp, "offload_params", None)
             if offload:
-                raise AGLUserError(FSDP_OFFLOAD_TEXT)
+                raise AGLUserError(FSDP_OFFLOAD_MESSAGE)
         if "rl" in type(self).model_fields:
             rl = getattr(self, "rl", None)
             rl = getattr(rl, "value", rl)
