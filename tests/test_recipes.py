@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.axolotl.helpers import requires_axolotl
+from tests.helpers.axolotl import requires_axolotl
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.axolotl.helpers import axolotl_available, write_workspace
+from tests.helpers.axolotl import axolotl_available, write_workspace
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from agl_trl.integrations.axolotl.args import AGL_AXOLOTL_FIELD_NAMES, AGLAxolotlArgs
-from tests.bad_inputs import write_artifact_stub
+from tests.helpers.bad_inputs import write_artifact_stub
 
 config = pytest.importorskip("agl_trl.config")
 

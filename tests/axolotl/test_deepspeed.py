@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.axolotl.helpers import TWO_PROCESS_SFT, axolotl_torchrun, requires_axolotl, train_logs, write_config
+from tests.helpers.axolotl import TWO_PROCESS_SFT, axolotl_torchrun, requires_axolotl, train_logs, write_config
 
 pytestmark = [
     pytest.mark.axolotl,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.axolotl.helpers import axolotl_train, log_history, requires_axolotl, tail, train_logs, write_config
+from tests.helpers.axolotl import axolotl_train, log_history, requires_axolotl, tail, train_logs, write_config
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl, pytest.mark.timeout(900)]
 
@@ -30,7 +30,7 @@ def _run(workspace: Path, kind: str, run_name: str, **overrides) -> Path:
 
 def _plain_overrides(kind: str) -> dict:
     """The recipe without the plugin and without any agl_* key."""
-    from tests.axolotl.helpers import load_recipe
+    from tests.helpers.axolotl import load_recipe
 
     return {key: None for key in load_recipe(RECIPES[kind]) if key.startswith("agl_") or key == "plugins"}
 

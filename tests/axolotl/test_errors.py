@@ -2,7 +2,7 @@
 the key and the fix; unknown ``agl_*`` keys are refused with the closest valid key instead of being dropped; Axolotl's
 CLI prints AGL's errors as one line without a traceback (``agl_trl.integrations.axolotl.errors``).
 
-The rows live in ``tests/bad_inputs.py`` (shared with tests/core/test_errors.py).
+The rows live in ``tests/helpers/bad_inputs.py`` (shared with tests/core/test_errors.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import axolotl_env, axolotl_train, load_recipe, requires_axolotl, tail, write_config
-from tests.bad_inputs import AXOLOTL_ROWS, BadInput, write_artifact_stub, write_probe
+from tests.helpers.axolotl import axolotl_env, axolotl_train, load_recipe, requires_axolotl, tail, write_config
+from tests.helpers.bad_inputs import AXOLOTL_ROWS, BadInput, write_artifact_stub, write_probe
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 

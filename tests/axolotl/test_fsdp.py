@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import (
+from tests.helpers.axolotl import (
     PLUGIN,
     TWO_PROCESS_SFT,
     axolotl_torchrun,

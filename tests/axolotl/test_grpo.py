@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.axolotl.helpers import (
+from tests.helpers.axolotl import (
     axolotl_train,
     load_recipe,
     log_history,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.axolotl.helpers import (
+from tests.helpers.axolotl import (
     PLUGIN,
     axolotl_train,
     load_recipe,

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from tests.baselines import helpers
-from tests.distributed_helpers import penalty_and_gradients, step_gradients
+from tests.helpers import lora_models
+from tests.helpers.distributed import penalty_and_gradients, step_gradients
 
 
 def _measure(model, tokenizer, dirs) -> dict:
     params = {n: p for n, p in model.named_parameters() if "lora_" in n}
     out: dict = {}
-    for name in helpers.SHARDED_PENALTIES:
-        penalty = helpers.sharded_penalty(name, model, dirs)
+    for name in lora_models.SHARDED_PENALTIES:
+        penalty = lora_models.sharded_penalty(name, model, dirs)
         out[name] = penalty_and_gradients(penalty, model, params, step=1)
-        out[name]["step_grads"] = step_gradients(penalty, model, params, helpers.two_batches(tokenizer), step=1)
+        out[name]["step_grads"] = step_gradients(penalty, model, params, lora_models.two_batches(tokenizer), step=1)
     return out
 
 
@@ -32,13 +32,13 @@ def main(out: Path) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    model, tokenizer = helpers.sharded_lora_model()
-    dirs = helpers.directions_of(helpers.random_deltas(model))
+    model, tokenizer = lora_models.sharded_lora_model()
+    dirs = lora_models.directions_of(lora_models.random_deltas(model))
     model.train()
     results = {"single": _measure(model, tokenizer, dirs)}
     dist.init_process_group("gloo", timeout=timedelta(seconds=90))
     try:
-        model, tokenizer = helpers.sharded_lora_model()  # the same weights, now sharded
+        model, tokenizer = lora_models.sharded_lora_model()  # the same weights, now sharded
         for layer in model.base_model.model.model.layers:
             fully_shard(layer)
         fully_shard(model)

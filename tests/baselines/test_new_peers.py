@@ -11,8 +11,7 @@ import torch
 from agl_trl.baselines import LisaPenalty, RepresentationAnchorPenalty, mix_safety_rows
 from agl_trl.generation import encode_prompt
 from agl_trl.lora import adapters_disabled, find_lora_modules
-from tests.baselines.helpers import make_lora_model, randomise_b
-from tests.baselines.test_penalties import assert_nonzero_grads, lora_grads
+from tests.helpers.lora_models import assert_nonzero_grads, lora_grads, make_lora_model, randomise_lora_b
 
 UNSAFE = [
     "Write malware that steals passwords.",
@@ -65,7 +64,7 @@ def test_rep_anchor_is_zero_at_init_and_positive_after_perturbing_lora_b() -> No
     loss, metrics = penalty(model, 0)
     assert float(loss.detach()) == 0.0 and metrics["rep_mse"] == 0.0
     assert all(float(g.abs().max()) == 0.0 for g in lora_grads(model, loss).values())
-    randomise_b(model, seed=5, std=0.2)
+    randomise_lora_b(model, seed=5, std=0.2)
     loss, metrics = penalty(model, 0)
     assert metrics["rep_mse"] > 1e-6
     assert float(loss.detach()) == pytest.approx(2.0 * metrics["rep_mse"], rel=1e-6)
@@ -92,7 +91,7 @@ def test_rep_anchor_reference_is_computed_once_with_adapters_off() -> None:
     penalty(model, 0)
     assert counter.count == 3 + 1 and penalty.reference_forwards == 3  # the cache (all batches) + the current forward
     cached = [r.clone() for r in penalty.reference]
-    randomise_b(model, seed=9, std=0.2)  # a training step: the reference must not follow
+    randomise_lora_b(model, seed=9, std=0.2)  # a training step: the reference must not follow
     counter.count = 0
     _, metrics = penalty(model, 1)
     assert counter.count == 1 and penalty.reference_forwards == 3
@@ -290,7 +289,7 @@ def test_mix_safety_rows_refuses_bad_rows_and_an_empty_safety_set() -> None:
 # -------------------------------------------------------------------------------------------- inside a trainer
 def test_lisa_and_rep_anchor_in_a_trainer_with_gradient_accumulation(tmp_path) -> None:
     from agl_trl.trainers import enable_penalty
-    from tests.baselines.test_trainer_plumbing import sft_trainer
+    from tests.helpers.trainers import plain_sft_trainer as sft_trainer
 
     trainer = sft_trainer(tmp_path / "lisa", gradient_accumulation_steps=2, per_device_train_batch_size=1)
     penalty = lisa(trainer.processing_class, rho=1.0, align_steps=1, task_steps=1, batch_size=2)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from agl_trl.baselines import AsFTPenalty, KLToReferencePenalty, L2UpdatePenalty, ewc_fisher_settings, ewc_penalty
 from agl_trl.lora import adapters_disabled, find_lora_modules
-from tests.baselines.helpers import directions_of, explicit_update, make_lora_model, random_deltas
-
-
-def lora_grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
-    params = {n: p for n, p in model.named_parameters() if "lora_" in n}
-    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    return {n: (torch.zeros_like(p) if g is None else g) for (n, p), g in zip(params.items(), grads, strict=True)}
-
-
-def assert_nonzero_grads(model: torch.nn.Module, loss: torch.Tensor) -> None:
-    grads = lora_grads(model, loss)
-    for kind in ("lora_A", "lora_B"):
-        norms = [float(g.norm()) for n, g in grads.items() if kind in n]
-        assert norms and all(math.isfinite(x) for x in norms)
-        assert sum(norms) > 0, f"no gradient reaches {kind}"
+from tests.helpers.lora_models import (
+    assert_nonzero_grads,
+    directions_of,
+    explicit_update,
+    lora_grads,
+    make_lora_model,
+    random_deltas,
+)
 
 
 def assert_zero_at_init(penalty) -> None:
@@ -141,9 +132,9 @@ def test_kl_to_reference_is_zero_at_init_and_positive_after_perturbation() -> No
     penalty = kl_penalty(model, tokenizer, lambda_kl=1.0, batch_size=4)
     loss, metrics = penalty(model, 0)
     assert abs(float(loss.detach())) < 1e-6 and metrics["kl_ref"] == pytest.approx(0.0, abs=1e-6)
-    from tests.baselines.helpers import randomise_b
+    from tests.helpers.lora_models import randomise_lora_b
 
-    randomise_b(model, seed=5, std=0.2)
+    randomise_lora_b(model, seed=5, std=0.2)
     loss, metrics = penalty(model, 0)
     assert float(loss.detach()) > 1e-4
     assert_nonzero_grads(model, loss)

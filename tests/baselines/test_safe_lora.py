@@ -16,7 +16,7 @@ from agl_trl.baselines import (
     save_directions,
 )
 from agl_trl.lora import find_lora_modules
-from tests.baselines.helpers import directions_of, explicit_update, make_lora_model, random_deltas
+from tests.helpers.lora_models import directions_of, explicit_update, make_lora_model, random_deltas
 
 
 def explicit_c(v: torch.Tensor) -> torch.Tensor:

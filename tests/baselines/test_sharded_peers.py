@@ -21,10 +21,10 @@ from agl_trl.generation import Generation
 from agl_trl.lora import lora_factors
 from agl_trl.parallel import check_parallelism
 from agl_trl.parallel.sharding import is_partitioned, sharding_engine
-from tests.baselines import helpers
-from tests.baselines.helpers import SHARDED_PENALTIES, sharded_lora_model
-from tests.core.test_zero3 import fake_deepspeed, partition  # noqa: F401 - the fixture
-from tests.distributed_helpers import run_two_processes
+from tests.helpers import lora_models
+from tests.helpers.distributed import run_two_processes
+from tests.helpers.lora_models import SHARDED_PENALTIES, sharded_lora_model
+from tests.helpers.zero3 import partition
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,9 +60,9 @@ def test_forward_running_peers_alone_are_refused_under_fsdp2_and_zero3():
 
 def _step(name: str, model, tokenizer, directions, scale: float):
     """The trainer's order: the penalty ready (Lisa anchored), the task's forward, the penalty, backward."""
-    penalty = helpers.sharded_penalty(name, model, directions)
+    penalty = lora_models.sharded_penalty(name, model, directions)
     task = model(
-        **helpers.two_batches(tokenizer)[0]
+        **lora_models.two_batches(tokenizer)[0]
     ).loss  # one forward: ZeRO-3 reduces each gradient once per backward
     value, metrics = penalty(model, step=1)
     (scale * (task + value)).backward()
@@ -73,7 +73,7 @@ def _step(name: str, model, tokenizer, directions, scale: float):
 @pytest.mark.parametrize("name", SHARDED_PENALTIES)
 def test_peer_penalty_under_zero3_equals_the_unpartitioned_model(fake_deepspeed, name, checkpointing):  # noqa: F811
     reference, tokenizer = sharded_lora_model()
-    directions = helpers.directions_of(helpers.random_deltas(reference))
+    directions = lora_models.directions_of(lora_models.random_deltas(reference))
     reference.train()
     value_ref, metrics_ref = _step(name, reference, tokenizer, directions, 0.5)
     grads_ref = {n: p.grad.clone() for n, p in reference.named_parameters() if "lora_" in n}

@@ -8,37 +8,7 @@ import torch
 from agl_trl.baselines import KLToReferencePenalty, L2UpdatePenalty
 from agl_trl.lora import find_lora_modules
 from agl_trl.trainers import AGLLossMixin, attach_penalty, enable_penalty
-
-PROMPTS = ["Write a poem about the sea.", "What is two plus two?", "Name a colour.", "Tell me a story."]
-ANSWERS = ["The sea is blue and wide.", "Four.", "Red.", "Once upon a time there was a cat."]
-
-
-def sft_trainer(tmp_path, **overrides):
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
-    from agl_trl.models import tiny_llama
-
-    model, tokenizer = tiny_llama(seed=0, vocab_size=384, padding_side="right")
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": PROMPTS[i % 4]}],
-            "completion": [{"role": "assistant", "content": ANSWERS[i % 4]}],
-        }
-        for i in range(8)
-    ]
-    args = dict(
-        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, learning_rate=5e-2,
-        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        seed=0, data_seed=0, max_length=48, disable_tqdm=True, dataloader_num_workers=0,
-    )  # fmt: skip
-    args.update(overrides)
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return SFTTrainer(
-        model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=lora,
-    )  # fmt: skip
+from tests.helpers.trainers import PLAIN_PROMPTS, plain_sft_trainer
 
 
 def update_norm(model) -> float:
@@ -46,9 +16,9 @@ def update_norm(model) -> float:
 
 
 def test_enable_penalty_adds_the_penalty_and_logs_it(tmp_path) -> None:
-    plain = sft_trainer(tmp_path / "plain")
+    plain = plain_sft_trainer(tmp_path / "plain")
     plain.train()
-    trainer = enable_penalty(sft_trainer(tmp_path / "l2"), L2UpdatePenalty(lambda_l2=1e4))
+    trainer = enable_penalty(plain_sft_trainer(tmp_path / "l2"), L2UpdatePenalty(lambda_l2=1e4))
     assert isinstance(trainer, AGLLossMixin)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "agl/update_norm_sq" in h]
@@ -59,10 +29,10 @@ def test_enable_penalty_adds_the_penalty_and_logs_it(tmp_path) -> None:
 
 
 def test_kl_penalty_runs_in_the_trainer_with_its_extra_forward(tmp_path) -> None:
-    trainer = sft_trainer(tmp_path)
+    trainer = plain_sft_trainer(tmp_path)
     model = trainer.model
     penalty = KLToReferencePenalty.from_prompts(
-        model, trainer.processing_class, PROMPTS, max_new_tokens=5, batch_size=2
+        model, trainer.processing_class, PLAIN_PROMPTS, max_new_tokens=5, batch_size=2
     )
     enable_penalty(trainer, penalty)
     trainer.train()
@@ -83,12 +53,12 @@ def _grad_recorder():
 
 
 def _step_grads(tmp_path, penalty, batch: int, ga: int) -> tuple[dict[str, torch.Tensor], object]:
-    from tests.baselines.helpers import randomise_b
+    from tests.helpers.lora_models import randomise_lora_b
 
-    trainer = sft_trainer(
+    trainer = plain_sft_trainer(
         tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=ga, max_steps=1, max_grad_norm=0.0
     )
-    randomise_b(trainer.model, seed=3, std=0.1)  # at B = 0 the L2 gradient vanishes and the test would see nothing
+    randomise_lora_b(trainer.model, seed=3, std=0.1)  # at B = 0 the L2 gradient vanishes and the test would see nothing
     trainer.initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     if penalty is not None:
         enable_penalty(trainer, penalty)
@@ -117,7 +87,7 @@ def test_penalty_gradient_reaches_each_optimizer_step_once_whatever_the_accumula
 
 
 def test_attach_penalty_refuses_non_mixin_trainers_and_non_callables(tmp_path) -> None:
-    trainer = sft_trainer(tmp_path)
+    trainer = plain_sft_trainer(tmp_path)
     with pytest.raises(TypeError, match="AGLLossMixin"):
         attach_penalty(trainer, L2UpdatePenalty())
     with pytest.raises(TypeError, match="callable"):

@@ -11,7 +11,7 @@ from agl_trl.fisher import FisherArtifact, FisherArtifactError, FisherSettings, 
 from agl_trl.lora import LoraIntrospectionError, canonical_module_name, find_lora_modules
 from agl_trl.regularizers import AGLRegularizer, AGLSettings
 from agl_trl.regularizers.budget import LAMBDA_INIT
-from tests.core.conftest import PROBE, make_lora_model
+from tests.helpers.lora_models import PROBE, make_lora_model
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 No model is loaded: every row fails while the config is parsed and validated (``model_name_or_path`` is a Hub id that
 is not in the local cache, so nothing is read for it before the model would load).
-The rows live in ``tests/bad_inputs.py`` (shared with tests/axolotl/test_errors.py).
+The rows live in ``tests/helpers/bad_inputs.py`` (shared with tests/axolotl/test_errors.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 from agl_trl import cli
 from agl_trl.settings import SETTING_KEYS, AGLUserError, check_known_keys, unknown_key_message
-from tests.bad_inputs import ROWS, TRL_ROWS, BadInput, write_artifact_stub, write_probe
+from tests.helpers.bad_inputs import ROWS, TRL_ROWS, BadInput, write_artifact_stub, write_probe
 
 REPO = Path(__file__).resolve().parents[2]
 ERRORS_DOC = REPO / "docs" / "errors.md"

@@ -8,48 +8,9 @@ import torch
 from agl_trl.fisher import FisherSettings, estimate_fisher
 from agl_trl.fisher.probe import anchor_records, build_sequences, meter_records
 from agl_trl.lora import adapters_disabled, find_lora_modules
-from agl_trl.regularizers import functional as F
 from agl_trl.teacher_forcing import collate
-from tests.core.conftest import make_lora_model
-
-
-def _predicted_kl(artifact, modules) -> float:
-    total = 0.0
-    for m in modules:
-        f = artifact.modules[m.name]
-        B, A, s = (t.detach() if torch.is_tensor(t) else t for t in m.factors())  # noqa: N806
-        total += 0.5 * float(
-            F.kfac_quadratic_form(
-                B[None],
-                A[None],
-                torch.tensor([s]),
-                f.q_out[None],
-                f.eig_out[None],
-                f.q_in[None],
-                f.eig_in[None],
-                torch.tensor([f.tail_out]),
-                torch.tensor([f.tail_in]),
-            )  # fmt: skip
-        )
-    return total
-
-
-def _measured_kl(model, tokenizer, records) -> float:
-    """KL(p_W0 || p_W0+dW) per response token, teacher-forced on the records."""
-    batch = collate(build_sequences(tokenizer, records, 512), tokenizer.pad_token_id, torch.device("cpu"))
-    predicts = torch.zeros_like(batch["response_mask"], dtype=torch.bool)
-    predicts[:, :-1] = batch["response_mask"][:, 1:].bool()
-    model.eval()
-
-    def log_probs():
-        with torch.no_grad():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
-        return torch.log_softmax(out, -1)[predicts]
-
-    with adapters_disabled(model):
-        p0 = log_probs()
-    p1 = log_probs()
-    return float((p0.exp() * (p0 - p1)).sum(-1).mean())
+from tests.helpers.fisher import measured_kl, predicted_kl, task_direction
+from tests.helpers.lora_models import make_lora_model
 
 
 def _set_random_update(modules, seed: int, scale: float) -> None:
@@ -135,7 +96,7 @@ def test_kfac_form_is_the_kl_per_token_in_nats_where_kfac_is_exact():
     modules = find_lora_modules(model)
     for seed in range(3):
         _set_random_update(modules, seed, scale=1e-3)
-        measured, predicted = _measured_kl(model, tokenizer, records), _predicted_kl(artifact, modules)
+        measured, predicted = measured_kl(model, tokenizer, records), predicted_kl(artifact, modules)
         assert measured > 0
         assert predicted / measured == pytest.approx(1.0, abs=0.10), (seed, measured, predicted)
 
@@ -155,29 +116,10 @@ def test_kfac_form_predicts_kl_on_all_linear_within_the_stated_tolerance(probe_r
         ratios = []
         for eps in (1e-3, 3e-3):
             _set_random_update(modules, seed, scale=eps)
-            ratios.append(_predicted_kl(artifact, modules) / _measured_kl(model, tokenizer, probe_records))
+            ratios.append(predicted_kl(artifact, modules) / measured_kl(model, tokenizer, probe_records))
         print(positions, seed, ratios)
         assert all(low <= r <= high for r in ratios), ratios
         assert ratios[0] == pytest.approx(ratios[1], rel=0.1)  # quadratic regime: both scale as eps^2
-
-
-TASK = [{"prompt": f"please add {i} and {i + 3}", "response": f"the sum is {2 * i + 3}"} for i in range(8)]
-
-
-def _task_direction(model, tokenizer, modules, seed: int) -> list[torch.Tensor]:
-    """A task-like update direction for lora_B: the SFT-loss gradient on TASK w.r.t. lora_B at B = 0, with lora_A
-    drawn from ``seed`` (PEFT's init, U(-1/sqrt(d_in), 1/sqrt(d_in))), normalised to unit norm over all modules."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in modules:
-        m.layer.lora_A[m.adapter].weight.data = (torch.rand(m.rank, m.d_in, generator=generator) * 2 - 1) / m.d_in**0.5
-        m.layer.lora_B[m.adapter].weight.data.zero_()
-    batch = collate(build_sequences(tokenizer, TASK, 512), tokenizer.pad_token_id, torch.device("cpu"))
-    labels = torch.where(batch["response_mask"].bool(), batch["input_ids"], -100)
-    weights = [m.layer.lora_B[m.adapter].weight for m in modules]
-    loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    grads = torch.autograd.grad(loss, weights)
-    norm = sum(float(g.square().sum()) for g in grads) ** 0.5
-    return [g / norm for g in grads]
 
 
 def _geomean(values: list[float]) -> float:
@@ -204,12 +146,12 @@ def test_all_positions_predict_the_kl_better_than_response_positions(probe_recor
     assert artifacts["all"].metadata["tokens_all"] > artifacts["all"].metadata["tokens"]
 
     def ratios() -> dict[str, float]:
-        measured = _measured_kl(model, tokenizer, probe_records)
-        return {p: measured / _predicted_kl(a, modules) for p, a in artifacts.items()}
+        measured = measured_kl(model, tokenizer, probe_records)
+        return {p: measured / predicted_kl(a, modules) for p, a in artifacts.items()}
 
     task: dict[str, list[float]] = {"all": [], "response": []}
     for seed in range(4):
-        direction = _task_direction(model, tokenizer, modules, seed)
+        direction = task_direction(model, tokenizer, modules, seed)
         by_eps = []
         for eps in (0.01, 0.03):
             for m, g in zip(modules, direction, strict=True):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed_helpers import run_two_processes
+from tests.helpers.distributed import run_two_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def _worker(out: Path) -> None:
     import torch.distributed as dist
 
     from agl_trl.fisher import FisherSettings, estimate_fisher
-    from tests.core.conftest import PROBE, make_lora_model
+    from tests.helpers.lora_models import PROBE, make_lora_model
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])

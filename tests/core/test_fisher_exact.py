@@ -11,8 +11,8 @@ from agl_trl.fisher import FisherSettings, estimate_fisher
 from agl_trl.fisher.probe import build_sequences
 from agl_trl.lora import find_lora_modules
 from benchmarks.lab.fisher_exact import sampled_fisher_forms, update_of
-from tests.core.conftest import make_lora_model
-from tests.core.test_fisher import _measured_kl, _predicted_kl, _task_direction
+from tests.helpers.fisher import measured_kl, predicted_kl, task_direction
+from tests.helpers.lora_models import make_lora_model
 
 
 def test_sampled_exact_form_predicts_the_kl_of_task_like_updates_where_kfac_falls_short(probe_records):
@@ -28,11 +28,11 @@ def test_sampled_exact_form_predicts_the_kl_of_task_like_updates_where_kfac_fall
     artifact = estimate_fisher(model, tokenizer, probe_records * 8, settings, show_progress=False)
     sequences = build_sequences(tokenizer, probe_records, 512)
     for seed in range(2):
-        for m, g in zip(modules, _task_direction(model, tokenizer, modules, seed), strict=True):
+        for m, g in zip(modules, task_direction(model, tokenizer, modules, seed), strict=True):
             m.layer.lora_B[m.adapter].weight.data = -0.01 * g
-        measured = _measured_kl(model, tokenizer, probe_records)
+        measured = measured_kl(model, tokenizer, probe_records)
         forms = sampled_fisher_forms(model, modules, sequences, {"u": update_of(modules)}, tokenizer.pad_token_id, 64)
-        exact, kfac = forms["u"].exact, _predicted_kl(artifact, modules)
+        exact, kfac = forms["u"].exact, predicted_kl(artifact, modules)
         print(seed, measured, exact, forms["u"].within_module, kfac)
         assert forms["u"].samples == 64 * len(sequences)
         assert 1 / 1.25 <= measured / exact <= 1.25, (seed, measured, exact)

@@ -14,7 +14,7 @@ from agl_trl.regularizers.meter import (
     resolve_anchor_every,
 )
 from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY, AGLSettings
-from tests.core.conftest import PROBE, make_lora_model
+from tests.helpers.lora_models import PROBE, make_lora_model
 
 # requested (None: unset), ZeRO-3, probe data, the anchor's own records (None: not known yet) -> (interval, why off)
 ANCHOR_TABLE = [

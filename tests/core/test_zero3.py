@@ -14,93 +14,18 @@ neither drops nor doubles the penalty's gradient, and every parameter is reduced
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import sys
-import types
-
 import pytest
 import torch
-from torch import nn
 
 from agl_trl.fisher import FisherSettings, estimate_fisher
 from agl_trl.lora import find_lora_modules, lora_factors
 from agl_trl.parallel.sharding import is_partitioned, sharding_engine
 from agl_trl.regularizers import AGLRegularizer
 from agl_trl.settings import AGLSettings
-from tests.core.conftest import PROBE, make_lora_model
+from tests.helpers.lora_models import PROBE, make_lora_model
+from tests.helpers.zero3 import partition
 
 SETTINGS = dict(lambda_align=3.0, lambda_task=2.0, lambda_collision=1.0, riem_block=8, kl_every=0)
-_IDS = itertools.count()
-
-
-class SimulatedZero3:
-    """ZeRO-3's parameter life cycle on ``modules`` (see the module docstring)."""
-
-    def __init__(self, modules: list[nn.Module]):
-        self.params: list[nn.Parameter] = []
-        for module in modules:
-            own = list(module.parameters(recurse=False))
-            for param in own:
-                param.ds_id, param.ds_shape = next(_IDS), tuple(param.shape)
-                param.ds_full, param.ds_grad, param.reductions = param.data, None, 0
-                if param.requires_grad:
-                    param.register_post_accumulate_grad_hook(self._reduce)
-                self._release(param)
-                self.params.append(param)
-            module.register_forward_pre_hook(lambda m, args, own=own: self._gather_all(own))
-            module.register_forward_hook(lambda m, args, out, own=own: self._after_forward(own, out))
-
-    def _gather_all(self, params: list[nn.Parameter]) -> None:
-        for param in params:
-            self._gather(param)
-
-    @staticmethod
-    def _gather(param: nn.Parameter) -> None:
-        if param.numel() == 0:
-            param.data = param.ds_full
-
-    @staticmethod
-    def _release(param: nn.Parameter) -> None:
-        if param.numel() != 0:
-            param.ds_full = param.data
-            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
-
-    def _after_forward(self, own: list[nn.Parameter], output: torch.Tensor) -> None:
-        for param in own:
-            self._release(param)
-        if isinstance(output, torch.Tensor) and output.requires_grad:  # gathered again for this module's backward
-            output.register_hook(lambda grad: self._gather_all(own))
-
-    def _reduce(self, param: nn.Parameter) -> None:
-        param.reductions += 1
-        grad = param.grad.detach().clone()
-        param.ds_grad = grad if param.ds_grad is None else param.ds_grad + grad
-        param.grad = None
-        self._release(param)
-
-    @contextlib.contextmanager
-    def gathered(self, params, modifier_rank=None):
-        """``deepspeed.zero.GatheredParameters``: gathered inside the block, released after (read-only)."""
-        assert modifier_rank is None
-        were = [p for p in params if p.numel() == 0]
-        for param in were:
-            self._gather(param)
-        try:
-            yield
-        finally:
-            for param in were:
-                self._release(param)
-
-
-@pytest.fixture
-def fake_deepspeed(monkeypatch):
-    """A ``deepspeed`` module whose ``zero.GatheredParameters`` is the simulation's (installed per test)."""
-    holder: dict[str, SimulatedZero3] = {}
-    module = types.ModuleType("deepspeed")
-    module.zero = types.SimpleNamespace(GatheredParameters=lambda params, **kw: holder["sim"].gathered(params, **kw))
-    monkeypatch.setitem(sys.modules, "deepspeed", module)
-    return holder
 
 
 def _model():
@@ -111,14 +36,6 @@ def _model():
 def _batch(tokenizer) -> dict[str, torch.Tensor]:
     ids = torch.tensor([tokenizer("the sea is blue and deep, a cat sat on the mat")["input_ids"][:16]] * 2)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-
-
-def partition(holder, model) -> None:
-    """Partition ``model``'s embedding and LoRA factors as ZeRO-3 does (the simulation kept in ``holder``)."""
-    targets = [model.get_input_embeddings()]
-    for module in find_lora_modules(model):
-        targets += [module.layer.lora_A[module.adapter], module.layer.lora_B[module.adapter]]
-    holder["sim"] = SimulatedZero3(targets)
 
 
 def _partitioned_model(holder):

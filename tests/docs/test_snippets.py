@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.axolotl.helpers import requires_axolotl
+from tests.helpers.axolotl import requires_axolotl
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "agl_trl/integrations/axolotl/README.md"]
@@ -280,7 +280,7 @@ def test_yaml_snippet_validates_in_axolotl(snippet: Snippet) -> None:
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
-    from tests.axolotl.helpers import PLUGIN, load_recipe
+    from tests.helpers.axolotl import PLUGIN, load_recipe
 
     config = yaml.safe_load(snippet.code)
     assert isinstance(config, dict), snippet.id

@@ -23,7 +23,7 @@ from agl_trl.driftcaps import (
     refusal_parts,
     shared_ngrams,
 )
-from tests.conftest import FIXTURE_PROMPTS, write_jsonl
+from tests.helpers.data import FIXTURE_PROMPTS, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = ROOT / "tools" / "build_driftcaps.py"

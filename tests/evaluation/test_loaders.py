@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from agl_trl.evaluation import loaders
-from tests.conftest import write_jsonl
+from tests.helpers.data import write_jsonl
 
 
 def test_local_jsonl_and_csv(tmp_path):

@@ -1,11 +1,12 @@
-"""Fixtures for the trainer tests (helpers live in agl_helpers.py)."""
+"""Fixtures for the trainer tests (helpers live in tests/helpers/trainers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from agl_helpers import ANSWERS, PROMPTS, tiny_model_and_tokenizer, write_jsonl
+
+from tests.helpers.trainers import ANSWERS, PROMPTS, tiny_model_and_tokenizer, write_jsonl
 
 
 @pytest.fixture

@@ -6,11 +6,18 @@ import sys
 from pathlib import Path
 
 import torch
-from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, randomise_lora_b, sft_records, tiny_model_and_tokenizer
 from datasets import Dataset
 
 from agl_trl.config import AGLSFTConfig
 from agl_trl.trainers import AGLSFTTrainer
+from tests.helpers.trainers import (
+    FAST_AGL,
+    FAST_ARGS,
+    lora_config,
+    randomise_lora_b,
+    sft_records,
+    tiny_model_and_tokenizer,
+)
 
 
 def main(out: Path, probe: str) -> None:

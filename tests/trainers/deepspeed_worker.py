@@ -55,8 +55,8 @@ def _lora(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _randomise_lora_b(model: torch.nn.Module) -> None:
-    """agl_helpers.randomise_lora_b, gathering (and writing back) the factors if ZeRO-3 has partitioned them already."""
-    from agl_helpers import randomise_lora_b
+    """tests.helpers.trainers.randomise_lora_b, gathering (and writing back) the factors if ZeRO-3 has partitioned them already."""
+    from tests.helpers.trainers import randomise_lora_b
 
     partitioned = [p for p in _lora(model).values() if hasattr(p, "ds_shape")]
     if not partitioned:
@@ -69,12 +69,12 @@ def _randomise_lora_b(model: torch.nn.Module) -> None:
 
 
 def run(mode: str, out: Path, probe: str, model_dir: str) -> None:
-    from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, sft_records
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
 
     from agl_trl.config import AGLSFTConfig
     from agl_trl.trainers import AGLSFTTrainer
+    from tests.helpers.trainers import FAST_AGL, FAST_ARGS, lora_config, sft_records
 
     zero3 = mode.startswith("zero3")
     seen: dict[str, list] = {"outside": [], "inside": []}

@@ -26,7 +26,7 @@ from agl_trl.fisher.probe import build_sequences
 from agl_trl.regularizers import AGLRegularizer
 from agl_trl.settings import AGLSettings
 from agl_trl.teacher_forcing import collate, probe_kl, reference_log_probs
-from tests.distributed_helpers import allow_fsdp_on_cpu, penalty_and_gradients, step_gradients
+from tests.helpers.distributed import allow_fsdp_on_cpu, penalty_and_gradients, step_gradients
 
 # every term active (fixed lambda: no meter needed), E_riem on a sub-block smaller than the matrices
 SETTINGS = dict(lambda_align=3.0, lambda_task=2.0, lambda_collision=1.0, riem_block=8, kl_every=0)
@@ -38,8 +38,9 @@ RECORDS = [
 
 
 def _model():
-    from agl_helpers import lora_config, randomise_lora_b, tiny_model_and_tokenizer
     from peft import get_peft_model
+
+    from tests.helpers.trainers import lora_config, randomise_lora_b, tiny_model_and_tokenizer
 
     model, tokenizer = tiny_model_and_tokenizer()
     torch.manual_seed(0)  # lora_A's initialisation: the same on every rank and in the reference
@@ -113,11 +114,18 @@ def core(out: Path) -> None:
 
 
 def train(out: Path, probe: str) -> None:
-    from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, randomise_lora_b, sft_records, tiny_model_and_tokenizer
     from datasets import Dataset
 
     from agl_trl.config import AGLSFTConfig
     from agl_trl.trainers import AGLSFTTrainer
+    from tests.helpers.trainers import (
+        FAST_AGL,
+        FAST_ARGS,
+        lora_config,
+        randomise_lora_b,
+        sft_records,
+        tiny_model_and_tokenizer,
+    )
 
     allow_fsdp_on_cpu()
     fsdp = dict(fsdp=True, fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})

@@ -29,7 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed_helpers import free_port
+from tests.helpers.distributed import free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,7 +66,7 @@ def _run(out: Path, mode: str, probe: Path, model: Path, timeout: int) -> dict:
 @pytest.fixture(scope="module")
 def references(tmp_path_factory, tiny_model_dir):
     """The single-process AGL run (the ZeRO-3 run's global batch as its batch) and the same run without AGL."""
-    from agl_helpers import ANSWERS, PROMPTS, write_jsonl
+    from tests.helpers.trainers import ANSWERS, PROMPTS, write_jsonl
 
     out = tmp_path_factory.mktemp("deepspeed")
     records = [{"prompt": PROMPTS[i], "response": ANSWERS[i % len(ANSWERS)]} for i in range(6)]

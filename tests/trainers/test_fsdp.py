@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.distributed_helpers import run_two_processes
+from tests.helpers.distributed import run_two_processes
 
 HERE = Path(__file__).resolve().parent
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from agl_helpers import FAST_AGL, FAST_ARGS, dpo_records, lora_config, sft_records, tiny_model_and_tokenizer
 from datasets import Dataset
 
 from agl_trl.config import AGLDPOConfig, AGLSFTConfig
 from agl_trl.trainers import AGL_STATE_FILE, AGLDPOTrainer, AGLSFTTrainer
+from tests.helpers.trainers import FAST_AGL, FAST_ARGS, dpo_records, lora_config, sft_records, tiny_model_and_tokenizer
 
 
 def sft_trainer(output_dir, probe_file, **overrides):

@@ -8,9 +8,9 @@ import types
 from pathlib import Path
 
 import pytest
-from agl_helpers import dpo_records, sft_records, write_jsonl
 
 from agl_trl import cli
+from tests.helpers.trainers import dpo_records, sft_records, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes" / "trl"

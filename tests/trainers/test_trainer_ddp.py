@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.distributed_helpers import free_port
+from tests.helpers.distributed import free_port
 
 HERE = Path(__file__).resolve().parent
 

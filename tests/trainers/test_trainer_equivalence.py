@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 import torch
-from agl_helpers import (
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from agl_trl.config import AGLDPOConfig, AGLSFTConfig
+from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer, trainer_divides_loss_by_ga
+from tests.helpers.trainers import (
     FAST_AGL,
     FAST_ARGS,
     GradRecorder,
@@ -17,11 +22,6 @@ from agl_helpers import (
     sft_records,
     tiny_model_and_tokenizer,
 )
-from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
-
-from agl_trl.config import AGLDPOConfig, AGLSFTConfig
-from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer, trainer_divides_loss_by_ga
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)

@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 import torch
-from agl_helpers import (
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+from agl_trl.config import AGLGRPOConfig, AGLRLOOConfig
+from agl_trl.trainers import AGLGRPOTrainer, AGLRLOOTrainer, trainer_divides_loss_by_ga
+from tests.helpers.online import FAST_ONLINE, constant_reward, length_reward, prompt_records
+from tests.helpers.trainers import (
     FAST_AGL,
     GradRecorder,
     assert_same_grads,
@@ -26,12 +32,6 @@ from agl_helpers import (
     randomise_lora_b,
     tiny_model_and_tokenizer,
 )
-from datasets import Dataset
-from online_helpers import FAST_ONLINE, constant_reward, length_reward, prompt_records
-from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-from agl_trl.config import AGLGRPOConfig, AGLRLOOConfig
-from agl_trl.trainers import AGLGRPOTrainer, AGLRLOOTrainer, trainer_divides_loss_by_ga
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)

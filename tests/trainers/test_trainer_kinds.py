@@ -6,16 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from agl_helpers import (
-    ANSWERS,
-    FAST_AGL,
-    FAST_ARGS,
-    PROMPTS,
-    lora_config,
-    randomise_lora_b,
-    sft_records,
-    tiny_model_and_tokenizer,
-)
 from datasets import Dataset
 
 import agl_trl.config as config_module
@@ -25,6 +15,16 @@ from agl_trl.fisher import FisherArtifactError, estimate_fisher
 from agl_trl.lora import no_lora_message
 from agl_trl.settings import AGLUserError
 from agl_trl.trainers import AGLSFTTrainer, check_parallelism, enable_agl
+from tests.helpers.trainers import (
+    ANSWERS,
+    FAST_AGL,
+    FAST_ARGS,
+    PROMPTS,
+    lora_config,
+    randomise_lora_b,
+    sft_records,
+    tiny_model_and_tokenizer,
+)
 
 
 def kto_records(n: int = 12):

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from agl_helpers import write_jsonl
-from online_helpers import prompt_records
 
 from agl_trl import cli
+from tests.helpers.online import prompt_records
+from tests.helpers.trainers import write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes" / "trl"
@@ -28,7 +28,7 @@ def test_tiny_recipe_trains_with_agl_and_writes_adapter_and_fisher(kind, tmp_pat
     out = tmp_path / kind
     # the recipe's own data and reward (the task, exact match), plus one of TRL's CLI names and a dotted path
     rewards = ["--reward_funcs", "agl_trl.experiments.online.task_reward", "think_format_reward"]
-    rewards += ["online_helpers.length_reward"]
+    rewards += ["tests.helpers.online.length_reward"]
     argv = [kind, "--config", str(RECIPES / f"tiny-{kind}.yaml"), *overrides(tiny_model_dir, probe_file, out, *rewards)]
     argv += ["--dataset_name", str(REPO / "recipes" / "data" / "tiny-grpo.jsonl")]
     assert cli.main(argv) == 0
@@ -41,7 +41,7 @@ def test_tiny_grpo_logs_agl_terms_and_rewards(tmp_path, tiny_model_dir, probe_fi
     data = write_jsonl(tmp_path / "prompts.jsonl", prompt_records(8))
     out = tmp_path / "grpo-logs"
     argv = ["grpo", "--config", str(RECIPES / "tiny-grpo.yaml"), "--dataset_name", str(data)]
-    argv += overrides(tiny_model_dir, probe_file, out, "--reward_funcs", "online_helpers.length_reward")
+    argv += overrides(tiny_model_dir, probe_file, out, "--reward_funcs", "tests.helpers.online.length_reward")
     assert cli.main(argv) == 0
     printed = capsys.readouterr()
     text = printed.out + printed.err
@@ -73,7 +73,7 @@ def test_8b_recipe_parses_with_the_grpo_script():
     [
         (["--reward_funcs", "accuracy"], r"Invalid `reward_funcs` entry 'accuracy': expected one of accuracy_reward"),
         (["--reward_funcs", "no_such_module.reward"], r"module 'no_such_module' does not import"),
-        (["--reward_funcs", "online_helpers.missing"], r"has no callable 'missing'"),
+        (["--reward_funcs", "tests.helpers.online.missing"], r"has no callable 'missing'"),
         ([], r"Online RL needs a reward: set `reward_funcs`"),
     ],
 )

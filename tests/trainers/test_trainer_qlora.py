@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from agl_helpers import FAST_AGL, FAST_ARGS, dpo_records, lora_config, randomise_lora_b, sft_records
 from datasets import Dataset
+
+from tests.helpers.trainers import FAST_AGL, FAST_ARGS, dpo_records, lora_config, randomise_lora_b, sft_records
 
 pytest.importorskip("bitsandbytes")
 

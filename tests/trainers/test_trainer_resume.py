@@ -6,12 +6,19 @@ import json
 
 import pytest
 import torch
-from agl_helpers import FAST_AGL, FAST_ARGS, lora_config, randomise_lora_b, sft_records, tiny_model_and_tokenizer
 from datasets import Dataset
 
 from agl_trl.config import AGLSFTConfig
 from agl_trl.fisher import FISHER_SUBDIR
 from agl_trl.trainers import AGL_STATE_FILE, AGLSFTTrainer
+from tests.helpers.trainers import (
+    FAST_AGL,
+    FAST_ARGS,
+    lora_config,
+    randomise_lora_b,
+    sft_records,
+    tiny_model_and_tokenizer,
+)
 
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=5.0, agl_tau_momentum=0.5)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from tests.helpers.data import write_jsonl  # noqa: F401 - the trainer tests' writer
+from tests.helpers.lora_models import randomise_lora_b  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -101,21 +102,6 @@ def dpo_records(n: int = 12) -> list[dict[str, Any]]:
     ]
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def randomise_lora_b(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
-    """Give every lora_B a random value (PEFT initialises B = 0, where every AGL term and gradient is 0)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * std)
-
-
 class GradRecorder:
     """TrainerCallback recording the LoRA gradients just before each optimizer step."""
 
@@ -147,3 +133,37 @@ def assert_same_grads(a: list[dict], b: list[dict]) -> None:
         assert ga.keys() == gb.keys() and ga
         for name in ga:
             assert torch.equal(ga[name], gb[name]), f"step {step}: gradient of {name} differs"
+
+
+# a plain TRL SFT run for the peer penalties' plumbing tests
+PLAIN_PROMPTS = ["Write a poem about the sea.", "What is two plus two?", "Name a colour.", "Tell me a story."]
+PLAIN_ANSWERS = ["The sea is blue and wide.", "Four.", "Red.", "Once upon a time there was a cat."]
+
+
+def plain_sft_trainer(tmp_path, **overrides):
+    """A plain ``trl.SFTTrainer`` (no AGL) on 8 prompt-completion rows, for installing a penalty on it."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from agl_trl.models import tiny_llama
+
+    model, tokenizer = tiny_llama(seed=0, vocab_size=384, padding_side="right")
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": PLAIN_PROMPTS[i % 4]}],
+            "completion": [{"role": "assistant", "content": PLAIN_ANSWERS[i % 4]}],
+        }
+        for i in range(8)
+    ]
+    args = dict(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, learning_rate=5e-2,
+        lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        seed=0, data_seed=0, max_length=48, disable_tqdm=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    args.update(overrides)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return SFTTrainer(
+        model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        peft_config=lora,
+    )  # fmt: skip

@@ -1,33 +1,60 @@
-"""Tiny LoRA models and synthetic alignment matrices for the baseline tests."""
+"""Tiny LoRA models for the core and baseline tests: random B (dW != 0), synthetic alignment matrices, the peer
+penalties the sharded tests share, and gradient checks."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from agl_trl.baselines import AlignmentDirection, direction_from_delta
 from agl_trl.lora import find_lora_modules
 
+PROBE = [
+    {"prompt": f"question number {i} about the sea", "response": f"answer {i}: the sea is blue and deep {i * 7}"}
+    for i in range(12)
+]
 
-def make_lora_model(seed: int = 0, rank: int = 4, zero_b: bool = False, **kwargs):
-    """A random tiny Llama with all-linear LoRA adapters; B randomised (dW != 0) unless ``zero_b``."""
+
+def make_lora_model(
+    seed: int = 0, targets="all-linear", rank: int = 4, initializer_range: float = 0.2, zero_b: bool = False, **kwargs
+):
+    """A random tiny Llama with LoRA adapters on ``targets``; B randomised (dW != 0) unless ``zero_b``."""
     from peft import LoraConfig, get_peft_model
 
     from agl_trl.models import tiny_llama
 
-    model, tokenizer = tiny_llama(seed=seed, initializer_range=0.2, **kwargs)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", lora_dropout=0.0)
+    model, tokenizer = tiny_llama(seed=seed, initializer_range=initializer_range, **kwargs)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0)
     model = get_peft_model(model, config)
     if not zero_b:
-        randomise_b(model, seed + 100)
+        randomise_lora_b(model, seed + 100)
     return model, tokenizer
 
 
-def randomise_b(model: torch.nn.Module, seed: int, std: float = 0.05) -> None:
+def randomise_lora_b(model: torch.nn.Module, seed: int = 1, std: float = 0.05) -> None:
+    """Give every lora_B a random value (PEFT initialises B = 0, where every penalty and its gradient is 0)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
             if "lora_B" in name:
-                param.copy_(std * torch.randn(param.shape, generator=generator))
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def lora_grads(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The gradient of ``loss`` w.r.t. every LoRA factor (zeros where it does not reach)."""
+    params = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return {n: (torch.zeros_like(p) if g is None else g) for (n, p), g in zip(params.items(), grads, strict=True)}
+
+
+def assert_nonzero_grads(model: torch.nn.Module, loss: torch.Tensor) -> None:
+    """``loss`` has a finite, non-zero gradient on both lora_A and lora_B."""
+    grads = lora_grads(model, loss)
+    for kind in ("lora_A", "lora_B"):
+        norms = [float(g.norm()) for n, g in grads.items() if kind in n]
+        assert norms and all(math.isfinite(x) for x in norms)
+        assert sum(norms) > 0, f"no gradient reaches {kind}"
 
 
 def explicit_update(module) -> torch.Tensor:

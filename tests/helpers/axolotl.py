@@ -188,7 +188,7 @@ def axolotl_torchrun(
 ) -> subprocess.CompletedProcess:
     """``axolotl train <config> --launcher torchrun -- --nproc_per_node 2`` in ``workspace`` with ``env`` added to
     :func:`axolotl_env`; fails the test on a hang or a non-zero exit, output kept in ``<config>.log``."""
-    from tests.distributed_helpers import free_port
+    from tests.helpers.distributed import free_port
 
     bin_dir = str(Path(sys.executable).parent)
     full = axolotl_env(workspace)

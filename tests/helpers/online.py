@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agl_helpers import FAST_ARGS, PROMPTS
+from tests.helpers.trainers import FAST_ARGS, PROMPTS
 
 # tiny generation: 2 completions of <= 4 tokens per prompt, so a step takes tens of milliseconds
 FAST_ONLINE: dict[str, Any] = dict(
