@@ -12,6 +12,7 @@ batch's tokens, or sums per sequence), so every number is the one it was before 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,17 @@ class TokenSequence:
         """A generation-like object (``prompt_ids``, ``response_ids``: :class:`agl_trl.generation.Generation`)."""
         prompt, response = list(generation.prompt_ids), list(generation.response_ids)
         return cls(prompt + response, [0] * len(prompt) + [1] * len(response))
+
+
+def longest_first_batches(sequences: Sequence[TokenSequence], batch_size: int) -> Iterator[list[int]]:
+    """Indices of the sequences with response tokens, longest first, in batches of ``batch_size`` (little padding,
+    and the same batches for every caller that scores the same sequences)."""
+    order = sorted(
+        (i for i, s in enumerate(sequences) if sum(s.response_mask) > 0),
+        key=lambda i: -len(sequences[i].input_ids),
+    )
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
 
 
 def collate(sequences: list[TokenSequence], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -136,6 +148,7 @@ def anchor_kl(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
 
 
 __all__ = [
+    "longest_first_batches",
     "TokenSequence",
     "accepts_logits_to_keep",
     "adapter_log_probs",

@@ -26,6 +26,7 @@ from agl_trl.teacher_forcing import (
     TokenSequence,
     collate,
     kl_per_token,
+    longest_first_batches,
     predicting_positions,
     response_log_probs,
 )
@@ -88,13 +89,10 @@ def kl_between(
     """
     per_sum = [0.0] * len(sequences)
     per_tok = [len(s.response_ids) for s in sequences]
-    order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i].prompt_ids) + per_tok[i]))
-    order = [i for i in order if per_tok[i] > 0]
-    for start in tqdm(range(0, len(order), batch_size), desc="kl", disable=not progress, leave=False):
-        idx = order[start : start + batch_size]
-        tokens = [TokenSequence.from_generation(sequences[i]) for i in idx]
+    tokens = [TokenSequence.from_generation(s) for s in sequences]
+    for idx in tqdm(list(longest_first_batches(tokens, batch_size)), desc="kl", disable=not progress, leave=False):
         with reference() as ref, eval_mode(ref):
-            batch = collate(tokens, pad_id, model_device(ref))
+            batch = collate([tokens[i] for i in idx], pad_id, model_device(ref))
             ref_lp = response_log_probs(ref, batch)
         with model() as mod, eval_mode(mod):
             device = model_device(mod)

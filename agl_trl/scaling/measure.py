@@ -31,7 +31,7 @@ import torch
 
 from ..evaluation.kl import ContextFactory, as_reference, reference_generations
 from ..generation import Generation, Prompt, encode_prompt, eval_mode, model_device
-from ..teacher_forcing import TokenSequence, collate, predicting_positions, response_log_probs
+from ..teacher_forcing import TokenSequence, collate, longest_first_batches, predicting_positions, response_log_probs
 from .io import RunRecord
 
 RESPONSES = "responses"
@@ -101,15 +101,11 @@ def nll_between(
     pad_id: int = 0,
 ) -> tuple[float, float, int]:
     """Token-weighted mean NLL of ``model`` and of ``reference`` on the response tokens: (model, reference, n)."""
-    order = sorted(
-        (i for i, s in enumerate(sequences) if s.response_ids),
-        key=lambda i: -(len(sequences[i].prompt_ids) + len(sequences[i].response_ids)),
-    )
+    tokens = [TokenSequence.from_generation(s) for s in sequences]
     sums = [0.0, 0.0]
     n_tokens = 0
-    for start in range(0, len(order), batch_size):
-        tokens = [TokenSequence.from_generation(sequences[i]) for i in order[start : start + batch_size]]
-        batch = collate(tokens, pad_id, torch.device("cpu"))
+    for idx in longest_first_batches(tokens, batch_size):
+        batch = collate([tokens[i] for i in idx], pad_id, torch.device("cpu"))
         for k, factory in enumerate((model, reference)):
             with factory() as module, eval_mode(module):
                 sums[k] += float(_token_nll(module, batch).double().sum())
