@@ -27,7 +27,7 @@ from agl_trl.settings import (
     AGLTrainingSettings,
     agl_field,
 )
-from agl_trl.utils import derived_class, import_object, lazy_getattr
+from agl_trl.utils import derived_class, derived_classes
 
 
 @dataclass
@@ -132,13 +132,9 @@ if TYPE_CHECKING:  # what IDEs and type checkers read; at run time each class is
     class AGLRLOOConfig(RLOOConfig, AGLArgs): ...
 
 
-for _kind in TRAINER_KINDS:  # the trl.experimental ones on first access (importing it is slow and warns)
-    if not _kind.experimental:
-        globals()[_kind.config_name] = agl_config_class(import_object(_kind.trl_config), _kind.config_name)
-del _kind
-
-__getattr__ = lazy_getattr(
-    __name__, globals(), {k.config_name: k.trl_config for k in TRAINER_KINDS if k.experimental}, agl_config_class
+# one class per row; the trl.experimental ones on first access (importing it is slow and warns)
+__getattr__ = derived_classes(
+    __name__, globals(), {k.config_name: (k.trl_config, k.experimental) for k in TRAINER_KINDS}, agl_config_class
 )
 
 __all__ = [

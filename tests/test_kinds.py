@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import agl_trl
 from agl_trl.kinds import KINDS_BY_NAME, TRAINER_KINDS, TrainerKind, trainer_kind
 from agl_trl.utils import import_object
 

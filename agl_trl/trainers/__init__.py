@@ -27,7 +27,7 @@ from agl_trl.trainers.install import (
 from agl_trl.trainers.mixin import AGLLossMixin, scale_for_ga, trainer_divides_loss_by_ga
 from agl_trl.trainers.runtime import AGLRuntime
 from agl_trl.trainers.state import AGL_STATE_FILE, save_agl_state
-from agl_trl.utils import derived_class, import_object, lazy_getattr
+from agl_trl.utils import derived_class, derived_classes
 
 
 def agl_trainer_class(base: type, name: str | None = None) -> type:
@@ -65,13 +65,9 @@ if TYPE_CHECKING:  # what IDEs and type checkers read; at run time each class is
     class AGLRLOOTrainer(AGLLossMixin, RLOOTrainer): ...
 
 
-for _kind in TRAINER_KINDS:  # the trl.experimental ones on first access (importing it is slow and warns)
-    if not _kind.experimental:
-        globals()[_kind.trainer_name] = agl_trainer_class(import_object(_kind.trl_trainer), _kind.trainer_name)
-del _kind
-
-__getattr__ = lazy_getattr(
-    __name__, globals(), {k.trainer_name: k.trl_trainer for k in TRAINER_KINDS if k.experimental}, agl_trainer_class
+# one class per row; the trl.experimental ones on first access (importing it is slow and warns)
+__getattr__ = derived_classes(
+    __name__, globals(), {k.trainer_name: (k.trl_trainer, k.experimental) for k in TRAINER_KINDS}, agl_trainer_class
 )
 
 __all__ = [

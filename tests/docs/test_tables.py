@@ -17,4 +17,6 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "trainers.md"
 def test_doc_table_is_the_generated_one(name, generate):
     match = re.search(rf"<!-- {name}:[^\n]*-->\n(.*?)<!-- /{name} -->", PAGE.read_text(encoding="utf-8"), re.S)
     assert match, f"docs/trainers.md has no <!-- {name}: ... --> block"
-    assert match.group(1) == generate(), f"docs/trainers.md's {name} is stale: paste {generate.__module__}.{generate.__name__}()"
+    assert match.group(1) == generate(), (
+        f"docs/trainers.md's {name} is stale: paste {generate.__module__}.{generate.__name__}()"
+    )

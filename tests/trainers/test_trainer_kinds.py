@@ -171,7 +171,7 @@ def test_artifact_by_path_is_used_and_verified(tmp_path, probe_file):
     assert not (tmp_path / "good" / "agl_fisher").exists()  # nothing estimated
     with pytest.raises(FisherArtifactError, match="another model"):
         trainer_with(other, "bad").train()
-    from agl_trl.settings import AGLTrainingSettings, AGLUserError
+    from agl_trl.settings import AGLUserError
 
     with pytest.raises(AGLUserError, match="does not exist"):  # caught at config time now, before any model loads
         trainer_with(tmp_path / "nowhere", "missing")
