@@ -12,23 +12,19 @@ from agl_helpers import (
     GradRecorder,
     assert_same_grads,
     dpo_records,
+    kind_classes,
     lora_config,
     randomise_lora_b,
     sft_records,
     tiny_model_and_tokenizer,
 )
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from agl_trl.config import AGLDPOConfig, AGLSFTConfig
-from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer, trainer_divides_loss_by_ga
+from agl_trl.trainers import trainer_divides_loss_by_ga
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)
-KINDS = {
-    "sft": (SFTTrainer, SFTConfig, AGLSFTTrainer, AGLSFTConfig, sft_records),
-    "dpo": (DPOTrainer, DPOConfig, AGLDPOTrainer, AGLDPOConfig, dpo_records),
-}
+KINDS = {"sft": (*kind_classes("sft"), sft_records), "dpo": (*kind_classes("dpo"), dpo_records)}
 
 
 def run(kind: str, tmp_path, agl: dict[str, Any] | None, **overrides: Any) -> tuple[list[float], list[dict], Any]:
