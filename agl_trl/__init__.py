@@ -9,29 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from agl_trl.kinds import TRAINER_KINDS
+
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
-    # configs
+    # configs and trainers: one of each per row of agl_trl.kinds.TRAINER_KINDS
     "AGLArgs": "agl_trl.config",
-    "AGLSFTConfig": "agl_trl.config",
-    "AGLDPOConfig": "agl_trl.config",
-    "AGLKTOConfig": "agl_trl.config",
-    "AGLGRPOConfig": "agl_trl.config",
-    "AGLRLOOConfig": "agl_trl.config",
-    "AGLORPOConfig": "agl_trl.config",
-    "AGLCPOConfig": "agl_trl.config",
-    # trainers
+    **{kind.config_name: "agl_trl.config" for kind in TRAINER_KINDS},
     "AGLLossMixin": "agl_trl.trainers",
     "attach_agl": "agl_trl.trainers",
     "enable_agl": "agl_trl.trainers",
-    "AGLSFTTrainer": "agl_trl.trainers",
-    "AGLDPOTrainer": "agl_trl.trainers",
-    "AGLKTOTrainer": "agl_trl.trainers",
-    "AGLGRPOTrainer": "agl_trl.trainers",
-    "AGLRLOOTrainer": "agl_trl.trainers",
-    "AGLORPOTrainer": "agl_trl.trainers",
-    "AGLCPOTrainer": "agl_trl.trainers",
+    **{kind.trainer_name: "agl_trl.trainers" for kind in TRAINER_KINDS},
     # core
     "AGLRegularizer": "agl_trl.regularizers",
     "AGLSettings": "agl_trl.regularizers",

@@ -9,8 +9,9 @@ Training commands mirror ``trl <command>`` (``trl/cli/commands/training.py``)::
     agl-trl fisher --config recipe.yaml                                     # estimate + save the Fisher only
 
 Keys (YAML or CLI) that no dataclass of the script knows are handed to ``accelerate launch`` (``num_processes``,
-``accelerate_config``, ``mixed_precision``, ...), which then runs ``-m agl_trl.scripts.<command>``. With no such key
-the script runs in this process. ``drift``, ``demo`` and ``scaling`` forward to their own command lines.
+``accelerate_config``, ``mixed_precision``, ...), which then runs ``-m agl_trl.scripts.train <command>`` (or
+``-m agl_trl.scripts.fisher``). With no such key the script runs in this process. The trainer kinds are the rows of
+:data:`agl_trl.kinds.TRAINER_KINDS`. ``drift``, ``demo`` and ``scaling`` forward to their own command lines.
 
 User errors of a training command (a bad or unknown ``agl_*`` key, a bad value or boolean, a missing artifact or
 probe file, AGL without ``use_peft``) print one line, ``agl-trl: error: <message>``, and exit with status 2, before
@@ -27,16 +28,11 @@ from argparse import ArgumentParser
 from collections.abc import Sequence
 from typing import Any
 
+from agl_trl.kinds import TRAINER_KINDS
 from agl_trl.settings import AGLUserError
 
 TRAINING_COMMANDS: dict[str, str] = {
-    "sft": "Supervised fine-tuning with AGL (AGLSFTTrainer)",
-    "dpo": "DPO with AGL (AGLDPOTrainer)",
-    "kto": "KTO with AGL (AGLKTOTrainer)",
-    "orpo": "ORPO with AGL (AGLORPOTrainer, trl.experimental)",
-    "cpo": "CPO/SimPO with AGL (AGLCPOTrainer, trl.experimental)",
-    "grpo": "GRPO with AGL (AGLGRPOTrainer; reward_funcs as `trl grpo` names them)",
-    "rloo": "RLOO with AGL (AGLRLOOTrainer; reward_funcs as `trl rloo` names them)",
+    **{kind.name: kind.summary for kind in TRAINER_KINDS},
     "fisher": "Estimate and save a Fisher artifact for a model + LoRA config, without training",
 }
 FORWARDED_COMMANDS: dict[str, tuple[str, str]] = {
@@ -147,19 +143,28 @@ def split_launch_args(tokens: list[str]) -> tuple[list[str], list[str]]:
     return launch, other
 
 
+def script_of(name: str) -> tuple[str, list[str]]:
+    """The script module of training command ``name`` and the arguments that precede its own: a trainer kind runs
+    ``agl_trl.scripts.train <kind>``, ``fisher`` runs ``agl_trl.scripts.fisher``."""
+    return ("agl_trl.scripts.fisher", []) if name == "fisher" else ("agl_trl.scripts.train", [name])
+
+
 def parse_training_args(name: str, module: Any, argv: list[str]) -> tuple[list[Any], list[str], list[str]]:
     """The parsed dataclasses and the remaining tokens of a training command; user errors are :class:`AGLUserError`
     (see :func:`agl_trl.scripts._common.parse_user_args`; the training commands also need ``use_peft``)."""
     from agl_trl.scripts._common import check_parsed, parse_user_args
 
-    parsed, config_remaining, cli_remaining = parse_user_args(module.make_parser(prog=f"agl-trl {name}"), argv)
+    _, leading = script_of(name)
+    parser = module.make_parser(*leading, prog=f"agl-trl {name}")
+    parsed, config_remaining, cli_remaining = parse_user_args(parser, argv)
     if name != "fisher":
         check_parsed(*parsed)
     return parsed, config_remaining, cli_remaining
 
 
 def run_training_command(name: str, argv: list[str]) -> int:
-    module = importlib.import_module(f"agl_trl.scripts.{name}")
+    module_name, leading = script_of(name)
+    module = importlib.import_module(module_name)
     parsed, config_remaining, cli_remaining = parse_training_args(name, module, argv)
     try:
         launch_args = _resolve_accelerate_config(list(config_remaining) + list(cli_remaining))
@@ -170,10 +175,10 @@ def run_training_command(name: str, argv: list[str]) -> int:
         if ignored:
             print(f"[agl-trl fisher] ignoring keys that only matter for training: {' '.join(ignored)}")
     if not launch_args:
-        module.main(*parsed)
+        module.main(*leading, *parsed)
         return 0
     script_args = _subtract_subsequence(argv, list(cli_remaining))
-    launch_with_accelerate(f"agl_trl.scripts.{name}", launch_args, script_args)
+    launch_with_accelerate(module_name, launch_args, [*leading, *script_args])
     return 0
 
 

@@ -1,21 +1,22 @@
 """Configuration of AGL: the ``agl_*`` fields of the TRL trainer configs.
 
-``AGLArgs`` is a dataclass mixin generated from :mod:`agl_trl.settings` (the one owner of every setting's default,
-help, choices and rule). Every trainer config (``AGLSFTConfig``, ``AGLDPOConfig``, ...) inherits it, so ``TrlParser``
-reads the ``agl_*`` keys from recipe YAML files and from the command line, and the Axolotl plugin exposes the same
-names. ``__post_init__`` validates the fields once, by building :class:`~agl_trl.settings.AGLTrainingSettings`; the
-trainers take that object from :meth:`AGLArgs.agl_settings`. With AGL enabled, a trainer config also checks the
+:class:`AGLArgs` declares every ``agl_*`` field (name and type written out, for IDEs and type checkers; default, help
+and choices read from :mod:`agl_trl.settings`, the one owner of every setting, by :func:`~agl_trl.settings.agl_field`;
+tests/trainers/test_trainer_config.py keeps the declarations equal to it). Every trainer config (``AGLSFTConfig``,
+``AGLDPOConfig``, ...; one per row of :data:`agl_trl.kinds.TRAINER_KINDS`) inherits it, so ``TrlParser`` reads the
+``agl_*`` keys from recipe YAML files and from the command line, and the Axolotl plugin exposes the same names.
+``__post_init__`` validates the fields by building :class:`~agl_trl.settings.AGLTrainingSettings` (the trainers read
+them the same way, :meth:`AGLTrainingSettings.from_prefixed`). With AGL enabled, a trainer config also checks the
 files the run will read (:func:`agl_trl.preflight.check_sources`: the artifact, a local probe file) before any model
 loads. Errors name the field, the bad value and the fix.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig, SFTConfig
-
+from agl_trl.kinds import TRAINER_KINDS
 from agl_trl.preflight import check_sources
 from agl_trl.settings import (
     BUILTIN_PROBE,
@@ -24,80 +25,53 @@ from agl_trl.settings import (
     SKETCH_CHOICES,
     TARGETS_CHOICES,
     AGLTrainingSettings,
-    setting_fields,
+    agl_field,
 )
-from agl_trl.utils import derived_class, lazy_getattr
+from agl_trl.utils import derived_class, derived_classes
 
 
-def _agl_post_init(self: Any) -> None:
-    validate_agl_args(self)
+@dataclass
+class AGLArgs:
+    """The ``agl_*`` fields shared by every AGL trainer config, the CLI recipes and the Axolotl plugin.
 
-
-def _agl_settings(self: Any) -> AGLTrainingSettings:
-    """The validated settings objects of these fields (rebuilt only if a field changed since the last call)."""
-    snapshot = tuple(getattr(self, name) for name in AGL_FIELD_NAMES)
-    cached = self.__dict__.get("_agl_settings_cache")
-    if cached is None or cached[0] != snapshot:
-        cached = (snapshot, AGLTrainingSettings.from_prefixed(self, none_is_default=False))
-        self.__dict__["_agl_settings_cache"] = cached
-    return cached[1]
-
-
-def _make_agl_args() -> type:
-    specs = setting_fields()
-    columns = []
-    for spec in specs:
-        metadata: dict[str, Any] = {"help": spec.help}
-        if spec.choices:
-            metadata["choices"] = list(spec.choices)
-        columns.append((spec.key, spec.type, field(default=spec.default, metadata=metadata)))
-    doc = "\n".join(f"        {s.key}: {s.help}" for s in specs)
-    namespace = {"__post_init__": _agl_post_init, "agl_settings": _agl_settings, "__module__": __name__}
-    cls = make_dataclass("AGLArgs", columns, namespace=namespace)
-    cls.__doc__ = (
-        "The ``agl_*`` fields shared by every AGL trainer config, the CLI recipes and the Axolotl plugin "
-        "(generated from :mod:`agl_trl.settings`).\n\n    Parameters:\n" + doc
-    )
-    return cls
-
-
-AGLArgs = _make_agl_args()
-
-AGL_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AGLArgs))
-"""Names of every ``agl_*`` field, in declaration order."""
-
-
-def validate_agl_args(args: Any) -> AGLTrainingSettings:
-    """Check every ``agl_*`` field of ``args`` (an ``AGLArgs`` or any object with those attributes).
-
-    Raises ``ValueError`` naming the field, the bad value and the fix; returns the validated settings objects.
+    Each field's default, help and rule: :mod:`agl_trl.settings` (and docs/trainers.md, generated from it).
     """
-    if isinstance(args, AGLArgs):
-        return args.agl_settings()
-    return AGLTrainingSettings.from_prefixed(args, none_is_default=False)
 
+    agl_enabled: bool = agl_field("agl_enabled")
+    agl_fisher_path: str | None = agl_field("agl_fisher_path")
+    agl_probe_dataset: str | None = agl_field("agl_probe_dataset")
+    agl_probe_split: str = agl_field("agl_probe_split")
+    agl_save_fisher: bool = agl_field("agl_save_fisher")
+    agl_lambda_align: float | None = agl_field("agl_lambda_align")
+    agl_kl_budget: float = agl_field("agl_kl_budget")
+    agl_kl_every: int = agl_field("agl_kl_every")
+    agl_kl_batch_size: int = agl_field("agl_kl_batch_size")
+    agl_kl_sequences: int = agl_field("agl_kl_sequences")
+    agl_kl_anchor_every: int | None = agl_field("agl_kl_anchor_every")
+    agl_lambda_task: float = agl_field("agl_lambda_task")
+    agl_lambda_collision: float = agl_field("agl_lambda_collision")
+    agl_mu: float = agl_field("agl_mu")
+    agl_beta: float = agl_field("agl_beta")
+    agl_gate: str = agl_field("agl_gate")
+    agl_gate_damping: float = agl_field("agl_gate_damping")
+    agl_riem_block: int = agl_field("agl_riem_block")
+    agl_tau_quantile: float = agl_field("agl_tau_quantile")
+    agl_tau_momentum: float = agl_field("agl_tau_momentum")
+    agl_fisher_estimator: str = agl_field("agl_fisher_estimator")
+    agl_fisher_targets: str = agl_field("agl_fisher_targets")
+    agl_fisher_positions: str = agl_field("agl_fisher_positions")
+    agl_fisher_max_rank: int = agl_field("agl_fisher_max_rank")
+    agl_fisher_explained_variance: float = agl_field("agl_fisher_explained_variance")
+    agl_fisher_max_samples: int = agl_field("agl_fisher_max_samples")
+    agl_fisher_batch_size: int = agl_field("agl_fisher_batch_size")
+    agl_fisher_max_length: int = agl_field("agl_fisher_max_length")
+    agl_fisher_max_new_tokens: int = agl_field("agl_fisher_max_new_tokens")
+    agl_fisher_sketch: str = agl_field("agl_fisher_sketch")
+    agl_fisher_memory_budget_gb: float = agl_field("agl_fisher_memory_budget_gb")
+    agl_fisher_seed: int = agl_field("agl_fisher_seed")
 
-def agl_args_from(source: Any) -> Any:
-    """Build a validated :class:`AGLArgs` from any object with ``agl_*`` attributes (a config, an Axolotl cfg, ...).
-
-    Missing attributes, and ``None`` for fields whose default is not ``None`` (Axolotl's ``DictDefault`` answers
-    ``None`` for unknown keys), take the defaults.
-    """
-    values: dict[str, Any] = {}
-    for f in fields(AGLArgs):
-        value = source.get(f.name, None) if isinstance(source, dict) else getattr(source, f.name, None)
-        values[f.name] = f.default if value is None and f.default is not None else value
-    return AGLArgs(**values)
-
-
-def regularizer_settings(args: Any) -> Any:
-    """The validated :class:`~agl_trl.settings.AGLSettings` of the ``agl_*`` fields of ``args``."""
-    return validate_agl_args(args).regularizer
-
-
-def fisher_settings(args: Any) -> Any:
-    """The validated :class:`~agl_trl.settings.FisherSettings` of the ``agl_fisher_*`` fields of ``args``."""
-    return validate_agl_args(args).fisher
+    def __post_init__(self) -> None:
+        AGLTrainingSettings.from_prefixed(self, none_is_default=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -129,7 +103,7 @@ def agl_config_class(base: type, name: str | None = None) -> type:
     def __post_init__(self: Any) -> None:
         resolve_config_precision(self)
         base.__post_init__(self)
-        settings = validate_agl_args(self)
+        settings = AGLTrainingSettings.from_prefixed(self, none_is_default=False)
         if settings.enabled:  # the files the run will read, before any model loads
             check_sources(settings.artifact.fisher_path, settings.artifact.probe_dataset)
 
@@ -138,36 +112,39 @@ def agl_config_class(base: type, name: str | None = None) -> type:
     return dataclass(derived_class(name, (base, AGLArgs), __name__, doc, __post_init__=__post_init__))
 
 
-AGLSFTConfig = agl_config_class(SFTConfig)
-AGLDPOConfig = agl_config_class(DPOConfig)
-AGLKTOConfig = agl_config_class(KTOConfig)
-AGLGRPOConfig = agl_config_class(GRPOConfig)
-AGLRLOOConfig = agl_config_class(RLOOConfig)
+if TYPE_CHECKING:  # what IDEs and type checkers read; at run time each class is built from its TRAINER_KINDS row
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RLOOConfig, SFTConfig
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
 
-# TRL's experimental trainers AGL wraps (kind -> module); their AGL config and trainer classes are built on first
-# access, since importing trl.experimental is slow and prints a warning
-EXPERIMENTAL_KINDS = {"ORPO": "trl.experimental.orpo", "CPO": "trl.experimental.cpo"}
-EXPERIMENTAL_CONFIGS = {f"AGL{kind}Config": f"{module}:{kind}Config" for kind, module in EXPERIMENTAL_KINDS.items()}
+    class AGLSFTConfig(SFTConfig, AGLArgs): ...
 
-__getattr__ = lazy_getattr(__name__, globals(), EXPERIMENTAL_CONFIGS, agl_config_class)
+    class AGLDPOConfig(DPOConfig, AGLArgs): ...
+
+    class AGLKTOConfig(KTOConfig, AGLArgs): ...
+
+    class AGLORPOConfig(ORPOConfig, AGLArgs): ...
+
+    class AGLCPOConfig(CPOConfig, AGLArgs): ...
+
+    class AGLGRPOConfig(GRPOConfig, AGLArgs): ...
+
+    class AGLRLOOConfig(RLOOConfig, AGLArgs): ...
+
+
+# one class per row; the trl.experimental ones on first access (importing it is slow and warns)
+__getattr__ = derived_classes(
+    __name__, globals(), {k.config_name: (k.trl_config, k.experimental) for k in TRAINER_KINDS}, agl_config_class
+)
 
 __all__ = [
     "AGLArgs",
-    "AGLSFTConfig",
-    "AGLDPOConfig",
-    "AGLKTOConfig",
-    "AGLGRPOConfig",
-    "AGLRLOOConfig",
-    "AGL_FIELD_NAMES",
+    *(kind.config_name for kind in TRAINER_KINDS),
     "BUILTIN_PROBE",
     "ESTIMATOR_CHOICES",
     "GATE_CHOICES",
     "SKETCH_CHOICES",
     "TARGETS_CHOICES",
     "agl_config_class",
-    "agl_args_from",
     "resolve_config_precision",
-    "validate_agl_args",
-    "regularizer_settings",
-    "fisher_settings",
 ]

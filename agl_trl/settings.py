@@ -7,10 +7,12 @@ is valid and is passed on as it is:
 * :class:`FisherSettings` -- how the Fisher is estimated (keys ``agl_fisher_<name>``);
 * :class:`ArtifactSettings` -- where the Fisher artifact comes from (keys ``agl_<name>``).
 
-:class:`AGLTrainingSettings` bundles them with ``agl_enabled`` for a training run. The front ends are generated from
-:func:`setting_fields`: ``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs) and
-``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both call :func:`check_value`, so a rule
-written here holds in every front end with the same message.
+:class:`AGLTrainingSettings` bundles them with ``agl_enabled`` for a training run; its
+:meth:`~AGLTrainingSettings.from_prefixed` is the one reader of the ``agl_*`` keys (a config, an Axolotl cfg, a
+dict). The front ends declare each key with its type and take the rest from :func:`setting_fields`:
+``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_field`) and
+``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both validate through this module, so a rule
+written here holds in every front end with the same message. :func:`settings_table` is docs/trainers.md's table.
 """
 
 from __future__ import annotations
@@ -111,11 +113,6 @@ class _Validated:
         """Re-check every field (after an in-place change); returns ``self``."""
         self.__post_init__()
         return self
-
-    @classmethod
-    def from_prefixed(cls, source: Any, prefix: str | None = None) -> Any:
-        """Build from any object (config, Axolotl cfg, dict) with ``<prefix><field>`` entries; ``None`` = default."""
-        return read_prefixed(cls, source, cls.KEY_PREFIX if prefix is None else prefix)
 
 
 @dataclass
@@ -326,7 +323,8 @@ class AGLTrainingSettings:
 
     @classmethod
     def from_prefixed(cls, source: Any, none_is_default: bool = True) -> AGLTrainingSettings:
-        """Build (and validate, once) from the ``agl_*`` keys of a config, an Axolotl cfg or a dict.
+        """Build (and validate, once) from the ``agl_*`` keys of a config, an Axolotl cfg or a dict: the one reader
+        of the settings (the configs' ``__post_init__``, the trainers, the Fisher script, the Axolotl plugin).
 
         ``none_is_default``: a ``None`` entry takes the default (Axolotl's cfg answers ``None`` for unset keys);
         ``False`` keeps it (a TRL config, where ``agl_probe_dataset=None`` means "no probe").
@@ -398,6 +396,7 @@ def setting_fields() -> tuple[SettingField, ...]:
 
 SETTING_KEYS: tuple[str, ...] = tuple(f.key for f in setting_fields())
 """Every ``agl_*`` key, in declaration order."""
+SETTINGS_BY_KEY: dict[str, SettingField] = {f.key: f for f in setting_fields()}
 
 
 class AGLUserError(ValueError):
@@ -449,10 +448,28 @@ def _read(source: Any, key: str) -> Any:
     return source.get(key) if isinstance(source, dict) else getattr(source, key, None)
 
 
-def read_prefixed(cls: type, source: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from the ``<prefix><field>`` entries of ``source``; missing or ``None`` = default."""
-    values = {f.name: _read(source, prefix + f.name) for f in fields(cls)}
-    return cls(**{k: v for k, v in values.items() if v is not None})
+def agl_field(key: str) -> Any:
+    """The dataclass field of setting ``key`` in a front end (``agl_trl.config.AGLArgs``): this module's default, and
+    its help and choices as ``HfArgumentParser`` reads them (``--help``, argparse's choices)."""
+    spec = SETTINGS_BY_KEY[key]
+    metadata: dict[str, Any] = {"help": spec.help}
+    if spec.choices:
+        metadata["choices"] = list(spec.choices)
+    return field(default=spec.default, metadata=metadata)
+
+
+def settings_table() -> str:
+    """The Markdown table of every ``agl_*`` key (default, meaning) that docs/trainers.md shows (a test keeps the
+    page equal to it; regenerate with ``python -c "from agl_trl.settings import settings_table as t; print(t())"``)."""
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for spec in setting_fields():
+        if spec.default is None:
+            default = "unset"
+        else:
+            default = f"`{str(spec.default).lower() if isinstance(spec.default, bool) else spec.default}`"
+        meaning = spec.help.replace("|", "\\|").replace("<", "\\<")  # literal | and < in a Markdown cell
+        rows.append(f"| `{spec.key}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 __all__ = [
@@ -466,6 +483,7 @@ __all__ = [
     "FisherSettings",
     "GATE_CHOICES",
     "SETTING_KEYS",
+    "SETTINGS_BY_KEY",
     "POSITIONS_CHOICES",
     "SKETCH_CHOICES",
     "SettingField",
@@ -473,8 +491,9 @@ __all__ = [
     "check_known_keys",
     "check_value",
     "check_weight_settings",
+    "agl_field",
     "invalid",
-    "read_prefixed",
     "setting_fields",
+    "settings_table",
     "unknown_key_message",
 ]

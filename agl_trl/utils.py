@@ -1,5 +1,5 @@
-"""Small helpers shared across agl_trl (torch-free): JSONL files, the package version, lazy imports, the optional
-plotting backend."""
+"""Small helpers shared across agl_trl (torch-free): JSONL files, the package version, lazy imports, derived classes,
+the optional plotting backend."""
 
 from __future__ import annotations
 
@@ -150,3 +150,12 @@ def lazy_getattr(module_name: str, namespace: dict[str, Any], table: dict[str, A
 def derived_class(name: str, bases: tuple[type, ...], module: str, doc: str, **members: Any) -> type:
     """``type(name, bases, members)`` placed in ``module`` (picklable, documented): AGL subclasses of TRL classes."""
     return type(name, bases, {"__module__": module, "__qualname__": name, "__doc__": doc, **members})
+
+
+def derived_classes(module_name: str, namespace: dict[str, Any], table: dict[str, tuple[str, bool]], build: Any) -> Any:
+    """Put ``build(<class at path>, name)`` into ``namespace`` for each ``name: (path, lazy)`` of ``table``: now, or on
+    first access where ``lazy`` (a slow import); returns the module ``__getattr__`` (PEP 562) of the lazy ones."""
+    for name, (path, lazy) in table.items():
+        if not lazy:
+            namespace[name] = build(import_object(path), name)
+    return lazy_getattr(module_name, namespace, {name: path for name, (path, lazy) in table.items() if lazy}, build)

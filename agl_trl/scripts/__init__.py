@@ -1,7 +1,6 @@
-"""Training scripts mirroring ``trl/scripts`` (``make_parser()`` + ``main(...)``), run by ``agl-trl <command>``.
+"""The scripts run by ``agl-trl <command>``, mirroring ``trl/scripts`` (``make_parser()`` + ``main(...)``).
 
-Each is also runnable directly: ``python -m agl_trl.scripts.sft --config recipe.yaml`` (one process) or
-``accelerate launch -m agl_trl.scripts.sft --config recipe.yaml`` (several).
+``train``: every trainer kind of :data:`agl_trl.kinds.TRAINER_KINDS` (``python -m agl_trl.scripts.train sft --config
+recipe.yaml``, or ``accelerate launch -m agl_trl.scripts.train sft ...`` for several processes); ``fisher``: estimate
+and save a Fisher artifact without training.
 """
-
-TRAINING_SCRIPTS = ("sft", "dpo", "kto", "orpo", "cpo", "grpo", "rloo")

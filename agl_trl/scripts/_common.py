@@ -1,58 +1,20 @@
-"""Shared plumbing of the AGL training scripts (mirrors the bodies of ``trl/scripts/{sft,dpo,kto,grpo,rloo}.py``)."""
+"""Shared plumbing of the AGL scripts (``train``, ``fisher``) and the ``agl-trl`` command: parsing with user errors
+as one line, the config-time checks across the parsed dataclasses, and TRL's dataset and model-loading steps."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from agl_trl.preflight import check_sources
 from agl_trl.settings import AGLUserError, check_known_keys
 
-# trainer class, config class per script (names in agl_trl.trainers / agl_trl.config)
-KINDS: dict[str, tuple[str, str]] = {
-    "sft": ("AGLSFTTrainer", "AGLSFTConfig"),
-    "dpo": ("AGLDPOTrainer", "AGLDPOConfig"),
-    "kto": ("AGLKTOTrainer", "AGLKTOConfig"),
-    "orpo": ("AGLORPOTrainer", "AGLORPOConfig"),
-    "cpo": ("AGLCPOTrainer", "AGLCPOConfig"),
-    "grpo": ("AGLGRPOTrainer", "AGLGRPOConfig"),
-    "rloo": ("AGLRLOOTrainer", "AGLRLOOConfig"),
-}
 NO_PEFT_MESSAGE = (
     "AGL regularises a LoRA update, but `use_peft` is not set: add `use_peft: true` to the config (or pass "
     "`--use_peft`), or train without AGL with `agl_enabled: false` (`--no_agl_enabled`)."
 )
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def config_class(kind: str) -> type:
-    return getattr(importlib.import_module("agl_trl.config"), KINDS[kind][1])
-
-
-def trainer_class(kind: str) -> type:
-    return getattr(importlib.import_module("agl_trl.trainers"), KINDS[kind][0])
-
-
-def make_training_parser(
-    kind: str, subparsers: argparse._SubParsersAction | None = None, prog: str | None = None
-) -> Any:
-    """``TrlParser`` over ``(ScriptArguments, AGL<Kind>Config, ModelConfig, DatasetMixtureConfig)`` (the online kinds:
-    TRL's ``GRPOScriptArguments`` / ``RLOOScriptArguments``, which add ``reward_funcs``)."""
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
-
-    from agl_trl.scripts._online import ONLINE_KINDS, script_arguments_class
-
-    script_cls = script_arguments_class(kind) if kind in ONLINE_KINDS else ScriptArguments
-    dataclass_types = (script_cls, config_class(kind), ModelConfig, DatasetMixtureConfig)
-    if subparsers is not None:
-        return subparsers.add_parser(
-            kind, help=f"Run the AGL {kind.upper()} training script", dataclass_types=dataclass_types
-        )
-    return TrlParser(dataclass_types, prog=prog)
 
 
 def _raise_user_error(message: str) -> NoReturn:
@@ -145,89 +107,3 @@ def model_init_kwargs(training_args: Any, model_args: Any) -> dict[str, Any]:
     if getattr(training_args, "model_init_kwargs", None) is not None:
         kwargs.update(training_args.model_init_kwargs)
     return kwargs
-
-
-def run_training(kind: str, script_args: Any, training_args: Any, model_args: Any, dataset_args: Any) -> Any:
-    """Build the AGL trainer for ``kind`` from parsed arguments, train, save; returns the trainer."""
-    import transformers
-    from packaging.version import Version
-    from trl import get_peft_config, get_quantization_config
-
-    if not model_args.model_name_or_path:
-        raise AGLUserError("`model_name_or_path` is required (a Hub id or a local model directory).")
-    peft_config = get_peft_config(model_args)
-    if peft_config is None and getattr(training_args, "agl_enabled", True):
-        raise AGLUserError(NO_PEFT_MESSAGE)
-    training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
-    quantization_config = get_quantization_config(model_args)
-    dataset = load_training_dataset(script_args, dataset_args)
-
-    kwargs: dict[str, Any] = dict(
-        model=model_args.model_name_or_path,
-        **_reward_kwargs(script_args),
-        args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
-        eval_dataset=dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None,
-        peft_config=peft_config,
-    )
-    if kind in ("orpo", "cpo"):
-        # the experimental trainers take no quantization_config: pass it through model_init_kwargs
-        if quantization_config is not None:
-            training_args.model_init_kwargs["quantization_config"] = quantization_config
-            training_args.model_init_kwargs.setdefault("device_map", _kbit_device_map())
-    else:
-        kwargs["quantization_config"] = quantization_config
-
-    trainer = trainer_class(kind)(**kwargs)
-    if kind == "dpo" and getattr(script_args, "ignore_bias_buffers", False):
-        import torch
-
-        trainer.model._ddp_params_and_buffers_to_ignore = [
-            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
-        ]
-
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.accelerator.print("Training completed.")
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    if Version(transformers.__version__) >= Version("5.18.0") and hasattr(trainer, "end"):
-        trainer.end()
-    return trainer
-
-
-def _reward_kwargs(script_args: Any) -> dict[str, Any]:
-    """``reward_funcs=...`` for the online scripts (their script arguments have ``reward_funcs``), else nothing."""
-    if not hasattr(script_args, "reward_funcs"):
-        return {}
-    from agl_trl.scripts._online import resolve_reward_funcs
-
-    return {"reward_funcs": resolve_reward_funcs(script_args)}
-
-
-def _kbit_device_map() -> Any:
-    from accelerate import PartialState
-
-    state = PartialState()
-    return {"": state.local_process_index} if state.device.type != "cpu" else {"": "cpu"}
-
-
-def script_main(kind: str, argv: list[str] | None = None) -> Any:
-    """Entry point of ``python -m agl_trl.scripts.<kind>``: user errors print one line and exit with status 2."""
-    try:
-        return _script_main(kind, argv)
-    except AGLUserError as err:
-        if os.environ.get("AGL_TRL_TRACEBACK"):
-            raise
-        print(f"agl-trl: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def _script_main(kind: str, argv: list[str] | None) -> Any:
-    parsed, _, cli_remaining = parse_user_args(make_training_parser(kind), argv)
-    # the config's other keys are accelerate's (``agl-trl`` launched this script); the command line must be known
-    if cli_remaining:
-        raise AGLUserError(f"unknown arguments: {' '.join(cli_remaining)} (see `--help`).")
-    check_parsed(*parsed)
-    return run_training(kind, *parsed)

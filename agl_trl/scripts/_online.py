@@ -1,5 +1,6 @@
-"""What the online RL scripts (``agl-trl grpo`` / ``agl-trl rloo``) add to the shared plumbing: their script arguments
-and their reward functions, resolved exactly as ``trl grpo`` / ``trl rloo`` resolve them (``trl/scripts/grpo.py``).
+"""What the online RL kinds (``agl-trl grpo`` / ``agl-trl rloo``: ``rewards`` in their row of
+:data:`agl_trl.kinds.TRAINER_KINDS`) add to the training script: their reward functions, resolved exactly as
+``trl grpo`` / ``trl rloo`` resolve them (``trl/scripts/grpo.py``).
 
 ``reward_funcs`` takes TRL's CLI names (``accuracy_reward``, ``reasoning_accuracy_reward``, ``think_format_reward``,
 ``get_soft_overlong_punishment`` with TRL's values ``max_completion_len=1280, soft_punish_cache=256``) or a dotted
@@ -16,19 +17,12 @@ from typing import Any
 
 from agl_trl.settings import AGLUserError
 
-ONLINE_KINDS = ("grpo", "rloo")
 TRL_REWARD_NAMES = (
     "accuracy_reward",
     "reasoning_accuracy_reward",
     "think_format_reward",
     "get_soft_overlong_punishment",
 )
-
-
-def script_arguments_class(kind: str) -> type:
-    """TRL's own script-arguments dataclass of ``kind`` (``GRPOScriptArguments``, ``RLOOScriptArguments``)."""
-    module = importlib.import_module(f"trl.scripts.{kind}")
-    return getattr(module, f"{kind.upper()}ScriptArguments")
 
 
 def _trl_reward(name: str) -> Any:
@@ -81,4 +75,4 @@ def resolve_reward_funcs(script_args: Any) -> list[Any]:
     return funcs
 
 
-__all__ = ["ONLINE_KINDS", "TRL_REWARD_NAMES", "resolve_reward_funcs", "script_arguments_class"]
+__all__ = ["TRL_REWARD_NAMES", "resolve_reward_funcs"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.config import AGLArgs
-from agl_trl.settings import AGLUserError
+from agl_trl.settings import AGLTrainingSettings, AGLUserError
 
 
 @dataclass
@@ -104,7 +104,7 @@ def main(script_args: FisherScriptArguments, agl_args: AGLArgs, model_args: Any)
         tokenizer.pad_token = tokenizer.eos_token
     peft_model = get_peft_model(model, peft_config)
 
-    settings = agl_args.agl_settings()
+    settings = AGLTrainingSettings.from_prefixed(agl_args, none_is_default=False)
     resolved = resolve_artifact(
         peft_model,
         tokenizer,

@@ -1,7 +1,7 @@
 """AGL versions of the TRL trainers: the TRL trainer with the AGL regulariser added to its loss.
 
-``AGLSFTTrainer``, ``AGLDPOTrainer``, ``AGLKTOTrainer`` and the online RL trainers ``AGLGRPOTrainer`` and
-``AGLRLOOTrainer`` take exactly the arguments of their TRL parents; pass an AGL config (``AGLSFTConfig``, ...) as
+One class per row of :data:`agl_trl.kinds.TRAINER_KINDS`: ``AGLSFTTrainer``, ``AGLDPOTrainer``, ``AGLKTOTrainer`` and
+the online RL trainers ``AGLGRPOTrainer`` and ``AGLRLOOTrainer`` take exactly the arguments of their TRL parents; pass an AGL config (``AGLSFTConfig``, ...) as
 ``args`` to set the ``agl_*`` fields. The online trainers generate inside their training step; the regulariser does
 not depend on the batch, so it is added to every micro-batch's loss under the same gradient-accumulation rule
 (:func:`scale_for_ga`) and reaches each optimizer step once, however ``num_generations``, ``steps_per_generation``
@@ -11,11 +11,9 @@ wrap ``trl.experimental`` trainers and are built on first access (importing ``tr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RLOOTrainer, SFTTrainer
-
-from agl_trl.config import EXPERIMENTAL_KINDS
+from agl_trl.kinds import TRAINER_KINDS
 from agl_trl.parallel import check_parallelism
 from agl_trl.trainers.install import (
     AGLCallback,
@@ -29,47 +27,7 @@ from agl_trl.trainers.install import (
 from agl_trl.trainers.mixin import AGLLossMixin, scale_for_ga, trainer_divides_loss_by_ga
 from agl_trl.trainers.runtime import AGLRuntime
 from agl_trl.trainers.state import AGL_STATE_FILE, save_agl_state
-from agl_trl.utils import derived_class, lazy_getattr
-
-
-class AGLSFTTrainer(AGLLossMixin, SFTTrainer):
-    """``trl.SFTTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLSFTConfig`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        attach_agl(self, self.args)
-
-
-class AGLDPOTrainer(AGLLossMixin, DPOTrainer):
-    """``trl.DPOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLDPOConfig`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        attach_agl(self, self.args)
-
-
-class AGLKTOTrainer(AGLLossMixin, KTOTrainer):
-    """``trl.KTOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLKTOConfig`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        attach_agl(self, self.args)
-
-
-class AGLGRPOTrainer(AGLLossMixin, GRPOTrainer):
-    """``trl.GRPOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLGRPOConfig`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        attach_agl(self, self.args)
-
-
-class AGLRLOOTrainer(AGLLossMixin, RLOOTrainer):
-    """``trl.RLOOTrainer`` + AGL. Configure with :class:`agl_trl.config.AGLRLOOConfig`."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        attach_agl(self, self.args)
+from agl_trl.utils import derived_class, derived_classes
 
 
 def agl_trainer_class(base: type, name: str | None = None) -> type:
@@ -77,16 +35,40 @@ def agl_trainer_class(base: type, name: str | None = None) -> type:
     name = name or f"AGL{base.__name__}"
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        base.__init__(self, *args, **kwargs)
+        super(cls, self).__init__(*args, **kwargs)
         attach_agl(self, self.args)
 
-    doc = f"``trl.experimental.{base.__name__}`` + AGL (configure with ``AGL{base.__name__[:-7]}Config``)."
-    return derived_class(name, (AGLLossMixin, base), __name__, doc, __init__=__init__)
+    where = "trl.experimental" if ".experimental." in base.__module__ else "trl"
+    config = f"AGL{base.__name__.removesuffix('Trainer')}Config"
+    doc = f"``{where}.{base.__name__}`` + AGL. Configure with :class:`agl_trl.config.{config}`."
+    cls = derived_class(name, (AGLLossMixin, base), __name__, doc, __init__=__init__)
+    return cls
 
 
-EXPERIMENTAL_TRAINERS = {f"AGL{kind}Trainer": f"{module}:{kind}Trainer" for kind, module in EXPERIMENTAL_KINDS.items()}
+if TYPE_CHECKING:  # what IDEs and type checkers read; at run time each class is built from its TRAINER_KINDS row
+    from trl import DPOTrainer, GRPOTrainer, KTOTrainer, RLOOTrainer, SFTTrainer
+    from trl.experimental.cpo import CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
 
-__getattr__ = lazy_getattr(__name__, globals(), EXPERIMENTAL_TRAINERS, agl_trainer_class)
+    class AGLSFTTrainer(AGLLossMixin, SFTTrainer): ...
+
+    class AGLDPOTrainer(AGLLossMixin, DPOTrainer): ...
+
+    class AGLKTOTrainer(AGLLossMixin, KTOTrainer): ...
+
+    class AGLORPOTrainer(AGLLossMixin, ORPOTrainer): ...
+
+    class AGLCPOTrainer(AGLLossMixin, CPOTrainer): ...
+
+    class AGLGRPOTrainer(AGLLossMixin, GRPOTrainer): ...
+
+    class AGLRLOOTrainer(AGLLossMixin, RLOOTrainer): ...
+
+
+# one class per row; the trl.experimental ones on first access (importing it is slow and warns)
+__getattr__ = derived_classes(
+    __name__, globals(), {k.trainer_name: (k.trl_trainer, k.experimental) for k in TRAINER_KINDS}, agl_trainer_class
+)
 
 __all__ = [
     "AGL_STATE_FILE",
@@ -102,11 +84,7 @@ __all__ = [
     "scale_for_ga",
     "trainer_divides_loss_by_ga",
     "AGLLossMixin",
-    "AGLSFTTrainer",
-    "AGLDPOTrainer",
-    "AGLKTOTrainer",
-    "AGLGRPOTrainer",
-    "AGLRLOOTrainer",
+    *(kind.trainer_name for kind in TRAINER_KINDS),
     "attach_agl",
     "enable_agl",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from agl_trl.config import AGLArgs
 from agl_trl.parallel import check_parallelism
 from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLTrainingSettings, AGLUserError
@@ -92,8 +93,8 @@ def settings_of(source: Any) -> AGLTrainingSettings:
     """The validated settings of ``source``: settings objects, an AGL config, an Axolotl cfg or a dict."""
     if isinstance(source, AGLTrainingSettings):
         return source
-    if callable(getattr(source, "agl_settings", None)):  # an AGL config: validated when it was built
-        return source.agl_settings()
+    if isinstance(source, AGLArgs):  # an AGL config: every key is a field, and None is a value (no probe)
+        return AGLTrainingSettings.from_prefixed(source, none_is_default=False)
     if not isinstance(source, dict) and not hasattr(source, "agl_enabled"):
         logger.warning(
             "AGL: %s has no agl_* fields; using the defaults. Use an AGL config (e.g. AGLSFTConfig) to set them.",

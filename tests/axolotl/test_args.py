@@ -13,7 +13,8 @@ from dataclasses import MISSING, fields
 import pytest
 from pydantic import ValidationError
 
-from agl_trl.integrations.axolotl.args import AGL_AXOLOTL_FIELD_NAMES, AGLAxolotlArgs
+from agl_trl.integrations.axolotl.args import AGLAxolotlArgs
+from agl_trl.settings import SETTING_KEYS, AGLTrainingSettings
 from tests.helpers.bad_inputs import write_artifact_stub
 
 config = pytest.importorskip("agl_trl.config")
@@ -55,7 +56,7 @@ INVALID = [
 
 def test_same_fields_defaults_and_help_as_agl_args() -> None:
     dataclass_fields = {f.name: f for f in fields(config.AGLArgs)}
-    assert tuple(dataclass_fields) == AGL_AXOLOTL_FIELD_NAMES
+    assert tuple(dataclass_fields) == tuple(AGLAxolotlArgs.model_fields)
     for name, info in AGLAxolotlArgs.model_fields.items():
         f = dataclass_fields[name]
         default = f.default if f.default is not MISSING else f.default_factory()
@@ -65,6 +66,20 @@ def test_same_fields_defaults_and_help_as_agl_args() -> None:
         else:
             assert info.default == default, name
             assert info.description == f.metadata["help"], name
+
+
+def test_declared_fields_equal_the_settings() -> None:
+    """Every setting, in order, with the type (choices as ``Literal``), default and help of settings.py."""
+    from agl_trl.integrations.axolotl.args import AXOLOTL_OVERRIDES
+    from agl_trl.settings import setting_fields
+
+    hints = typing.get_type_hints(AGLAxolotlArgs)
+    assert tuple(AGLAxolotlArgs.model_fields) == SETTING_KEYS
+    for spec in setting_fields():
+        info = AGLAxolotlArgs.model_fields[spec.key]
+        kind = typing.Literal[spec.choices] if spec.choices else spec.type
+        assert hints[spec.key] == kind, spec.key
+        assert (info.default, info.description) == AXOLOTL_OVERRIDES.get(spec.key, (spec.default, spec.help))
 
 
 def test_choices_match() -> None:
@@ -81,9 +96,9 @@ def test_choices_match() -> None:
 def test_defaults_validate_and_agree_with_core_settings() -> None:
     args = AGLAxolotlArgs(agl_enabled=True)
     # the validated Axolotl values build the core settings objects (what attach_agl does with an Axolotl cfg)
-    core = config.agl_args_from(args.model_dump())
-    assert core.agl_enabled is True
-    assert {name: getattr(core, name) for name in AGL_AXOLOTL_FIELD_NAMES} == args.model_dump()
+    core = AGLTrainingSettings.from_prefixed(args.model_dump()).to_prefixed()
+    assert core["agl_enabled"] is True
+    assert {name: core[name] for name in SETTING_KEYS} == args.model_dump()
 
 
 @pytest.mark.parametrize(("name", "value"), INVALID, ids=[f"{n}={v!r}" for n, v in INVALID])

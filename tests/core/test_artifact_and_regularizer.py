@@ -411,9 +411,12 @@ def test_settings_validation_names_the_field(field, value):
 
 
 def test_settings_from_prefixed_sources():
-    settings = AGLSettings.from_prefixed({"agl_lambda_align": 0.25, "agl_gate": "hard", "unrelated": 1})
+    from agl_trl.settings import AGLTrainingSettings
+
+    read = AGLTrainingSettings.from_prefixed({"agl_lambda_align": 0.25, "agl_gate": "hard", "unrelated": 1})
+    settings = read.regularizer
     assert settings.lambda_align == 0.25 and settings.gate == "hard" and settings.mu == 0.5
-    fisher = FisherSettings.from_prefixed(type("Cfg", (), {"agl_fisher_max_rank": 7})())
+    fisher = AGLTrainingSettings.from_prefixed(type("Cfg", (), {"agl_fisher_max_rank": 7})()).fisher
     assert fisher.max_rank == 7 and fisher.estimator == "kfac"
 
 

@@ -146,12 +146,12 @@ def test_bf16_on_a_cpu_machine_is_one_line(tmp_path: Path, capsys, monkeypatch) 
 
 
 def test_unexpected_errors_keep_their_traceback(tmp_path: Path, monkeypatch) -> None:
-    import agl_trl.scripts.sft as sft
+    import agl_trl.scripts.train as train
 
     def boom(*args: Any) -> None:
         raise RuntimeError("a bug, not a user error")
 
-    monkeypatch.setattr(sft, "main", boom)
+    monkeypatch.setattr(train, "main", boom)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["sft", "--config", str(write_config(tmp_path))])
@@ -159,13 +159,13 @@ def test_unexpected_errors_keep_their_traceback(tmp_path: Path, monkeypatch) -> 
 
 def test_artifact_errors_at_train_start_are_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     """The artifact's fit to the model is checked once the model exists; that error is a user error too."""
-    import agl_trl.scripts.sft as sft
+    import agl_trl.scripts.train as train
     from agl_trl.fisher import FisherArtifactError
 
     def refuse(*args: Any) -> None:
         raise FisherArtifactError("This Fisher artifact was estimated on another model ('x'). Fix: estimate one.")
 
-    monkeypatch.setattr(sft, "main", refuse)
+    monkeypatch.setattr(train, "main", refuse)
     monkeypatch.chdir(tmp_path)
     line = run_cli(capsys, ["sft", "--config", str(write_config(tmp_path))])
     assert line == "agl-trl: error: This Fisher artifact was estimated on another model ('x'). Fix: estimate one."
@@ -243,9 +243,9 @@ def test_module_entry_bad_integer_in_yaml(tmp_path: Path) -> None:
 
 
 def test_script_entry_stock_trl_config_without_peft(tmp_path: Path) -> None:
-    """``python -m agl_trl.scripts.sft`` (what ``accelerate launch`` runs) reports user errors the same way."""
+    """``python -m agl_trl.scripts.train sft`` (what ``accelerate launch`` runs) reports user errors the same way."""
     config = write_config(tmp_path, use_peft=False)
-    proc = run_console([sys.executable, "-m", "agl_trl.scripts.sft", "--config", str(config)], tmp_path)
+    proc = run_console([sys.executable, "-m", "agl_trl.scripts.train", "sft", "--config", str(config)], tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = error_lines(proc.stderr)

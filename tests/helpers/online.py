@@ -1,7 +1,7 @@
 """Helpers for the online RL (GRPO, RLOO) tests: prompt-only records, tiny generation settings, reward functions.
 
-The rewards are importable by dotted path (``online_helpers.length_reward``) for the script tests, since
-``tests/trainers`` is on ``sys.path`` in these tests.
+The rewards are importable by dotted path (``tests.helpers.online.length_reward``) for the script tests (they run
+from the repository root).
 """
 
 from __future__ import annotations

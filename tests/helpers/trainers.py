@@ -167,3 +167,16 @@ def plain_sft_trainer(tmp_path, **overrides):
         model=model, args=SFTConfig(**args), train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
         peft_config=lora,
     )  # fmt: skip
+
+
+def kind_classes(name: str) -> tuple[type, type, type, type]:
+    """The plain TRL trainer and config of trainer kind ``name`` and their AGL versions (its row of TRAINER_KINDS)."""
+    import agl_trl.config
+    import agl_trl.trainers
+    from agl_trl.kinds import trainer_kind
+    from agl_trl.utils import import_object
+
+    kind = trainer_kind(name)
+    agl_trainer = getattr(agl_trl.trainers, kind.trainer_name)
+    agl_config = getattr(agl_trl.config, kind.config_name)
+    return import_object(kind.trl_trainer), import_object(kind.trl_config), agl_trainer, agl_config

@@ -51,7 +51,7 @@ def test_every_recipe_parses_with_its_script(recipe):
     import importlib
 
     kind = next((k for k in ("dpo", "grpo", "rloo") if k in recipe.name), "sft")
-    parser = importlib.import_module(f"agl_trl.scripts.{kind}").make_parser()
+    parser = importlib.import_module("agl_trl.scripts.train").make_parser(kind)
     # local probe paths of the tiny recipes need not exist here; bf16 GPU recipes are checked on CPU
     overrides_ = ["--agl_probe_dataset", "driftcaps", "--use_cpu"]
     script_args, training_args, model_args, _ = parser.parse_args_and_config(["--config", str(recipe), *overrides_])
@@ -118,10 +118,10 @@ def test_multi_process_flags_go_to_accelerate(tmp_path, monkeypatch, recipe_mode
     argv = ["sft", "--config", str(recipe), "--agl_probe_dataset", "driftcaps", "--accelerate_config", "zero2"]
     assert cli.main(argv) == 0
     (module, launch_args, script_args) = calls[0]
-    assert module == "agl_trl.scripts.sft"
+    assert module == "agl_trl.scripts.train"
     assert launch_args[0] == "--config_file" and launch_args[1].endswith("zero2.yaml")
     assert "--num_processes" in launch_args and "2" in launch_args
-    assert script_args == ["--config", str(recipe), "--agl_probe_dataset", "driftcaps"]
+    assert script_args == ["sft", "--config", str(recipe), "--agl_probe_dataset", "driftcaps"]
 
 
 def test_launch_helpers():

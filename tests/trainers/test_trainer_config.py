@@ -10,17 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agl_trl.config import (
-    AGL_FIELD_NAMES,
-    AGLArgs,
-    AGLDPOConfig,
-    AGLKTOConfig,
-    AGLSFTConfig,
-    agl_args_from,
-    validate_agl_args,
-)
+from agl_trl.config import AGLArgs, AGLDPOConfig, AGLKTOConfig, AGLSFTConfig
 from agl_trl.fisher import FisherSettings
 from agl_trl.regularizers import AGLSettings
+from agl_trl.settings import SETTING_KEYS, AGLTrainingSettings
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = dict(output_dir="unused", report_to="none", bf16=False, use_cpu=True)
@@ -67,7 +60,7 @@ def _default(f):
 
 
 def test_fields_mirror_core_settings_one_to_one():
-    names = set(AGL_FIELD_NAMES)
+    names = set(SETTING_KEYS)
     agl_defaults = {f.name: _default(f) for f in fields(AGLArgs)}
     for f in fields(AGLSettings):
         assert f"agl_{f.name}" in names, f"AGLArgs lacks agl_{f.name} (new AGLSettings field)"
@@ -85,13 +78,12 @@ def test_fields_mirror_core_settings_one_to_one():
 
 
 def test_settings_objects_are_built_from_the_fields():
-    from agl_trl.config import fisher_settings, regularizer_settings
-
     args = AGLArgs(agl_lambda_align=0.3, agl_gate="hard", agl_fisher_max_rank=5, agl_fisher_estimator="diagonal")
-    assert regularizer_settings(args).lambda_align == 0.3
-    assert regularizer_settings(args).gate == "hard"
-    assert fisher_settings(args).max_rank == 5
-    assert fisher_settings(args).estimator == "diagonal"
+    settings = AGLTrainingSettings.from_prefixed(args, none_is_default=False)
+    assert settings.regularizer.lambda_align == 0.3
+    assert settings.regularizer.gate == "hard"
+    assert settings.fisher.max_rank == 5
+    assert settings.fisher.estimator == "diagonal"
 
 
 @pytest.mark.parametrize("config_cls", [AGLSFTConfig, AGLDPOConfig, AGLKTOConfig])
@@ -135,9 +127,9 @@ def test_import_agl_trl_is_cheap():
 
 
 def _parser():
-    from agl_trl.scripts.sft import make_parser
+    from agl_trl.scripts.train import make_parser
 
-    return make_parser()
+    return make_parser("sft")
 
 
 # a fixed lambda_align and a non-default kl_budget conflict (docs/errors.md), so they are read in two passes
@@ -232,18 +224,34 @@ def test_validation_needs_a_fisher_source_when_enabled(tmp_path):
     assert AGLDPOConfig(**BASE, agl_probe_dataset=None, agl_enabled=False).agl_enabled is False
 
 
-def test_agl_args_from_other_sources():
+def test_settings_from_other_sources():
     class DictDefault(dict):  # Axolotl's cfg answers None for unknown keys
         def __getattr__(self, item):
             return self.get(item)
 
     cfg = DictDefault(agl_lambda_align=0.2, agl_gate=None)
-    args = agl_args_from(cfg)
-    assert args.agl_lambda_align == 0.2
-    assert args.agl_gate == "soft"  # None -> default
-    assert args.agl_probe_dataset == "driftcaps"
+    args = AGLTrainingSettings.from_prefixed(cfg).to_prefixed()
+    assert args["agl_lambda_align"] == 0.2
+    assert args["agl_gate"] == "soft"  # None -> default
+    assert args["agl_probe_dataset"] == "driftcaps"
     with pytest.raises(ValueError, match="agl_mu"):
-        agl_args_from({"agl_mu": -1})
+        AGLTrainingSettings.from_prefixed({"agl_mu": -1})
     plain = type("Plain", (), {"agl_beta": 3.0})()
-    assert agl_args_from(plain).agl_beta == 3.0
-    validate_agl_args(agl_args_from(plain))
+    assert AGLTrainingSettings.from_prefixed(plain).regularizer.beta == 3.0
+    AGLArgs(**AGLTrainingSettings.from_prefixed(plain).to_prefixed())
+
+
+def test_declared_fields_equal_the_settings():
+    """``AGLArgs`` declares every setting, in order, with the type, default, help and choices of settings.py."""
+    import typing
+
+    from agl_trl.settings import setting_fields
+
+    hints = typing.get_type_hints(AGLArgs)
+    declared = fields(AGLArgs)
+    assert [f.name for f in declared] == [spec.key for spec in setting_fields()]
+    for f, spec in zip(declared, setting_fields(), strict=True):
+        assert hints[f.name] == spec.type, f.name
+        assert _default(f) == spec.default, f.name
+        assert f.metadata["help"] == spec.help, f.name
+        assert f.metadata.get("choices") == (list(spec.choices) if spec.choices else None), f.name

@@ -7,16 +7,15 @@ from typing import Any
 import pytest
 import torch
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from agl_trl.config import AGLDPOConfig, AGLSFTConfig
-from agl_trl.trainers import AGLDPOTrainer, AGLSFTTrainer, trainer_divides_loss_by_ga
+from agl_trl.trainers import trainer_divides_loss_by_ga
 from tests.helpers.trainers import (
     FAST_AGL,
     FAST_ARGS,
     GradRecorder,
     assert_same_grads,
     dpo_records,
+    kind_classes,
     lora_config,
     randomise_lora_b,
     sft_records,
@@ -25,10 +24,7 @@ from tests.helpers.trainers import (
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)
-KINDS = {
-    "sft": (SFTTrainer, SFTConfig, AGLSFTTrainer, AGLSFTConfig, sft_records),
-    "dpo": (DPOTrainer, DPOConfig, AGLDPOTrainer, AGLDPOConfig, dpo_records),
-}
+KINDS = {"sft": (*kind_classes("sft"), sft_records), "dpo": (*kind_classes("dpo"), dpo_records)}
 
 
 def run(kind: str, tmp_path, agl: dict[str, Any] | None, **overrides: Any) -> tuple[list[float], list[dict], Any]:

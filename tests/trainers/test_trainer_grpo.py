@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import torch
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from agl_trl.config import AGLGRPOConfig, AGLRLOOConfig
-from agl_trl.trainers import AGLGRPOTrainer, AGLRLOOTrainer, trainer_divides_loss_by_ga
+from agl_trl.config import AGLGRPOConfig
+from agl_trl.trainers import AGLGRPOTrainer, trainer_divides_loss_by_ga
 from tests.helpers.online import FAST_ONLINE, constant_reward, length_reward, prompt_records
 from tests.helpers.trainers import (
     FAST_AGL,
     GradRecorder,
     assert_same_grads,
+    kind_classes,
     lora_config,
     randomise_lora_b,
     tiny_model_and_tokenizer,
@@ -35,10 +35,7 @@ from tests.helpers.trainers import (
 
 ZERO = dict(agl_lambda_align=0.0, agl_lambda_task=0.0, agl_lambda_collision=0.0)
 STRONG = dict(agl_lambda_align=50.0, agl_lambda_task=50.0, agl_lambda_collision=1.0)
-KINDS = {
-    "grpo": (GRPOTrainer, GRPOConfig, AGLGRPOTrainer, AGLGRPOConfig),
-    "rloo": (RLOOTrainer, RLOOConfig, AGLRLOOTrainer, AGLRLOOConfig),
-}
+KINDS = {name: kind_classes(name) for name in ("grpo", "rloo")}
 
 
 def run(kind: str, tmp_path, agl: dict[str, Any] | None, reward=length_reward, callbacks=(), **overrides: Any):

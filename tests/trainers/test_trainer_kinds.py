@@ -10,10 +10,10 @@ from datasets import Dataset
 
 import agl_trl.config as config_module
 import agl_trl.trainers as trainers_module
-from agl_trl.config import AGLSFTConfig, fisher_settings
+from agl_trl.config import AGLSFTConfig
 from agl_trl.fisher import FisherArtifactError, estimate_fisher
 from agl_trl.lora import no_lora_message
-from agl_trl.settings import AGLUserError
+from agl_trl.settings import AGLTrainingSettings, AGLUserError
 from agl_trl.trainers import AGLSFTTrainer, check_parallelism, enable_agl
 from tests.helpers.trainers import (
     ANSWERS,
@@ -135,7 +135,8 @@ def _artifact_for(seed: int, tmp_path, probe_file, **model_kwargs):
 
     model, tokenizer = tiny_llama(seed=seed, vocab_size=384, padding_side="right", **model_kwargs)
     peft_model = get_peft_model(model, lora_config())
-    settings = fisher_settings(AGLSFTConfig(**FAST_ARGS, output_dir="o", **FAST_AGL))
+    config = AGLSFTConfig(**FAST_ARGS, output_dir="o", **FAST_AGL)
+    settings = AGLTrainingSettings.from_prefixed(config, none_is_default=False).fisher
     artifact = estimate_fisher(
         peft_model, tokenizer, load_probe_records(str(probe_file)), settings, show_progress=False
     )

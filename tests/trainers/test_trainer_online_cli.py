@@ -50,9 +50,9 @@ def test_tiny_grpo_logs_agl_terms_and_rewards(tmp_path, tiny_model_dir, probe_fi
 
 
 def test_8b_recipe_parses_with_the_grpo_script():
-    from agl_trl.scripts import grpo
+    from agl_trl.scripts import train
 
-    parser = grpo.make_parser()
+    parser = train.make_parser("grpo")
     script_args, training_args, model_args, _ = parser.parse_args_and_config(
         ["--config", str(RECIPES / "llama3.1-8b-instruct-qlora-grpo.yaml"), "--use_cpu", "--bf16", "false"]
     )

@@ -1,9 +1,10 @@
 """Axolotl config keys of AGL: the ``agl_*`` fields as a pydantic model (no torch, trl or axolotl import).
 
 Axolotl merges this model into its config schema (``AxolotlInputConfig(AxolotlInputConfigBase, AGLAxolotlArgs)``), so
-the keys are validated together with the rest of the YAML and reach the plugin as ``cfg.agl_*``. The fields are
-generated from :mod:`agl_trl.settings` (the one owner of every setting's default, help, choices and rule), exactly as
-``agl_trl.config.AGLArgs`` is for the TRL configs, and checked by the same :func:`~agl_trl.settings.SettingField.validate`.
+the keys are validated together with the rest of the YAML and reach the plugin as ``cfg.agl_*``. Each field is
+declared with its type; its default and help come from :mod:`agl_trl.settings` (the one owner of every setting's
+default, help, choices and rule), as for ``agl_trl.config.AGLArgs``, and it is checked by the same
+:func:`~agl_trl.settings.SettingField.validate`.
 An ``agl_*`` key that is no setting is refused with the closest valid key, and with AGL enabled the files the run
 will read are checked by the TRL configs' :func:`~agl_trl.preflight.check_sources`, before any model loads.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from agl_trl.diagnostics import CUDA_KERNELS_FIX, LORA_KERNEL_KEYS
 from agl_trl.parallel import FSDP_OFFLOAD_MESSAGE
@@ -23,14 +24,12 @@ from agl_trl.preflight import check_sources
 from agl_trl.settings import (
     NO_FISHER_SOURCE,
     SETTING_KEYS,
+    SETTINGS_BY_KEY,
     AGLUserError,
     check_known_keys,
     check_weight_settings,
     invalid,
-    setting_fields,
 )
-
-SETTINGS = {spec.key: spec for spec in setting_fields()}
 
 # Axolotl `rl:` values whose trainers the AGL mixin supports (None = SFT with AxolotlTrainer; grpo: AxolotlGRPOTrainer).
 SUPPORTED_RL = (None, "dpo", "ipo", "kto", "orpo", "simpo", "grpo")
@@ -69,7 +68,7 @@ class _AGLRules(BaseModel):
     @field_validator(*SETTING_KEYS, check_fields=False)
     @classmethod
     def _check(cls, value: Any, info: ValidationInfo) -> Any:
-        return SETTINGS[info.field_name].validate(value)
+        return SETTINGS_BY_KEY[info.field_name].validate(value)
 
     @model_validator(mode="after")
     def _check_combination(self) -> Any:
@@ -125,24 +124,53 @@ def _without_cuda(capabilities: Any) -> bool:
     return getattr(capabilities, "compute_capability", "unknown") is None
 
 
-def _pydantic_fields() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for spec in setting_fields():
-        default, description = AXOLOTL_OVERRIDES.get(spec.key, (spec.default, spec.help))
-        kind = Literal[spec.choices] if spec.choices else spec.type
-        out[spec.key] = (kind, Field(default=default, description=description))
-    return out
+def axolotl_field(key: str) -> Any:
+    """The pydantic field of setting ``key``: the default and help of :mod:`agl_trl.settings` (or the Axolotl
+    override of :data:`AXOLOTL_OVERRIDES`)."""
+    spec = SETTINGS_BY_KEY[key]
+    default, description = AXOLOTL_OVERRIDES.get(key, (spec.default, spec.help))
+    return Field(default=default, description=description)
 
 
-AGLAxolotlArgs = create_model(
-    "AGLAxolotlArgs",
-    __base__=_AGLRules,
-    __module__=__name__,
-    __doc__="AlignGuard-LoRA settings read from an Axolotl YAML (``plugins: [agl_trl.integrations.axolotl.AGLPlugin]``).",
-    **_pydantic_fields(),
-)
+class AGLAxolotlArgs(_AGLRules):
+    """AlignGuard-LoRA settings read from an Axolotl YAML (``plugins: [agl_trl.integrations.axolotl.AGLPlugin]``).
 
-AGL_AXOLOTL_FIELD_NAMES: tuple[str, ...] = tuple(AGLAxolotlArgs.model_fields)
-"""Names of every ``agl_*`` key, in declaration order."""
+    Every ``agl_*`` key with its type (the choices as ``Literal``); default and help from :mod:`agl_trl.settings`
+    (tests/axolotl/test_args.py keeps the declarations equal to it).
+    """
 
-__all__ = ["AGLAxolotlArgs", "AGL_AXOLOTL_FIELD_NAMES", "RL_INSTEAD", "SUPPORTED_RL", "SUPPORTED_ADAPTERS"]
+    agl_enabled: bool = axolotl_field("agl_enabled")
+    agl_fisher_path: str | None = axolotl_field("agl_fisher_path")
+    agl_probe_dataset: str | None = axolotl_field("agl_probe_dataset")
+    agl_probe_split: str = axolotl_field("agl_probe_split")
+    agl_save_fisher: bool = axolotl_field("agl_save_fisher")
+    agl_lambda_align: float | None = axolotl_field("agl_lambda_align")
+    agl_kl_budget: float = axolotl_field("agl_kl_budget")
+    agl_kl_every: int = axolotl_field("agl_kl_every")
+    agl_kl_batch_size: int = axolotl_field("agl_kl_batch_size")
+    agl_kl_sequences: int = axolotl_field("agl_kl_sequences")
+    agl_kl_anchor_every: int | None = axolotl_field("agl_kl_anchor_every")
+    agl_lambda_task: float = axolotl_field("agl_lambda_task")
+    agl_lambda_collision: float = axolotl_field("agl_lambda_collision")
+    agl_mu: float = axolotl_field("agl_mu")
+    agl_beta: float = axolotl_field("agl_beta")
+    agl_gate: Literal["soft", "hard"] = axolotl_field("agl_gate")
+    agl_gate_damping: float = axolotl_field("agl_gate_damping")
+    agl_riem_block: int = axolotl_field("agl_riem_block")
+    agl_tau_quantile: float = axolotl_field("agl_tau_quantile")
+    agl_tau_momentum: float = axolotl_field("agl_tau_momentum")
+    agl_fisher_estimator: Literal["kfac", "diagonal"] = axolotl_field("agl_fisher_estimator")
+    agl_fisher_targets: Literal["sampled", "empirical"] = axolotl_field("agl_fisher_targets")
+    agl_fisher_positions: Literal["all", "response"] = axolotl_field("agl_fisher_positions")
+    agl_fisher_max_rank: int = axolotl_field("agl_fisher_max_rank")
+    agl_fisher_explained_variance: float = axolotl_field("agl_fisher_explained_variance")
+    agl_fisher_max_samples: int = axolotl_field("agl_fisher_max_samples")
+    agl_fisher_batch_size: int = axolotl_field("agl_fisher_batch_size")
+    agl_fisher_max_length: int = axolotl_field("agl_fisher_max_length")
+    agl_fisher_max_new_tokens: int = axolotl_field("agl_fisher_max_new_tokens")
+    agl_fisher_sketch: Literal["auto", "exact", "nystrom"] = axolotl_field("agl_fisher_sketch")
+    agl_fisher_memory_budget_gb: float = axolotl_field("agl_fisher_memory_budget_gb")
+    agl_fisher_seed: int = axolotl_field("agl_fisher_seed")
+
+
+__all__ = ["AGLAxolotlArgs", "AXOLOTL_OVERRIDES", "RL_INSTEAD", "SUPPORTED_RL", "SUPPORTED_ADAPTERS", "axolotl_field"]
