@@ -89,9 +89,16 @@ def _split_name(value: str) -> str | None:
     return None if isinstance(value, str) and value else "give a split name such as 'train'."
 
 
-def setting(default: Any, help: str, check: Check | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field carrying its help text, its choices and its rule (read by :func:`setting_fields`)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "check": check})
+def setting(
+    default: Any,
+    help: str,
+    check: Check | None = None,
+    choices: tuple[str, ...] | None = None,
+    unset: str | None = None,
+) -> Any:
+    """A dataclass field carrying its help text, its choices and its rule (read by :func:`setting_fields`).
+    ``unset``: what the default ``None`` resolves to at train start, as ``--help`` and the docs show it."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "unset": unset})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -125,6 +132,7 @@ class AGLSettings(_Validated):
         "adapted during training so that the measured probe KL settles at `agl_kl_budget`; a number: a fixed weight "
         "(expert override; the KL is still measured and logged); 0: meter only (no penalty).",
         _optional_weight,
+        unset="adaptive (the measured probe KL settles at agl_kl_budget)",
     )
     kl_budget: float = setting(
         0.1,
@@ -154,6 +162,7 @@ class AGLSettings(_Validated):
         "has no records beyond the meter's (both with a warning), and without `agl_probe_dataset`. 0: off; a number: "
         "that interval, refused where it cannot run.",
         _optional_at_least(0),
+        unset=f"{DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3, without probe data or probe records of its own)",
     )
     lambda_task: float = setting(
         0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
@@ -362,6 +371,14 @@ class SettingField:
     help: str
     choices: tuple[str, ...] | None
     rule: Check | None
+    unset: str | None = None
+    """What the default ``None`` resolves to at train start (None: the default is what it says)."""
+
+    @property
+    def parser_help(self) -> str:
+        """The help ``HfArgumentParser`` prints: with the resolved default where the declared one is ``None``
+        (``%(default).0s`` prints nothing and stops argparse from adding its own "(default: None)")."""
+        return f"{self.help} (default: {self.unset})%(default).0s" if self.unset else self.help
 
     def validate(self, value: Any) -> Any:
         """``value`` if valid for this key, else the :func:`invalid` error."""
@@ -388,7 +405,13 @@ def setting_fields() -> tuple[SettingField, ...]:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             table.append(
                 SettingField(
-                    cls.KEY_PREFIX + f.name, hints[f.type], default, meta["help"], meta["choices"], meta["check"]
+                    cls.KEY_PREFIX + f.name,
+                    hints[f.type],
+                    default,
+                    meta["help"],
+                    meta["choices"],
+                    meta["check"],
+                    meta["unset"],
                 )
             )
     return tuple(table)
@@ -452,7 +475,7 @@ def agl_field(key: str) -> Any:
     """The dataclass field of setting ``key`` in a front end (``agl_trl.config.AGLArgs``): this module's default, and
     its help and choices as ``HfArgumentParser`` reads them (``--help``, argparse's choices)."""
     spec = SETTINGS_BY_KEY[key]
-    metadata: dict[str, Any] = {"help": spec.help}
+    metadata: dict[str, Any] = {"help": spec.parser_help}
     if spec.choices:
         metadata["choices"] = list(spec.choices)
     return field(default=spec.default, metadata=metadata)
@@ -464,7 +487,7 @@ def settings_table() -> str:
     rows = ["| field | default | meaning |", "|---|---|---|"]
     for spec in setting_fields():
         if spec.default is None:
-            default = "unset"
+            default = f"unset: {spec.unset}" if spec.unset else "unset"
         else:
             default = f"`{str(spec.default).lower() if isinstance(spec.default, bool) else spec.default}`"
         meaning = spec.help.replace("|", "\\|").replace("<", "\\<")  # literal | and < in a Markdown cell

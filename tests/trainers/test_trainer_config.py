@@ -73,7 +73,8 @@ def test_fields_mirror_core_settings_one_to_one():
     assert extra == {"agl_enabled", "agl_fisher_path", "agl_probe_dataset", "agl_probe_split", "agl_save_fisher"}
     for f in fields(AGLArgs):
         assert f.metadata.get("help"), f"{f.name} has no help text"
-        assert "%" not in f.metadata["help"], f"{f.name}: argparse chokes on '%' in help"
+        # argparse chokes on a stray '%' in help; the one directive is settings.SettingField.parser_help's
+        assert "%" not in f.metadata["help"].replace("%(default).0s", ""), f"{f.name}: argparse chokes on '%' in help"
     assert set(NON_DEFAULTS) == names
 
 
@@ -253,5 +254,21 @@ def test_declared_fields_equal_the_settings():
     for f, spec in zip(declared, setting_fields(), strict=True):
         assert hints[f.name] == spec.type, f.name
         assert _default(f) == spec.default, f.name
-        assert f.metadata["help"] == spec.help, f.name
+        assert f.metadata["help"] == spec.parser_help, f.name
         assert f.metadata.get("choices") == (list(spec.choices) if spec.choices else None), f.name
+
+
+def test_help_shows_the_resolved_default_of_unset_settings():
+    """``--help`` prints what an unset ``agl_kl_anchor_every`` / ``agl_lambda_align`` resolves to, not None."""
+    from trl import TrlParser
+
+    from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY
+
+    text = " ".join(TrlParser((AGLSFTConfig,)).format_help().split())
+    anchor = text[text.index("--agl_kl_anchor_every AGL_KL_ANCHOR_EVERY,") :]
+    anchor = anchor[: anchor.index("--agl_lambda_task AGL_LAMBDA_TASK,")]
+    assert f"(default: {DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3" in anchor
+    assert "(default: None)" not in anchor
+    align = text[text.index("--agl_lambda_align AGL_LAMBDA_ALIGN,") :]
+    align = align[: align.index("--agl_kl_budget AGL_KL_BUDGET,")]
+    assert "(default: adaptive" in align and "(default: None)" not in align
