@@ -375,10 +375,15 @@ class SettingField:
     """What the default ``None`` resolves to at train start (None: the default is what it says)."""
 
     @property
+    def described_help(self) -> str:
+        """The help with what an unset default resolves to (the Axolotl schema's description)."""
+        return f"{self.help} (default: {self.unset})" if self.unset else self.help
+
+    @property
     def parser_help(self) -> str:
-        """The help ``HfArgumentParser`` prints: with the resolved default where the declared one is ``None``
-        (``%(default).0s`` prints nothing and stops argparse from adding its own "(default: None)")."""
-        return f"{self.help} (default: {self.unset})%(default).0s" if self.unset else self.help
+        """The help ``HfArgumentParser`` prints: :attr:`described_help`, where ``%(default).0s`` prints nothing and
+        stops argparse from adding its own "(default: None)"."""
+        return f"{self.described_help}%(default).0s" if self.unset else self.help
 
     def validate(self, value: Any) -> Any:
         """``value`` if valid for this key, else the :func:`invalid` error."""

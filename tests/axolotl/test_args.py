@@ -65,7 +65,7 @@ def test_same_fields_defaults_and_help_as_agl_args() -> None:
             assert info.description.startswith(f.metadata["help"].split(" (")[0])
         else:
             assert info.default == default, name
-            assert info.description == f.metadata["help"], name
+            assert info.description == f.metadata["help"].removesuffix("%(default).0s"), name
 
 
 def test_declared_fields_equal_the_settings() -> None:
@@ -79,7 +79,7 @@ def test_declared_fields_equal_the_settings() -> None:
         info = AGLAxolotlArgs.model_fields[spec.key]
         kind = typing.Literal[spec.choices] if spec.choices else spec.type
         assert hints[spec.key] == kind, spec.key
-        assert (info.default, info.description) == AXOLOTL_OVERRIDES.get(spec.key, (spec.default, spec.help))
+        assert (info.default, info.description) == AXOLOTL_OVERRIDES.get(spec.key, (spec.default, spec.described_help))
 
 
 def test_choices_match() -> None:

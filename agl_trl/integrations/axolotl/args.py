@@ -128,7 +128,7 @@ def axolotl_field(key: str) -> Any:
     """The pydantic field of setting ``key``: the default and help of :mod:`agl_trl.settings` (or the Axolotl
     override of :data:`AXOLOTL_OVERRIDES`)."""
     spec = SETTINGS_BY_KEY[key]
-    default, description = AXOLOTL_OVERRIDES.get(key, (spec.default, spec.help))
+    default, description = AXOLOTL_OVERRIDES.get(key, (spec.default, spec.described_help))
     return Field(default=default, description=description)
 
 
