@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,30 +87,19 @@ def train_grpo(
     from trl import GRPOConfig, GRPOTrainer
 
     from agl_trl.config import AGLGRPOConfig
-    from agl_trl.experiments.training import lora_config, step_timer, training_record
+    from agl_trl.experiments.training import experiment_training_args, lora_config, step_timer, train_timed
     from agl_trl.precision import resolve_bf16
     from agl_trl.trainers import AGLGRPOTrainer
 
+    bf16 = resolve_bf16(None, on_cpu=True)
     kwargs: dict[str, Any] = {
-        "output_dir": str(out_dir / "trainer"),
-        "max_steps": steps,
+        **experiment_training_args(out_dir, steps=steps, learning_rate=learning_rate, seed=seed, bf16=bf16),
         "per_device_train_batch_size": prompts_per_step * num_generations,
-        "gradient_accumulation_steps": 1,
         "num_generations": num_generations,
         "max_completion_length": max_completion_length,
         "beta": 0.0,
-        "learning_rate": learning_rate,
         "lr_scheduler_type": "constant",
-        "logging_steps": max(1, steps // 16),
-        "save_strategy": "no",
-        "report_to": "none",
-        "seed": seed,
-        "data_seed": seed,
-        "use_cpu": True,
-        "bf16": resolve_bf16(None, on_cpu=True),
-        "gradient_checkpointing": False,
         "disable_tqdm": not progress,
-        "dataloader_num_workers": 0,
         **(training_overrides or {}),
     }
     if reward not in REWARDS:
@@ -123,13 +111,7 @@ def train_grpo(
         train_dataset=Dataset.from_list(task_prompt_rows(rows)), processing_class=tokenizer,
         peft_config=lora_config(lora),
     )  # fmt: skip
-    timer = step_timer(trainer)
-    trainer.add_callback(timer)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    started = time.perf_counter()
-    trainer.train()
-    record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
+    record = train_timed(trainer, step_timer(trainer), callbacks, out_dir)
     history = trainer.state.log_history
     record["reward_curve"] = [(h["step"], h["reward"]) for h in history if "reward" in h]
     return trainer.model, record

@@ -152,6 +152,36 @@ def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> 
     return record
 
 
+def experiment_training_args(out_dir: Path, *, steps: int, learning_rate: float, seed: int, bf16: bool) -> dict:
+    """The TRL arguments every experiment fine-tune shares (SFT and GRPO): one micro-batch per optimizer step, on
+    the CPU, seeded, nothing saved or reported."""
+    return {
+        "output_dir": str(out_dir / "trainer"),
+        "max_steps": steps,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": learning_rate,
+        "logging_steps": max(1, steps // 16),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": True,
+        "bf16": bf16,
+        "gradient_checkpointing": False,  # TRL's default recomputes every forward: ~1/3 more work, no memory to save here
+        "dataloader_num_workers": 0,
+    }
+
+
+def train_timed(trainer: Any, timer: Any, callbacks: Sequence[Any], out_dir: Path) -> dict[str, Any]:
+    """Train ``trainer`` with the step ``timer`` (:func:`step_timer`) and ``callbacks``; its training record."""
+    trainer.add_callback(timer)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    started = time.perf_counter()
+    trainer.train()
+    return training_record(trainer, timer, time.perf_counter() - started, out_dir)
+
+
 def train_lora(
     model: Any,
     tokenizer: Any,
@@ -199,25 +229,14 @@ def train_lora(
             for r in rows
         ]
     )
+    bf16 = resolve_bf16(None if precision == "auto" else check_precision(precision) == "bf16", on_cpu=True)
     kwargs: dict[str, Any] = {
-        "output_dir": str(out_dir / "trainer"),
-        "max_steps": steps,
+        **experiment_training_args(out_dir, steps=steps, learning_rate=learning_rate, seed=seed, bf16=bf16),
         "per_device_train_batch_size": batch_size,
-        "gradient_accumulation_steps": 1,
-        "learning_rate": learning_rate,
         "lr_scheduler_type": "linear",
         "warmup_steps": 0,
-        "logging_steps": max(1, steps // 16),
-        "save_strategy": "no",
-        "report_to": "none",
-        "seed": seed,
-        "data_seed": seed,
-        "use_cpu": True,
-        "bf16": resolve_bf16(None if precision == "auto" else check_precision(precision) == "bf16", on_cpu=True),
-        "gradient_checkpointing": False,  # TRL's default recomputes every forward: ~1/3 more work, no memory to save here
         "max_length": 256,
         "disable_tqdm": not progress,
-        "dataloader_num_workers": 0,
         **(training_overrides or {}),
     }
     set_seed(seed)
@@ -229,13 +248,17 @@ def train_lora(
     )
     if penalty is not None:
         enable_penalty(trainer, penalty)
-    trainer.add_callback(timer)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    started = time.perf_counter()
-    trainer.train()
-    record = training_record(trainer, timer, time.perf_counter() - started, out_dir)
-    return trainer.model, record
+    return trainer.model, train_timed(trainer, timer, callbacks, out_dir)
 
 
-__all__ = ["PeakRSS", "agl_fields", "auto_threads", "lora_config", "step_timer", "train_lora", "training_record"]
+__all__ = [
+    "PeakRSS",
+    "agl_fields",
+    "auto_threads",
+    "experiment_training_args",
+    "lora_config",
+    "step_timer",
+    "train_lora",
+    "train_timed",
+    "training_record",
+]
