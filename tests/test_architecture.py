@@ -109,3 +109,73 @@ def test_the_package_never_imports_the_lab() -> None:
                 continue
             reaching += [f"{file.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("benchmarks", "tests")]
     assert not reaching, reaching
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (lazy imports inside functions included; ``from p import m``
+    with ``m`` a module counts as importing ``p.m``)."""
+    files = {
+        f.relative_to(ROOT).with_suffix("").as_posix().replace("/", "."): f for f in (ROOT / "agl_trl").rglob("*.py")
+    }
+    modules = {name.removesuffix(".__init__"): file for name, file in files.items()}
+    graph: dict[str, set[str]] = {}
+    for module, file in modules.items():
+        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module or ""
+                names = [f"{target}.{a.name}" for a in node.names]
+                edges |= {n for n in names if n in modules} or ({target} if target in modules else set())
+            elif isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+        graph[module] = edges - {module}
+    return graph
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    """No two package modules import each other, directly or through others (lazy imports count)."""
+    graph, circles = _module_graph(), []
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert not circles, circles
+
+
+def test_tests_share_fixtures_only_through_the_helpers_package() -> None:
+    """A test module imports what tests share from ``tests.helpers``, never from another test module or conftest."""
+    crossing = []
+    for file in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("tests."):
+                last = node.module.rsplit(".", 1)[-1]
+                if last.startswith("test_") or last == "conftest" or not node.module.startswith("tests.helpers"):
+                    crossing.append(f"{file.relative_to(ROOT)}: from {node.module}")
+    assert not crossing, crossing

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_recipes import repo_like_root, tail
+from tests.helpers.data import repo_like_root, tail
 
 REPO = Path(__file__).resolve().parents[1]
 

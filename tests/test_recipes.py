@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.helpers.axolotl import requires_axolotl
+from tests.helpers.data import repo_like_root, tail
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,19 +58,8 @@ def run_documented(recipe: Path, root: Path, timeout: float) -> subprocess.Compl
     return subprocess.run(words, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def repo_like_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "recipes").symlink_to(REPO / "recipes", target_is_directory=True)
-    return root
-
-
 def output_dir(recipe: Path) -> str:
     return yaml.safe_load(recipe.read_text())["output_dir"]
-
-
-def tail(proc: subprocess.CompletedProcess) -> str:
-    return (proc.stdout + "\n" + proc.stderr)[-4000:]
 
 
 def _param(recipe: Path) -> object:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.axolotl import axolotl_train, log_history, requires_axolotl, tail, train_logs, write_config
+from tests.helpers.axolotl import axolotl_train, log_history, requires_axolotl, train_logs, write_config
+from tests.helpers.data import tail
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl, pytest.mark.timeout(900)]
 

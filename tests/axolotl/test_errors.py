@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.axolotl import axolotl_env, axolotl_train, load_recipe, requires_axolotl, tail, write_config
+from tests.helpers.axolotl import axolotl_env, axolotl_train, load_recipe, requires_axolotl, write_config
 from tests.helpers.bad_inputs import AXOLOTL_ROWS, BadInput, write_artifact_stub, write_probe
+from tests.helpers.data import tail
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 

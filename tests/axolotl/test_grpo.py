@@ -19,10 +19,10 @@ from tests.helpers.axolotl import (
     load_recipe,
     log_history,
     requires_axolotl,
-    tail,
     train_logs,
     write_config,
 )
+from tests.helpers.data import tail
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl, pytest.mark.timeout(900)]
 

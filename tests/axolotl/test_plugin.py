@@ -13,9 +13,9 @@ from tests.helpers.axolotl import (
     axolotl_train,
     load_recipe,
     requires_axolotl,
-    tail,
     write_config,
 )
+from tests.helpers.data import tail
 
 pytestmark = [pytest.mark.axolotl, requires_axolotl]
 

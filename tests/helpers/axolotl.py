@@ -150,10 +150,6 @@ def axolotl_train(workspace: Path, config: Path, timeout: float = 600) -> subpro
     return proc
 
 
-def tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
-    return (proc.stdout + "\n" + proc.stderr)[-n:]
-
-
 def log_history(output_dir: Path) -> list[dict[str, Any]]:
     """``log_history`` of the last checkpoint's ``trainer_state.json``."""
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))

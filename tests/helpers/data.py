@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FIXTURE_PROMPTS = [
     # unsafe, two categories, both splits; safe contrast prompts in the same categories
@@ -90,3 +91,16 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def repo_like_root(tmp_path: Path) -> Path:
+    """A folder laid out like the repository for the recipes (``recipes/`` linked), to run them from."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "recipes").symlink_to(REPO / "recipes", target_is_directory=True)
+    return root
+
+
+def tail(proc: subprocess.CompletedProcess, n: int = 6000) -> str:
+    """The end of a finished process's output (stdout, then stderr): what a failing test shows."""
+    return (proc.stdout + "\n" + proc.stderr)[-n:]
