@@ -1,7 +1,7 @@
 """Configuration of AGL: the ``agl_*`` fields of the TRL trainer configs.
 
 :class:`AGLArgs` declares every ``agl_*`` field (name and type written out, for IDEs and type checkers; default, help
-and choices read from :mod:`agl_trl.settings`, the one owner of every setting, by :func:`~agl_trl.settings.agl_field`;
+and choices read from :mod:`agl_trl.settings`, the one owner of every setting, by :func:`agl_field`;
 tests/trainers/test_trainer_config.py keeps the declarations equal to it). Every trainer config (``AGLSFTConfig``,
 ``AGLDPOConfig``, ...; one per row of :data:`agl_trl.kinds.TRAINER_KINDS`) inherits it, so ``TrlParser`` reads the
 ``agl_*`` keys from recipe YAML files and from the command line, and the Axolotl plugin exposes the same names.
@@ -13,7 +13,7 @@ loads. Errors name the field, the bad value and the fix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agl_trl.kinds import TRAINER_KINDS
@@ -22,12 +22,23 @@ from agl_trl.settings import (
     BUILTIN_PROBE,
     ESTIMATOR_CHOICES,
     GATE_CHOICES,
+    SETTINGS_BY_KEY,
     SKETCH_CHOICES,
     TARGETS_CHOICES,
     AGLTrainingSettings,
-    agl_field,
 )
 from agl_trl.utils import derived_class, derived_classes
+
+
+def agl_field(key: str) -> Any:
+    """The dataclass field of setting ``key``: the default of :mod:`agl_trl.settings`, and its help and choices as
+    ``HfArgumentParser`` reads them. Where an unset default resolves at train start, the help ends with what it
+    resolves to, and ``%(default).0s`` (which prints nothing) stops argparse from adding "(default: None)"."""
+    spec = SETTINGS_BY_KEY[key]
+    metadata: dict[str, Any] = {"help": f"{spec.described_help}%(default).0s" if spec.unset else spec.help}
+    if spec.choices:
+        metadata["choices"] = list(spec.choices)
+    return field(default=spec.default, metadata=metadata)
 
 
 @dataclass

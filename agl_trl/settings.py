@@ -10,7 +10,7 @@ is valid and is passed on as it is:
 :class:`AGLTrainingSettings` bundles them with ``agl_enabled`` for a training run; its
 :meth:`~AGLTrainingSettings.from_prefixed` is the one reader of the ``agl_*`` keys (a config, an Axolotl cfg, a
 dict). The front ends declare each key with its type and take the rest from :func:`setting_fields`:
-``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_field`) and
+``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_trl.config.agl_field`) and
 ``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both validate through this module, so a rule
 written here holds in every front end with the same message. :func:`settings_table` is docs/trainers.md's table.
 """
@@ -379,12 +379,6 @@ class SettingField:
         """The help with what an unset default resolves to (the Axolotl schema's description)."""
         return f"{self.help} (default: {self.unset})" if self.unset else self.help
 
-    @property
-    def parser_help(self) -> str:
-        """The help ``HfArgumentParser`` prints: :attr:`described_help`, where ``%(default).0s`` prints nothing and
-        stops argparse from adding its own "(default: None)"."""
-        return f"{self.described_help}%(default).0s" if self.unset else self.help
-
     def validate(self, value: Any) -> Any:
         """``value`` if valid for this key, else the :func:`invalid` error."""
         check_value(self.key, value, self.type, self.choices, self.rule)
@@ -476,16 +470,6 @@ def _read(source: Any, key: str) -> Any:
     return source.get(key) if isinstance(source, dict) else getattr(source, key, None)
 
 
-def agl_field(key: str) -> Any:
-    """The dataclass field of setting ``key`` in a front end (``agl_trl.config.AGLArgs``): this module's default, and
-    its help and choices as ``HfArgumentParser`` reads them (``--help``, argparse's choices)."""
-    spec = SETTINGS_BY_KEY[key]
-    metadata: dict[str, Any] = {"help": spec.parser_help}
-    if spec.choices:
-        metadata["choices"] = list(spec.choices)
-    return field(default=spec.default, metadata=metadata)
-
-
 def settings_table() -> str:
     """The Markdown table of every ``agl_*`` key (default, meaning) that docs/trainers.md shows (a test keeps the
     page equal to it; regenerate with ``python -c "from agl_trl.settings import settings_table as t; print(t())"``)."""
@@ -519,7 +503,6 @@ __all__ = [
     "check_known_keys",
     "check_value",
     "check_weight_settings",
-    "agl_field",
     "invalid",
     "setting_fields",
     "settings_table",

@@ -73,7 +73,7 @@ def test_fields_mirror_core_settings_one_to_one():
     assert extra == {"agl_enabled", "agl_fisher_path", "agl_probe_dataset", "agl_probe_split", "agl_save_fisher"}
     for f in fields(AGLArgs):
         assert f.metadata.get("help"), f"{f.name} has no help text"
-        # argparse chokes on a stray '%' in help; the one directive is settings.SettingField.parser_help's
+        # argparse chokes on a stray '%' in help; the one directive is agl_trl.config.agl_field's
         assert "%" not in f.metadata["help"].replace("%(default).0s", ""), f"{f.name}: argparse chokes on '%' in help"
     assert set(NON_DEFAULTS) == names
 
@@ -254,7 +254,7 @@ def test_declared_fields_equal_the_settings():
     for f, spec in zip(declared, setting_fields(), strict=True):
         assert hints[f.name] == spec.type, f.name
         assert _default(f) == spec.default, f.name
-        assert f.metadata["help"] == spec.parser_help, f.name
+        assert f.metadata["help"].removesuffix("%(default).0s") == spec.described_help, f.name
         assert f.metadata.get("choices") == (list(spec.choices) if spec.choices else None), f.name
 
 
