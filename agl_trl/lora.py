@@ -133,6 +133,13 @@ def lora_factors(model: nn.Module) -> list[torch.Tensor]:
     return [t for m in find_lora_modules(model, allow_dora=True) for t in (m.lora_A, m.lora_B)]
 
 
+def trainable_outside_lora(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters that are not LoRA factors (``modules_to_save`` copies, unfrozen embeddings
+    or heads, DoRA magnitudes): the part of the update that a penalty on the LoRA factors does not see."""
+    factors = {id(t) for t in lora_factors(model)}
+    return [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in factors]
+
+
 def no_lora_message(model: nn.Module) -> str:
     """Why ``model`` has no LoRA layer AGL can regularise (none, merged, inactive, or not on linear layers), and the
     fix; for a model that :func:`find_lora_modules` finds nothing in."""

@@ -70,7 +70,7 @@ def warn_if_slow_bf16(args: Any) -> None:
 
 def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     """Check the set-up, store ``runtime`` as ``trainer._agl`` and register :class:`AGLCallback` (once)."""
-    from agl_trl.lora import find_lora_modules, no_lora_message
+    from agl_trl.lora import find_lora_modules, no_lora_message, trainable_outside_lora
 
     if not isinstance(trainer, AGLLossMixin):
         raise TypeError(
@@ -84,6 +84,16 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     check_parallelism(trainer, penalty=runtime.regularizer)  # a ready-made regulariser: a peer penalty
     if not find_lora_modules(unwrapped_model(trainer)):
         raise AGLUserError(no_lora_message(unwrapped_model(trainer)))
+    outside = trainable_outside_lora(unwrapped_model(trainer))
+    if outside and runtime.regularizer is None:  # AGL's own regulariser (a peer penalty says what it covers itself)
+        logger.warning(
+            "AGL: %d trainable parameter tensor(s) outside the LoRA factors (%s): the K-FAC penalty covers the LoRA "
+            "update only, so it does not regularise them; the KL meter and the anchor steps still measure their effect "
+            "on the outputs. Freeze them (e.g. drop `modules_to_save` / `lora_modules_to_save`) to keep the whole "
+            "update under the penalty.",
+            len(outside),
+            ", ".join(outside[:4]) + (", ..." if len(outside) > 4 else ""),
+        )
     if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
         trainer.add_callback(AGLCallback(trainer))
     return runtime

@@ -106,6 +106,23 @@ def test_no_lora_layers_is_a_clear_error(tmp_path, probe_file):
     AGLSFTTrainer(model=model, args=off, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer)
 
 
+def test_trainable_weights_outside_lora_are_named_in_a_warning(tmp_path, probe_file, caplog):
+    """``modules_to_save`` trains a full copy of lm_head that the K-FAC penalty does not see: one warning names it;
+    a plain LoRA set-up gives none."""
+    config = AGLSFTConfig(**FAST_ARGS, **FAST_AGL, output_dir=str(tmp_path / "x"), agl_probe_dataset=str(probe_file))
+    for modules_to_save, warned in ((["lm_head"], True), (None, False)):
+        model, tokenizer = tiny_model_and_tokenizer()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="agl_trl.trainers.install"):
+            AGLSFTTrainer(
+                model=model, args=config, train_dataset=Dataset.from_list(sft_records(4)), processing_class=tokenizer,
+                peft_config=lora_config(modules_to_save=modules_to_save),
+            )  # fmt: skip
+        assert ("outside the LoRA factors" in caplog.text) is warned, caplog.text
+        if warned:
+            assert "lm_head.modules_to_save" in caplog.text and "does not regularise them" in caplog.text
+
+
 def test_fsdp1_and_fsdp2_offload_are_refused_fsdp2_and_zero3_accepted():
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
 
