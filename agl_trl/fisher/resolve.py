@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from agl_trl.diagnostics import explained
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError
 from agl_trl.fisher.estimate import estimate_fisher
 from agl_trl.fisher.probe import load_probe_records, records_hash
+from agl_trl.preflight import METADATA_FILE
 from agl_trl.settings import FisherSettings
 
 logger = logging.getLogger(__name__)
@@ -100,6 +103,21 @@ def _reusable(
     return artifact
 
 
+def set_aside(directory: Path) -> Path | None:
+    """Move the artifact in ``directory`` (about to be replaced: it did not fit the run) to ``<directory>.<hash>``
+    beside it, so that no artifact is ever overwritten; ``None`` when ``directory`` holds none. The hash is that of
+    its ``fisher.json`` (which records the tensors' checksum): the same artifact set aside twice is kept once."""
+    meta = directory / METADATA_FILE
+    if not meta.is_file():
+        return None
+    kept = directory.with_name(f"{directory.name}.{hashlib.sha256(meta.read_bytes()).hexdigest()[:12]}")
+    if kept.exists():
+        shutil.rmtree(directory)
+    else:
+        directory.rename(kept)
+    return kept
+
+
 def resolve_artifact(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -154,9 +172,17 @@ def resolve_artifact(
     with fork_rng(), explained("Fisher estimate", model):
         artifact = estimate_fisher(model, tokenizer, records, settings, show_progress=show_progress and is_main)
     if save_to is not None and is_main:
+        kept = set_aside(Path(save_to))
+        if kept is not None:
+            logger.warning(
+                "AGL: the Fisher artifact in %s does not fit this run (see above): it is kept in %s, and the new "
+                "estimate is saved in its place.",
+                save_to,
+                kept,
+            )
         artifact.save(save_to)
         logger.info("AGL: saved the Fisher artifact to %s", save_to)
     return ResolvedArtifact(artifact, None if save_to is None else str(save_to), "estimated")
 
 
-__all__ = ["FISHER_SUBDIR", "ResolvedArtifact", "fork_rng", "load_verified", "resolve_artifact"]
+__all__ = ["FISHER_SUBDIR", "ResolvedArtifact", "fork_rng", "load_verified", "resolve_artifact", "set_aside"]

@@ -99,3 +99,7 @@ def test_fisher_artifact_is_reused_from_output_dir(tmp_path, probe_file):
     third._agl.fisher_settings.max_rank = 3
     third.train()
     assert third._agl.fisher_source == "estimated"
+    # the artifact it replaced is kept beside it, under the hash of its fisher.json, not overwritten
+    kept = [p for p in (tmp_path / "run").iterdir() if p.name.startswith(FISHER_SUBDIR + ".")]
+    assert len(kept) == 1 and (kept[0] / "fisher.json").is_file() and (kept[0] / "fisher.safetensors").is_file()
+    assert json.loads((kept[0] / "fisher.json").read_text())["settings"]["max_rank"] != 3
