@@ -11,7 +11,8 @@ floating-point ties. ``batch_size=1`` (or ``batched=False``) is the one-at-a-tim
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 Prompt = str | Sequence[dict[str, str]]
+
+logger = logging.getLogger(__name__)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an accelerator out-of-memory error (a batch too large for the device)."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 @dataclass
@@ -112,8 +120,13 @@ def generate(
     batched: bool = True,
     progress: bool = True,
     desc: str = "generate",
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[Generation]:
-    """Greedy generations for ``prompts`` (input order kept). ``batched=False`` decodes one prompt at a time."""
+    """Greedy generations for ``prompts`` (input order kept). ``batched=False`` decodes one prompt at a time.
+
+    A batch that does not fit the device's memory is halved and retried (a warning says so), down to one prompt.
+    ``on_batch(done, total)`` is called after each batch (e.g. to time the first one).
+    """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     if batch_size < 1:
@@ -123,7 +136,6 @@ def generate(
     encoded = [encode_prompt(tokenizer, p, system_prompt) for p in prompts]
     stop_ids = _stop_ids(model, tokenizer)
     pad_id = _pad_id(tokenizer, stop_ids)
-    device = model_device(model)
     # longest first: a too-large batch fails at once, and similar lengths share a batch (little padding)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * len(encoded)
@@ -139,26 +151,48 @@ def generate(
     }
     bar = tqdm(total=len(encoded), desc=desc, unit="prompt", disable=not progress, leave=False)
     with eval_mode(model):
-        for start in range(0, len(order), batch_size):
+        start = 0
+        while start < len(order):
             idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # LEFT padding
-                ids = encoded[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids) :] = 1
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs)
-            new = out[:, width:].tolist()
-            for row, i in enumerate(idx):
-                resp = new[row]
-                cut = next((j for j, t in enumerate(resp) if t in stop_ids), None)
-                resp = resp[: cut + 1] if cut is not None else resp  # keep the eos: it is a prediction too
-                text = tokenizer.decode(resp, skip_special_tokens=True).strip()
-                results[i] = Generation(prompt_ids=encoded[i], response_ids=resp, text=text)
+            try:
+                generations = _generate_batch(model, tokenizer, [encoded[i] for i in idx], pad_id, stop_ids, gen_kwargs)
+            except RuntimeError as error:  # torch.OutOfMemoryError is one
+                if batch_size == 1 or not is_out_of_memory(error):
+                    raise
+                batch_size = max(1, batch_size // 2)
+                logger.warning("AGL: generation ran out of memory; retrying with batches of %d prompts.", batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            for i, generation in zip(idx, generations, strict=True):
+                results[i] = generation
+            start += len(idx)
             bar.update(len(idx))
+            if on_batch is not None:
+                on_batch(start, len(order))
     bar.close()
     return [r for r in results if r is not None]
+
+
+def _generate_batch(
+    model: Any, tokenizer: Any, encoded: list[list[int]], pad_id: int, stop_ids: set[int], gen_kwargs: dict[str, Any]
+) -> list[Generation]:
+    """Greedy answers to one batch of encoded prompts (left padded), each cut after its first stop token."""
+    device = model_device(model)
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):  # LEFT padding
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **gen_kwargs)
+    generations = []
+    for ids, resp in zip(encoded, out[:, width:].tolist(), strict=True):
+        cut = next((j for j, t in enumerate(resp) if t in stop_ids), None)
+        resp = resp[: cut + 1] if cut is not None else resp  # keep the eos: it is a prediction too
+        text = tokenizer.decode(resp, skip_special_tokens=True).strip()
+        generations.append(Generation(prompt_ids=ids, response_ids=resp, text=text))
+    return generations
 
 
 def generate_responses(model: Any, tokenizer: Any, prompts: Sequence[Prompt], *args: Any, **kwargs: Any) -> list[str]:

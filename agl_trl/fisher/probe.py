@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agl_trl.generation import encode_prompt, generate_responses
+from agl_trl.generation import encode_prompt
 from agl_trl.settings import AGLUserError
 from agl_trl.teacher_forcing import TokenSequence
 from agl_trl.utils import read_jsonl
@@ -111,26 +111,13 @@ def build_sequences(tokenizer, records: list[dict[str, Any]], max_length: int) -
 def fill_missing_responses(
     model, tokenizer, records: list[dict[str, Any]], max_new_tokens: int, batch_size: int, show_progress: bool
 ) -> list[dict[str, Any]]:
-    """Fill missing responses (``None``) with the model's greedy answers (the batched generator of evaluation)."""
-    todo = [i for i, r in enumerate(records) if r.get("response") is None]
-    if not todo:
-        return records
-    from agl_trl.diagnostics import explained
+    """Copies of ``records`` whose missing responses (``None``) are ``model``'s greedy answers, each prompt answered
+    once (:class:`~agl_trl.fisher.answers.ProbeAnswers`, nothing stored)."""
+    from agl_trl.fisher.answers import ProbeAnswers
 
-    with explained("probe generation", model):
-        texts = generate_responses(
-            model,
-            tokenizer,
-            [records[i]["prompt"] for i in todo],
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            progress=show_progress,
-            desc="AGL probe: generating responses",
-        )
-    records = [dict(r) for r in records]
-    for i, text in zip(todo, texts, strict=True):
-        records[i]["response"] = text
-    return records
+    answers = ProbeAnswers(max_new_tokens)
+    answers.generate(model, tokenizer, records, batch_size=batch_size, show_progress=show_progress)
+    return answers.fill(records)
 
 
 def meter_records(records: list[dict[str, Any]], fisher_samples: int, count: int) -> tuple[list[dict[str, Any]], int]:

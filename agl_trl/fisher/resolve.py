@@ -9,6 +9,11 @@
    that does not fit is skipped);
 3. a fresh estimate on the probe data (the RNG state is restored afterwards, so training sees the same random
    numbers as without AGL), saved atomically to ``save_to`` by the main process.
+
+Probe prompts without a response are answered by the aligned model once (:class:`~agl_trl.fisher.answers.ProbeAnswers`:
+the Fisher's records and ``also_answer``, the drift meter's), reusing the answers stored beside the artifact; new
+answers are stored in ``save_to`` with the artifact. Once the first batch's speed is known, one log line states the
+start-up plan (:class:`StartupPlan`): what is reused, generated and estimated, and the expected time.
 """
 
 from __future__ import annotations
@@ -16,19 +21,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from agl_trl.diagnostics import explained
+from agl_trl.fisher.answers import ProbeAnswers
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError
 from agl_trl.fisher.estimate import estimate_fisher
 from agl_trl.fisher.probe import load_probe_records, records_hash
+from agl_trl.lora import adapters_disabled
 from agl_trl.preflight import METADATA_FILE
 from agl_trl.settings import FisherSettings
 
@@ -45,11 +54,60 @@ NO_TOKENIZER_MESSAGE = (
 
 @dataclass
 class ResolvedArtifact:
-    """The artifact in use, where it lives on disk (``None``: not saved) and how it was obtained."""
+    """The artifact in use, where it lives on disk (``None``: not saved), how it was obtained, and the aligned
+    model's answers to the probe prompts (the Fisher's and ``also_answer``'s)."""
 
     artifact: FisherArtifact
     directory: str | None
     source: str  # "path" | a candidate's label (e.g. "checkpoint", "output_dir") | "estimated"
+    answers: ProbeAnswers | None = None
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: "42 s", "3 min 5 s", "1 h 12 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@dataclass
+class StartupPlan:
+    """What AGL's start-up does, stated in one log line (by the main process) as soon as the speed of its first
+    batch is known: the probe, the artifact (reused or estimated), the answers to generate and the expected time."""
+
+    parts: list[str] = field(default_factory=list)
+    show: bool = True  # the main process: it says the line
+    said: bool = False
+
+    def add(self, part: str) -> None:
+        self.parts.append(part)
+
+    def say(self, expected: str = "") -> None:
+        """Log the plan once (with ``expected``: the expected time and how it was measured)."""
+        if self.show and not self.said:
+            from tqdm.auto import tqdm
+
+            self.said = True
+            with tqdm.external_write_mode():  # on its own line, not inside a progress bar
+                logger.info("AGL start-up: %s%s", "; ".join(self.parts), f"; expected {expected}" if expected else "")
+
+    def timer(self, phase: str, then: str = "") -> Callable[[int, int], None]:
+        """An ``on_batch(done, total)`` callback that says the plan after the first batch of ``phase``, with the
+        phase's time extrapolated from that batch (and what follows it, ``then``)."""
+        started = time.perf_counter()
+
+        def on_batch(done: int, total: int) -> None:
+            if not self.said and done:
+                elapsed = time.perf_counter() - started
+                self.say(
+                    f"~{duration(elapsed * total / done)} for {phase} (first batch: {done} of {total} in "
+                    f"{elapsed:.1f} s){then}"
+                )
+
+        return on_batch
 
 
 def fork_rng() -> contextlib.AbstractContextManager:
@@ -118,6 +176,29 @@ def set_aside(directory: Path) -> Path | None:
     return kept
 
 
+def _answer(
+    answers: ProbeAnswers,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    plan: StartupPlan,
+    show_progress: bool,
+    then: str = "",
+) -> None:
+    """Generate the answers ``records`` still lack (saying the plan after the first batch)."""
+    todo = answers.missing(records)
+    stored = len(answers.answers)
+    plan.add(f"{len(todo)} probe answers to generate" + (f" ({stored} stored)" if stored else ""))
+    if not todo:
+        return
+    if tokenizer is None:
+        raise ValueError(NO_TOKENIZER_MESSAGE)
+    with adapters_disabled(model):  # the aligned model's answers
+        answers.generate(
+            model, tokenizer, records, show_progress=show_progress, on_batch=plan.timer("the answers", then)
+        )
+
+
 def resolve_artifact(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -130,6 +211,8 @@ def resolve_artifact(
     save_to: str | os.PathLike | None = None,
     is_main: bool = True,
     show_progress: bool = True,
+    also_answer: Sequence[dict[str, Any]] = (),
+    plan: StartupPlan | None = None,
 ) -> ResolvedArtifact:
     """The Fisher artifact for ``model`` (a PEFT model with its LoRA adapters), by the rules of the module docstring.
 
@@ -141,9 +224,20 @@ def resolve_artifact(
         candidates: ``(directory, label)`` of earlier artifacts to reuse if they fit, in order.
         save_to: where an estimated artifact is saved (by the main process; every rank takes part in estimating).
         is_main: whether this process is the main one (saves, logs, shows progress).
+        also_answer: more probe records whose prompts the aligned model must answer (the drift meter's), answered
+            in the same pass as the Fisher's.
+        plan: the start-up plan to complete and say (the caller may have added its parts: the probe, the meter).
     """
+    plan = plan if plan is not None else StartupPlan()
+    plan.show = plan.show and is_main
+    show_progress = show_progress and is_main
     if fisher_path:
-        return ResolvedArtifact(load_verified(fisher_path, model), str(fisher_path), "path")
+        artifact = load_verified(fisher_path, model)
+        answers = ProbeAnswers.load(fisher_path, model, settings.max_new_tokens)
+        plan.add(f"the Fisher artifact {fisher_path} (agl_fisher_path)")
+        _answer(answers, model, tokenizer, also_answer, plan, show_progress)  # not written into the user's artifact
+        plan.say()
+        return ResolvedArtifact(artifact, str(fisher_path), "path", answers)
     if probe is None:
         raise ValueError(
             "No Fisher artifact and no probe data to estimate one: set `agl_fisher_path` or `agl_probe_dataset`."
@@ -155,22 +249,42 @@ def resolve_artifact(
                 f"The probe dataset `agl_probe_dataset`={probe!r} (split {probe_split!r}) has no records: give a "
                 "non-empty probe set or a saved artifact with `agl_fisher_path`."
             )
+        if not plan.parts:
+            plan.add(f"probe {probe!r}")
     else:
         records = list(probe)[: settings.max_samples]
     probe_hash = records_hash(records)
+    own = None if save_to is None else Path(save_to).resolve()
     for directory, label in candidates:
         artifact = _reusable(Path(directory), model, label, settings, probe_hash)
         if artifact is not None:
             logger.info("AGL: reusing the Fisher artifact in %s (%s)", directory, label)
-            return ResolvedArtifact(artifact, str(directory), label)
+            plan.add(f"the Fisher artifact in {directory} ({label}), reused")
+            answers = ProbeAnswers.load(directory, model, settings.max_new_tokens)
+            _answer(answers, model, tokenizer, also_answer, plan, show_progress)
+            if answers.generated and is_main and Path(directory).resolve() == own:
+                answers.save(directory)  # the run's own artifact: a resumed run finds them
+            plan.say()
+            return ResolvedArtifact(artifact, str(directory), label, answers)
 
     if tokenizer is None:
         raise ValueError(NO_TOKENIZER_MESSAGE)
-    if is_main:
-        logger.info("AGL: estimating the Fisher (%s) from %d probe records", settings.estimator, len(records))
+    passes = math.ceil(len(records) / settings.batch_size)
+    plan.add(f"a {settings.estimator} Fisher estimate on {len(records)} probe records ({passes} passes)")
+    # the answers of an artifact that no longer fits (other settings) are still good when the model is the same
+    answers = ProbeAnswers.load(save_to, model, settings.max_new_tokens)
+    _answer(answers, model, tokenizer, [*records, *also_answer], plan, show_progress, then=", then the Fisher estimate")
     # the estimator samples and seeds: keep the caller's RNG stream untouched; set-up failures say their cause
     with fork_rng(), explained("Fisher estimate", model):
-        artifact = estimate_fisher(model, tokenizer, records, settings, show_progress=show_progress and is_main)
+        artifact = estimate_fisher(
+            model,
+            tokenizer,
+            answers.fill(records),
+            settings,
+            show_progress=show_progress,
+            probe_hash=probe_hash,
+            on_batch=plan.timer("the Fisher estimate"),
+        )
     if save_to is not None and is_main:
         kept = set_aside(Path(save_to))
         if kept is not None:
@@ -181,8 +295,19 @@ def resolve_artifact(
                 kept,
             )
         artifact.save(save_to)
+        if answers.answers:
+            answers.save(save_to)
         logger.info("AGL: saved the Fisher artifact to %s", save_to)
-    return ResolvedArtifact(artifact, None if save_to is None else str(save_to), "estimated")
+    return ResolvedArtifact(artifact, None if save_to is None else str(save_to), "estimated", answers)
 
 
-__all__ = ["FISHER_SUBDIR", "ResolvedArtifact", "fork_rng", "load_verified", "resolve_artifact", "set_aside"]
+__all__ = [
+    "FISHER_SUBDIR",
+    "ResolvedArtifact",
+    "StartupPlan",
+    "duration",
+    "fork_rng",
+    "load_verified",
+    "resolve_artifact",
+    "set_aside",
+]

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agl_trl.regularizers.budget import DriftBudget
 from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY, AGLSettings, AGLUserError, ArtifactSettings, FisherSettings
+
+if TYPE_CHECKING:
+    from agl_trl.fisher.answers import ProbeAnswers
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ class DriftMeter:
         self.meter_batches: list[dict[str, torch.Tensor]] = []
         self.reference: dict[int, torch.Tensor] = {}  # the meter batches' aligned log-probs (CPU), by index
         self.anchor_batches: list[dict[str, torch.Tensor]] = []
+        self.meter_records: list[dict[str, Any]] = []  # chosen by select() at train start
+        self.anchor_records: list[dict[str, Any]] = []
+        self.last_read: int | None = None  # the optimizer step of the last reading
         self.anchored_step: int | None = None  # the optimizer step whose anchor term was last added (once per step)
 
     @property
@@ -104,16 +110,17 @@ class DriftMeter:
             "`agl_kl_anchor_every: 0` to silence this."
         )
 
-    def build(self, model: torch.nn.Module, tokenizer: Any) -> None:
-        """The probe batches: the meter's (the last ``kl_sequences`` probe records after the ones the Fisher
-        estimate reads, ``agl_fisher_max_samples``) and, with anchor steps, the anchor's (the Fisher's records less
-        the meter's: :func:`~agl_trl.fisher.probe.anchor_records`)."""
+    def select(self) -> list[dict[str, Any]]:
+        """At train start, before the artifact: choose the probe records of the meter (the last ``kl_sequences``
+        after the ones the Fisher estimate reads, ``agl_fisher_max_samples``) and, with anchor steps, the anchor's
+        (the Fisher's records less the meter's: :func:`~agl_trl.fisher.probe.anchor_records`). Returns them all, so
+        that their prompts are answered in the same pass as the Fisher's."""
         from agl_trl.fisher.probe import anchor_records, load_probe_records, meter_records
 
         s, source, requested = self.settings, self.artifact.probe_dataset, self.settings.kl_anchor_every
         asked = bool(requested) and not self.zero3  # a set interval (under ZeRO-3 it was refused at start)
         if s.kl_every == 0 and self.anchor_every == 0 and not asked:
-            return
+            return []
         if source is None:
             if s.adaptive or asked:
                 needs, fix = (
@@ -126,11 +133,11 @@ class DriftMeter:
                     f"'driftcaps'), or {fix}."
                 )
             logger.warning("AGL: no agl_probe_dataset, so the KL meter is off (kl_measured is not logged).")
-            return
+            return []
         records = load_probe_records(source, split=self.artifact.probe_split)
         used = self.fisher.max_samples
         if s.kl_every:
-            chosen, held_out = meter_records(records, used, s.kl_sequences)
+            self.meter_records, held_out = meter_records(records, used, s.kl_sequences)
             if held_out < s.kl_sequences:
                 logger.warning(
                     "AGL: the probe data has %d records beyond the %d the Fisher reads (agl_fisher_max_samples); the "
@@ -138,47 +145,71 @@ class DriftMeter:
                     held_out,
                     used,
                 )
-            self.meter_batches = self._probe_batches(model, tokenizer, chosen, "KL meter")
-        if not self.anchor_every:
-            return
-        chosen = anchor_records(records, used, s.kl_sequences if s.kl_every else 0)
-        self.anchor_every, off = resolve_anchor_every(requested, zero3=False, has_probe=True, own_records=len(chosen))
-        if off == OFF_WITHOUT_RECORDS and requested is None:  # the default: off, said once
-            logger.warning(
-                "AGL: KL anchor steps (on by default) are off: the %d records of agl_probe_dataset=%r are all the "
-                "KL meter's (agl_kl_sequences=%d); give more probe records to use them.",
-                len(records),
-                source,
-                s.kl_sequences,
+        if self.anchor_every:
+            chosen = anchor_records(records, used, s.kl_sequences if s.kl_every else 0)
+            self.anchor_every, off = resolve_anchor_every(
+                requested, zero3=False, has_probe=True, own_records=len(chosen)
             )
-            return
-        if off == OFF_WITHOUT_RECORDS:
-            raise AGLUserError(
-                f"`agl_kl_anchor_every`={requested} needs probe records of its own, but the "
-                f"{len(records)} records of `agl_probe_dataset`={source!r} are all the KL meter's "
-                f"(`agl_kl_sequences`={s.kl_sequences}): give more probe records or lower `agl_kl_sequences`."
-            )
-        self.anchor_batches = self._probe_batches(model, tokenizer, chosen, "KL anchor")
+            if off == OFF_WITHOUT_RECORDS and requested is None:  # the default: off, said once
+                logger.warning(
+                    "AGL: KL anchor steps (on by default) are off: the %d records of agl_probe_dataset=%r are all the "
+                    "KL meter's (agl_kl_sequences=%d); give more probe records to use them.",
+                    len(records),
+                    source,
+                    s.kl_sequences,
+                )
+            elif off == OFF_WITHOUT_RECORDS:
+                raise AGLUserError(
+                    f"`agl_kl_anchor_every`={requested} needs probe records of its own, but the "
+                    f"{len(records)} records of `agl_probe_dataset`={source!r} are all the KL meter's "
+                    f"(`agl_kl_sequences`={s.kl_sequences}): give more probe records or lower `agl_kl_sequences`."
+                )
+            else:
+                self.anchor_records = chosen
+        return [*self.meter_records, *self.anchor_records]
+
+    def describe(self) -> str:
+        """The meter's part of the start-up plan: its probe sequences and schedule."""
+        s, parts = self.settings, []
+        if self.meter_records:
+            parts.append(f"KL meter on {len(self.meter_records)} sequences every {s.kl_every} steps")
+        if self.anchor_records:
+            parts.append(f"KL anchor on {len(self.anchor_records)} sequences every {self.anchor_every} steps")
+        return ", ".join(parts) or "no KL meter"
+
+    def build(self, model: torch.nn.Module, tokenizer: Any, answers: ProbeAnswers | None = None) -> None:
+        """The probe batches of the :meth:`select`-ed records, their missing responses taken from ``answers`` (the
+        aligned model's, generated with the Fisher's; any still missing are generated here)."""
+        if self.meter_records:
+            self.meter_batches = self._probe_batches(model, tokenizer, self.meter_records, answers, "KL meter")
+        if self.anchor_records:
+            self.anchor_batches = self._probe_batches(model, tokenizer, self.anchor_records, answers, "KL anchor")
 
     def _probe_batches(
-        self, model: torch.nn.Module, tokenizer: Any, records: list[dict[str, Any]], user: str
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        records: list[dict[str, Any]],
+        answers: ProbeAnswers | None,
+        user: str,
     ) -> list[dict[str, torch.Tensor]]:
         """``records`` as teacher-forcing batches of ``agl_kl_batch_size`` (missing responses: the aligned model's)."""
-        from agl_trl.fisher.probe import build_sequences, fill_missing_responses
+        from agl_trl.fisher.answers import ProbeAnswers
+        from agl_trl.fisher.probe import build_sequences
         from agl_trl.lora import adapters_disabled
-        from agl_trl.parallel.sharding import enable_fsdp_generate
         from agl_trl.teacher_forcing import collate
 
-        size = self.settings.kl_batch_size
-        enable_fsdp_generate(model)  # FSDP2: generate() must run the root's all-gather
-        with adapters_disabled(model):
-            records = fill_missing_responses(model, tokenizer, records, self.fisher.max_new_tokens, size, False)
-        sequences = build_sequences(tokenizer, records, self.fisher.max_length)
+        answers = answers if answers is not None else ProbeAnswers(self.fisher.max_new_tokens)
+        if answers.missing(records):
+            with adapters_disabled(model):
+                answers.generate(model, tokenizer, records)
+        sequences = build_sequences(tokenizer, answers.fill(records), self.fisher.max_length)
         if not sequences:
             raise AGLUserError(
                 f"The {user}'s probe records from `agl_probe_dataset`={self.artifact.probe_dataset!r} have no "
                 "response tokens within `agl_fisher_max_length`; give longer responses or a larger max length."
             )
+        size = self.settings.kl_batch_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         device = next(p for p in model.parameters()).device
         return [collate(sequences[i : i + size], pad, device) for i in range(0, len(sequences), size)]
@@ -190,20 +221,44 @@ class DriftMeter:
         reading = self.budget.observe(measured, estimate)
         return {k: reading[k] for k in METER_METRICS}
 
-    def read(self, model: torch.nn.Module, step: int, estimate: Callable[[torch.nn.Module], float]) -> dict[str, float]:
-        """One reading at optimizer step ``step`` when it is a multiple of ``agl_kl_every`` (else ``{}``): the probe
-        KL of the next meter batch, observed with ``estimate(model)`` (the regulariser's raw KL estimate)."""
+    def read(
+        self,
+        model: torch.nn.Module,
+        step: int,
+        estimate: Callable[[torch.nn.Module], float],
+        final: bool = False,
+    ) -> dict[str, float]:
+        """One reading at optimizer step ``step`` when it is a multiple of ``agl_kl_every``, or the ``final`` step
+        of training (so that every run ends with a reading, however short; else ``{}``; never twice at one step):
+        the probe KL of the next meter batch, observed with ``estimate(model)`` (the regulariser's raw KL estimate)."""
         from agl_trl.teacher_forcing import probe_kl, reference_log_probs
 
         every = self.settings.kl_every
-        if not self.meter_batches or every == 0 or step % every:
+        if not self.meter_batches or every == 0 or step == self.last_read or (step % every and not final):
             return {}
-        index = (step // every - 1) % len(self.meter_batches)
+        self.last_read = step
+        index = (-(-step // every) - 1) % len(self.meter_batches)  # the batch after the last reading's
         batch = self.meter_batches[index]
         if index not in self.reference:  # the aligned model never changes: one adapter-off forward per batch
             self.reference[index] = reference_log_probs(model, batch).cpu()
         measured = probe_kl(model, batch, self.reference[index])
         return self.observe(measured, estimate(model))
+
+    def summary(self) -> dict[str, Any]:
+        """The drift at the last reading: measured KL vs the budget, lambda_align, the estimate's ratio."""
+        b = self.budget
+        last = b.readings[-1] if b.readings else None
+        return {
+            "step": self.last_read,
+            "kl_measured": last,
+            "kl_budget": b.budget,
+            "kl_over_budget": None if last is None else last / b.budget,
+            "lambda_align": b.weight,
+            "lambda_adaptive": b.fixed_lambda is None,
+            "kl_ratio": b.ratios[-1] if b.ratios else None,
+            "calibration": b.calibration,
+            "readings": len(b.readings),
+        }
 
     def anchor(self, model: torch.nn.Module, step: int) -> tuple[torch.Tensor | None, dict[str, float]]:
         """A KL anchor step's term, ``lambda_align x KL(aligned || tuned)`` on the next anchor batch, at optimizer

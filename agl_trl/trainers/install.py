@@ -9,13 +9,16 @@ registers :class:`AGLCallback`, which initialises it at train start and saves ``
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from agl_trl.config import AGLArgs
+from agl_trl.logs import show_info_lines
 from agl_trl.parallel import check_parallelism
 from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLTrainingSettings, AGLUserError
@@ -26,9 +29,15 @@ from agl_trl.trainers.state import save_agl_state
 logger = logging.getLogger(__name__)
 
 
+SUMMARY_FILE = "agl_summary.json"
+"""The end-of-run summary AGL writes into ``output_dir`` (also said in one log line)."""
+
+
 class AGLCallback(TrainerCallback):
-    """Initialises AGL at ``on_train_begin``, takes the KL meter's readings at ``on_step_end`` (every
-    ``agl_kl_every`` optimizer steps) and saves ``agl_state.json`` into every checkpoint."""
+    """Initialises AGL at ``on_train_begin`` (before the trainer's own callbacks, so its start-up comes before the
+    step bar), takes the KL meter's readings at ``on_step_end`` (every ``agl_kl_every`` optimizer steps and at the
+    last step), saves ``agl_state.json`` into every checkpoint and, at ``on_train_end``, writes the end-of-run
+    summary."""
 
     def __init__(self, trainer: Any):
         self.trainer = trainer
@@ -37,10 +46,15 @@ class AGLCallback(TrainerCallback):
         initialise_agl(self.trainer)
 
     def on_step_end(self, args, state, control, **kwargs):
+        step = int(state.global_step)
+        self._read(final=bool(state.max_steps) and step >= state.max_steps)
+
+    def _read(self, final: bool) -> None:
+        """A meter reading (after the optimizer step: the update just taken), into the metrics the next log shows."""
         rt = getattr(self.trainer, "_agl", None)
-        if rt is not None and rt.enabled and rt.meter is not None:  # after the optimizer step: the update just taken
-            model = unwrapped_model(self.trainer)
-            for key, value in rt.meter.read(model, int(state.global_step), rt.regularizer.raw_kl_estimate).items():
+        if rt is not None and rt.enabled and rt.meter is not None:
+            model, step = unwrapped_model(self.trainer), int(self.trainer.state.global_step)
+            for key, value in rt.meter.read(model, step, rt.regularizer.raw_kl_estimate, final=final).items():
                 rt.metrics[key].append(float(value))
 
     def on_save(self, args, state, control, **kwargs):
@@ -49,6 +63,45 @@ class AGLCallback(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
             save_agl_state(self.trainer, checkpoint)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        rt = getattr(self.trainer, "_agl", None)
+        if rt is None or not rt.enabled or rt.meter is None:
+            return
+        self._read(final=True)  # a run stopped early (another callback): its last step's reading
+        if is_main_process(self.trainer):
+            write_summary(rt.summary(self.trainer), Path(args.output_dir))
+
+
+def write_summary(summary: dict[str, Any], output_dir: Path) -> Path:
+    """Say the end-of-run summary in one log line and write it to ``<output_dir>/agl_summary.json`` (atomically)."""
+    kl, budget = summary.get("kl_measured"), summary.get("kl_budget")
+    drift = (
+        "no KL reading"
+        if kl is None
+        else f"measured KL {kl:.4g} nats/token at step {summary.get('step')} vs budget {budget:.4g} "
+        f"({100 * kl / budget:.0f}%)"
+    )
+    ratio = summary.get("kl_ratio")
+    artifact = summary.get("artifact") or {}
+    path = output_dir / SUMMARY_FILE
+    logger.info(
+        "AGL summary: %s; lambda_align %.4g (%s); estimate ratio %s; KL readings: %d; Fisher artifact %s (%s); "
+        "written to %s",
+        drift,
+        summary.get("lambda_align"),
+        "adaptive" if summary.get("lambda_adaptive") else "fixed",
+        "n/a" if ratio is None else f"{ratio:.3g}",
+        summary.get("readings") or 0,
+        artifact.get("directory") or "(not saved)",
+        artifact.get("source"),
+        path,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path
 
 
 def initialise_agl(trainer: Any) -> AGLRuntime | None:
@@ -81,6 +134,7 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
     warn_if_slow_bf16(getattr(trainer, "args", None))
     if not runtime.enabled:
         return runtime
+    show_info_lines()
     check_parallelism(trainer, penalty=runtime.regularizer)  # a ready-made regulariser: a peer penalty
     if not find_lora_modules(unwrapped_model(trainer)):
         raise AGLUserError(no_lora_message(unwrapped_model(trainer)))
@@ -95,7 +149,8 @@ def install(trainer: Any, runtime: AGLRuntime) -> AGLRuntime:
             ", ".join(outside[:4]) + (", ..." if len(outside) > 4 else ""),
         )
     if not any(isinstance(cb, AGLCallback) for cb in trainer.callback_handler.callbacks):
-        trainer.add_callback(AGLCallback(trainer))
+        # first: AGL's start-up (and its progress) comes before the trainer's step bar appears
+        trainer.callback_handler.callbacks.insert(0, AGLCallback(trainer))
     return runtime
 
 
@@ -160,6 +215,7 @@ def enable_penalty(trainer: Any, penalty: Any) -> Any:
 
 
 __all__ = [
+    "SUMMARY_FILE",
     "AGLCallback",
     "as_agl_trainer",
     "attach_agl",
@@ -169,4 +225,5 @@ __all__ = [
     "initialise_agl",
     "install",
     "settings_of",
+    "write_summary",
 ]

@@ -91,6 +91,7 @@ class AGLRuntime:
 
     def _build_regularizer(self, trainer: Any) -> None:
         from agl_trl.fisher import FISHER_SUBDIR, resolve_artifact
+        from agl_trl.fisher.resolve import StartupPlan
         from agl_trl.lora import find_lora_modules, lora_factors, no_lora_message
         from agl_trl.parallel.sharding import sharding_engine
         from agl_trl.regularizers import AGLRegularizer
@@ -103,6 +104,9 @@ class AGLRuntime:
         meter = DriftMeter(self.settings, self.config.artifact, self.fisher_settings)
         meter.start(zero3)  # a refused anchor interval: before the artifact
         source = self.config.artifact
+        probe_records = meter.select()  # answered with the Fisher's, in one pass
+        plan = StartupPlan([f"probe {source.probe_dataset!r}" if source.probe_dataset else "no probe data"])
+        plan.add(meter.describe())
         candidates: list[tuple[str, str]] = []
         _, state = checkpoint_state(trainer, self.resume_dir)
         if (state or {}).get("fisher_dir"):
@@ -119,12 +123,14 @@ class AGLRuntime:
             candidates=candidates,
             save_to=output_fisher if source.save_fisher else None,
             is_main=is_main_process(trainer),
+            also_answer=probe_records,
+            plan=plan,
         )
         self.artifact, self.fisher_dir, self.fisher_source = resolved.artifact, resolved.directory, resolved.source
         self.regularizer = AGLRegularizer(self.artifact, self.settings, budget=meter.budget)  # its weight
         if zero3:  # bind now, so its forward hooks see the first step's forward
             self.regularizer.bind(model)
-        meter.build(model, tokenizer_of(trainer))
+        meter.build(model, tokenizer_of(trainer), resolved.answers)
         self.meter = meter
 
     def _restore(self, trainer: Any) -> None:
@@ -132,13 +138,41 @@ class AGLRuntime:
         if state is not None and hasattr(self.regularizer, "load_state_dict"):
             self.regularizer.load_state_dict(state["regularizer"])
             self.restored_from = checkpoint
-            logger.info("AGL: restored the regulariser state from %s", checkpoint)
+            if is_main_process(trainer):
+                logger.info("AGL: resumed from %s: %s", checkpoint, self.restored_summary(state))
         elif checkpoint is not None and int(getattr(trainer.state, "global_step", 0) or 0) > 0:
             logger.warning(
                 "AGL: resuming from %s, which has no agl_state.json (saved without AGL?): the regulariser starts "
                 "fresh.",
                 checkpoint,
             )
+
+    def restored_summary(self, state: dict[str, Any]) -> str:
+        """What a resumed run restored: the regulariser's state at the checkpoint's step and the artifact in use."""
+        parts = [f"the regulariser state of step {state.get('global_step')}"]
+        if self.meter is not None:
+            budget = self.meter.budget
+            calibration = "none yet" if budget.calibration is None else f"{budget.calibration:.3g}"
+            parts.append(
+                f"lambda_align {budget.weight:.4g}, {len(budget.readings)} KL readings, calibration {calibration}"
+            )
+        parts.append(f"the Fisher artifact {self.fisher_dir or '(not saved)'} ({self.fisher_source})")
+        return "; ".join(parts)
+
+    def summary(self, trainer: Any) -> dict[str, Any]:
+        """The end-of-run summary: the drift at the last reading vs the budget, the weight, the artifact used."""
+        out: dict[str, Any] = {"global_step": int(getattr(trainer.state, "global_step", 0) or 0)}
+        if self.meter is not None:
+            out.update(self.meter.summary())
+        metadata = getattr(self.artifact, "metadata", None) or {}
+        out["artifact"] = {
+            "directory": os.path.abspath(self.fisher_dir) if self.fisher_dir else None,
+            "source": self.fisher_source,
+            "estimator": metadata.get("estimator"),
+            "probe_records": metadata.get("probe_records"),
+        }
+        out["resumed_from"] = self.restored_from
+        return out
 
     def resolve_resume(self, trainer: Any, resume_from_checkpoint: str | bool | None) -> None:
         """Remember which checkpoint ``train(resume_from_checkpoint=...)`` resumes from (``True``: the last one)."""

@@ -61,8 +61,24 @@ class AGLPlugin(BasePlugin):
             )
         from agl_trl.trainers import enable_agl
 
+        show_info_lines_in_axolotl()
         # trainer.__class__ -> AGL<Name>(AGLLossMixin, type(trainer)), then attach_agl(trainer, cfg)
         enable_agl(trainer, cfg)
+
+
+def show_info_lines_in_axolotl() -> None:
+    """AGL's INFO lines (start-up plan, resume, summary) on Axolotl's console, in its format: its console handler
+    shows other libraries' records from WARNING up only (``LOG_LEVEL``), so they would reach its debug file alone."""
+    import logging
+    import sys
+
+    from agl_trl.logs import show_info_lines
+
+    console = next(
+        (h for h in logging.getLogger("axolotl").handlers if getattr(h, "stream", None) in (sys.stdout, sys.stderr)),
+        None,
+    )
+    show_info_lines(getattr(console, "stream", sys.stdout), getattr(console, "formatter", None))
 
 
 __all__ = ["AGLPlugin"]

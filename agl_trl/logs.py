@@ -1,0 +1,54 @@
+"""AGL's own lines where the user sees them: the start-up plan, what a resumed run restored, the end-of-run summary.
+
+They are INFO records of the ``agl_trl`` logger, which an application's logging usually drops: Python's default
+shows warnings only, and Axolotl's console shows other libraries' INFO records nowhere but its debug file.
+:func:`show_info_lines` (called when AGL is attached to a trainer) makes them visible without doubling anything: the
+``agl_trl`` logger is set to INFO unless the user set its level; where no handler exists at all it gets one on
+stderr; a front end whose console drops them (Axolotl) passes its own stream and format.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO
+
+LIBRARY_LOGGER = "agl_trl"
+
+
+class _BelowWarning(logging.Filter):
+    """Only records below WARNING: warnings and errors keep the route the application gave them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+class _AGLHandler(logging.StreamHandler):
+    """The handler :func:`show_info_lines` adds (recognised, so that it is added once)."""
+
+
+def show_info_lines(stream: IO[str] | None = None, formatter: logging.Formatter | None = None) -> None:
+    """Make the ``agl_trl`` logger's INFO lines visible (idempotent; see the module docstring).
+
+    Args:
+        stream: the console of a front end whose handlers drop other libraries' INFO records (Axolotl): a handler
+            on it prints AGL's INFO lines (its warnings still go through the front end's own handlers).
+        formatter: that front end's console format.
+    """
+    library = logging.getLogger(LIBRARY_LOGGER)
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.INFO)
+    if any(isinstance(handler, _AGLHandler) for handler in library.handlers):
+        return
+    if stream is not None:
+        handler = _AGLHandler(stream)
+        handler.addFilter(_BelowWarning())
+    elif not logging.getLogger().handlers and not library.handlers:  # nothing would print them (nor warnings)
+        handler = _AGLHandler(sys.stderr)
+    else:
+        return  # the application's handlers print what reaches them
+    handler.setFormatter(formatter or logging.Formatter("%(message)s"))
+    library.addHandler(handler)
+
+
+__all__ = ["LIBRARY_LOGGER", "show_info_lines"]
