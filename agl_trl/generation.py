@@ -143,6 +143,7 @@ def generate(
         "max_new_tokens": max_new_tokens,
         "do_sample": False,
         "num_beams": 1,
+        "use_cache": True,  # also where training turned it off (gradient checkpointing): generation is in eval mode
         "pad_token_id": pad_id,
         "eos_token_id": sorted(stop_ids) or None,
         "temperature": None,

@@ -1,7 +1,8 @@
 """AGL's own lines where the user sees them: the start-up plan, what a resumed run restored, the end-of-run summary.
 
-They are INFO records of the ``agl_trl`` logger, which an application's logging usually drops: Python's default
-shows warnings only, and Axolotl's console shows other libraries' INFO records nowhere but its debug file.
+They are INFO records of the library's own ``agl_trl`` logger (:func:`say`), which an application's logging usually
+drops: Python's default shows warnings only, and Axolotl filters other libraries' INFO records out at each logger
+(its logger class) and at its console (they reach its debug file only).
 :func:`show_info_lines` (called when AGL is attached to a trainer) makes them visible without doubling anything: the
 ``agl_trl`` logger is set to INFO unless the user set its level; where no handler exists at all it gets one on
 stderr; a front end whose console drops them (Axolotl) passes its own stream and format.
@@ -31,11 +32,14 @@ def show_info_lines(stream: IO[str] | None = None, formatter: logging.Formatter 
     """Make the ``agl_trl`` logger's INFO lines visible (idempotent; see the module docstring).
 
     Args:
-        stream: the console of a front end whose handlers drop other libraries' INFO records (Axolotl): a handler
-            on it prints AGL's INFO lines (its warnings still go through the front end's own handlers).
+        stream: the console of a front end that drops other libraries' INFO records (Axolotl): a handler on it
+            prints AGL's INFO lines (its warnings still go through the front end's own handlers), and the front
+            end's filters on the ``agl_trl`` logger itself are removed.
         formatter: that front end's console format.
     """
     library = logging.getLogger(LIBRARY_LOGGER)
+    if stream is not None:
+        library.filters.clear()  # Axolotl's logger class gives every other library's logger an INFO filter
     if library.level == logging.NOTSET:
         library.setLevel(logging.INFO)
     if any(isinstance(handler, _AGLHandler) for handler in library.handlers):
@@ -51,4 +55,13 @@ def show_info_lines(stream: IO[str] | None = None, formatter: logging.Formatter 
     library.addHandler(handler)
 
 
-__all__ = ["LIBRARY_LOGGER", "show_info_lines"]
+def say(message: str, *args: object) -> None:
+    """Log one of AGL's lines for the user (INFO on the ``agl_trl`` logger: see :func:`show_info_lines`), on a line
+    of its own even while a progress bar is drawn."""
+    from tqdm.auto import tqdm
+
+    with tqdm.external_write_mode():
+        logging.getLogger(LIBRARY_LOGGER).info(message, *args)
+
+
+__all__ = ["LIBRARY_LOGGER", "say", "show_info_lines"]

@@ -37,6 +37,7 @@ from agl_trl.fisher.answers import ProbeAnswers
 from agl_trl.fisher.artifact import FisherArtifact, FisherArtifactError
 from agl_trl.fisher.estimate import estimate_fisher
 from agl_trl.fisher.probe import load_probe_records, records_hash
+from agl_trl.logs import say
 from agl_trl.lora import adapters_disabled
 from agl_trl.preflight import METADATA_FILE
 from agl_trl.settings import FisherSettings
@@ -88,11 +89,8 @@ class StartupPlan:
     def say(self, expected: str = "") -> None:
         """Log the plan once (with ``expected``: the expected time and how it was measured)."""
         if self.show and not self.said:
-            from tqdm.auto import tqdm
-
             self.said = True
-            with tqdm.external_write_mode():  # on its own line, not inside a progress bar
-                logger.info("AGL start-up: %s%s", "; ".join(self.parts), f"; expected {expected}" if expected else "")
+            say("AGL start-up: %s%s", "; ".join(self.parts), f"; expected {expected}" if expected else "")
 
     def timer(self, phase: str, then: str = "") -> Callable[[int, int], None]:
         """An ``on_batch(done, total)`` callback that says the plan after the first batch of ``phase``, with the
@@ -258,7 +256,7 @@ def resolve_artifact(
     for directory, label in candidates:
         artifact = _reusable(Path(directory), model, label, settings, probe_hash)
         if artifact is not None:
-            logger.info("AGL: reusing the Fisher artifact in %s (%s)", directory, label)
+            say("AGL: reusing the Fisher artifact in %s (%s)", directory, label)
             plan.add(f"the Fisher artifact in {directory} ({label}), reused")
             answers = ProbeAnswers.load(directory, model, settings.max_new_tokens)
             _answer(answers, model, tokenizer, also_answer, plan, show_progress)
@@ -297,7 +295,7 @@ def resolve_artifact(
         artifact.save(save_to)
         if answers.answers:
             answers.save(save_to)
-        logger.info("AGL: saved the Fisher artifact to %s", save_to)
+        say("AGL: saved the Fisher artifact to %s", save_to)
     return ResolvedArtifact(artifact, None if save_to is None else str(save_to), "estimated", answers)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from agl_trl.config import AGLArgs
-from agl_trl.logs import show_info_lines
+from agl_trl.logs import say, show_info_lines
 from agl_trl.parallel import check_parallelism
 from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLTrainingSettings, AGLUserError
@@ -85,7 +85,7 @@ def write_summary(summary: dict[str, Any], output_dir: Path) -> Path:
     ratio = summary.get("kl_ratio")
     artifact = summary.get("artifact") or {}
     path = output_dir / SUMMARY_FILE
-    logger.info(
+    say(
         "AGL summary: %s; lambda_align %.4g (%s); estimate ratio %s; KL readings: %d; Fisher artifact %s (%s); "
         "written to %s",
         drift,

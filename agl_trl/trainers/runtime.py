@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from agl_trl.logs import say
 from agl_trl.parallel.ranks import is_main_process
 from agl_trl.settings import AGLSettings, AGLTrainingSettings, AGLUserError, FisherSettings
 from agl_trl.trainers.state import checkpoint_state
@@ -139,7 +140,7 @@ class AGLRuntime:
             self.regularizer.load_state_dict(state["regularizer"])
             self.restored_from = checkpoint
             if is_main_process(trainer):
-                logger.info("AGL: resumed from %s: %s", checkpoint, self.restored_summary(state))
+                say("AGL: resumed from %s: %s", checkpoint, self.restored_summary(state))
         elif checkpoint is not None and int(getattr(trainer.state, "global_step", 0) or 0) > 0:
             logger.warning(
                 "AGL: resuming from %s, which has no agl_state.json (saved without AGL?): the regulariser starts "

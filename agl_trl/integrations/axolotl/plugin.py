@@ -74,10 +74,8 @@ def show_info_lines_in_axolotl() -> None:
 
     from agl_trl.logs import show_info_lines
 
-    console = next(
-        (h for h in logging.getLogger("axolotl").handlers if getattr(h, "stream", None) in (sys.stdout, sys.stderr)),
-        None,
-    )
+    # its console handler is the filtered one (the other writes its debug file)
+    console = next((h for h in logging.getLogger("axolotl").handlers if h.filters and hasattr(h, "stream")), None)
     show_info_lines(getattr(console, "stream", sys.stdout), getattr(console, "formatter", None))
 
 
