@@ -332,7 +332,7 @@ def estimate_fisher(
     count, count_all = float(counts[0].item()), float(counts[1].item())
     if count == 0:
         raise ValueError("The probe data produced no response tokens; check the records and max_length.")
-    fishers = _finalise(modules, collector, count, count_all, settings)
+    fishers = _finalise(modules, collector, count, count_all, settings, show_progress)
     metadata = {
         "estimator": settings.estimator,
         "settings": asdict(settings),
@@ -398,9 +398,14 @@ def _accumulate_batch(
 
 
 def _finalise(
-    modules: list[LoraModule], collector: _Collector, count: float, count_all: float, settings: FisherSettings
+    modules: list[LoraModule],
+    collector: _Collector,
+    count: float,
+    count_all: float,
+    settings: FisherSettings,
+    show_progress: bool = False,
 ) -> dict[str, ModuleFisher]:
-    """Normalise and keep the top eigenpairs of each factor (freeing buffers as it goes).
+    """Normalise and keep the top eigenpairs of each factor (freeing buffers as it goes; a progress bar per module).
 
     ``count`` = N_resp, ``count_all`` = N_all (module docstring): S_in = sum x x^T / N_all, S_out = sum g g^T /
     N_resp, F_diag = sum g^2 (x^2)^T / N_resp. With positions="response" both counts are N_resp.
@@ -413,8 +418,10 @@ def _finalise(
                 d_out=module.d_out, d_in=module.d_in, trace_out=0.0, trace_in=0.0, diag=diag.cpu()
             )
         return fishers
+    from tqdm.auto import tqdm
+
     decomposed_inputs: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
-    for module in modules:
+    for module in tqdm(modules, desc="AGL Fisher eigendecomposition", disable=not show_progress, leave=False):
         key = collector.input_key.get(module.name)
         if key is None:
             raise RuntimeError(f"LoRA module {module.name} was never called during Fisher estimation.")

@@ -7,6 +7,7 @@ the losses equal those of the same recipe without the plugin.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -23,10 +24,15 @@ RECIPES = {"sft": "tiny-sft-cpu.yaml", "dpo": "tiny-dpo-cpu.yaml"}
 
 
 def _run(workspace: Path, kind: str, run_name: str, **overrides) -> Path:
+    return _train(workspace, kind, run_name, **overrides)[0]
+
+
+def _train(workspace: Path, kind: str, run_name: str, **overrides) -> tuple[Path, str]:
+    """The run's output_dir and its console (stdout, where Axolotl prints its log lines and the logged dicts)."""
     config = write_config(workspace, RECIPES[kind], run_name, **overrides)
     proc = axolotl_train(workspace, config)
     assert proc.returncode == 0, tail(proc)
-    return workspace / "outputs" / run_name
+    return workspace / "outputs" / run_name, proc.stdout
 
 
 def _plain_overrides(kind: str) -> dict:
@@ -42,7 +48,7 @@ def _losses(output_dir: Path) -> list[float]:
 
 @pytest.mark.parametrize("kind", ["sft", "dpo"])
 def test_agl_run_logs_terms_and_writes_adapter_and_fisher(workspace: Path, kind: str) -> None:
-    out = _run(workspace, kind, f"{kind}-agl")
+    out, console = _train(workspace, kind, f"{kind}-agl")
     logs = train_logs(log_history(out))
     assert len(logs) == 3
     for key in AGL_KEYS:
@@ -56,6 +62,16 @@ def test_agl_run_logs_terms_and_writes_adapter_and_fisher(workspace: Path, kind:
     fisher = out / "agl_fisher"
     assert fisher.is_dir() and any(fisher.iterdir()), sorted(p.name for p in out.iterdir())
     assert (out / "checkpoint-3" / "agl_state.json").is_file()
+    # on Axolotl's console: the start-up plan (before step 1), the end-of-run summary; a reading at the last step
+    lines = console.replace("\r", "\n").splitlines()
+    plan = [line for line in lines if "AGL start-up:" in line]
+    summary = [line for line in lines if "AGL summary:" in line]
+    assert len(plan) == 1 and "expected" in plan[0] and len(summary) == 1, console[-6000:]
+    assert console.index("AGL start-up:") < console.index("'loss'") < console.index("AGL summary:"), console[-6000:]
+    assert "agl/kl_measured" in logs[-1], logs[-1]
+    assert json.loads((out / "agl_summary.json").read_text())["kl_measured"] == pytest.approx(
+        logs[-1]["agl/kl_measured"]
+    )
 
 
 @pytest.mark.parametrize("kind", ["sft", "dpo"])
