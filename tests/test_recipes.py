@@ -6,10 +6,16 @@ that line as a subprocess, unchanged, in a directory laid out as the repository 
 linked), so the relative paths resolve exactly as for a user while the outputs (``runs/...``) stay out of the
 checkout. The model is ``recipes/models/tiny-llama`` (``make tiny-model``; the ``recipe_model`` fixture writes it
 the same way when missing); the data ships in ``recipes/data/``.
+
+A recipe run must also be clean: no AGL warning and no Python warning outside :data:`TOLERATED_WARNINGS` in its
+output (:func:`recipe_warnings`), and a non-zero gradient norm at every logged step (:func:`logged_grad_norms`), so
+that a recipe that shrinks AGL's probe below what its defaults need, or whose reward gives no gradient, fails here.
 """
 
 from __future__ import annotations
 
+import ast
+import math
 import os
 import re
 import shlex
@@ -62,6 +68,75 @@ def output_dir(recipe: Path) -> str:
     return yaml.safe_load(recipe.read_text())["output_dir"]
 
 
+# Python warnings a recipe run may print (the `file:line: Category: message` lines of the warnings module, which
+# Axolotl also logs as `[WARNING] [py.warnings] ...`): third-party deprecations that no recipe key avoids, each as
+# (category, text in the message, why tolerated). Every other Python warning fails the run.
+TOLERATED_WARNINGS = (
+    (
+        "FutureWarning",
+        "`is_gradient_checkpointing` is deprecated",
+        "peft 0.21 reads this deprecated transformers 5.23 property when it wraps the model (peft_model.py:184)",
+    ),
+)
+PYTHON_WARNING = re.compile(r"\b([A-Z]\w*Warning): (.*)")
+NOT_A_WARNING_LEVEL = re.compile(r"\[(DEBUG|INFO)\]")  # Axolotl's log format names the level
+
+
+def recipe_warnings(output: str) -> list[str]:
+    """The lines of a recipe run's ``output`` that are warnings it must not print.
+
+    * AGL's own: its log records all start with ``AGL:`` (in ``agl-trl`` runs only warnings are shown; under Axolotl
+      each line names its level, and AGL's INFO lines are fine);
+    * Python warnings of any category, except :data:`TOLERATED_WARNINGS`.
+
+    Other libraries' *log* warnings are not checked: they describe the machine, not the recipe (DeepSpeed's "Setting
+    accelerator to CPU", torchao's CUDA kernels that do not load, torch's ``W...`` pytree deprecation notes,
+    Axolotl's Hugging Face token check and its advice to preprocess the data before training).
+    """
+    found = []
+    for line in output.splitlines():
+        if "AGL:" in line and not NOT_A_WARNING_LEVEL.search(line):
+            found.append(line)
+        elif match := PYTHON_WARNING.search(line):
+            category, message = match.groups()
+            if not any(category == c and text in message for c, text, _ in TOLERATED_WARNINGS):
+                found.append(line)
+    return found
+
+
+def logged_grad_norms(output: str) -> list[float]:
+    """The ``grad_norm`` of each logged step: the Trainer's printed log dicts (``{'loss': '6.25', 'grad_norm':
+    '0.2013', ...}``, values as numbers or formatted strings)."""
+    norms = []
+    for line in output.splitlines():
+        start = line.find("{'")
+        if start >= 0 and "'grad_norm'" in line:
+            norms.append(float(ast.literal_eval(line[start:].strip())["grad_norm"]))
+    return norms
+
+
+def test_the_output_checks_catch_warnings_and_zero_gradients() -> None:
+    """:func:`recipe_warnings` and :func:`logged_grad_norms` on lines as the two front ends print them."""
+    clean = "\n".join(
+        [
+            "[2026-01-01 00:00:00,000] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.",
+            "[2026-01-01 00:00:00,000] [INFO] [agl_trl.fisher.resolve] AGL: saved the Fisher artifact to runs/x",
+            "AGL Fisher estimation: 100%|##########| 64/64 [00:00<00:00, 88.85it/s]",
+            "/x/transformers/modeling_utils.py:3303: FutureWarning: `is_gradient_checkpointing` is deprecated and ...",
+        ]
+    )
+    assert recipe_warnings(clean) == []
+    dirty = [
+        "AGL: the probe data has 0 records beyond the 8 the Fisher reads (agl_fisher_max_samples); ...",
+        "[2026-01-01 00:00:00,000] [WARNING] [agl_trl.regularizers.meter] AGL: KL anchor steps (on by default) are off",
+        "/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated and will be removed in v6.",
+        "[2026-01-01 00:00:00,000] [WARNING] [py.warnings] /x/dataloader.py:759: UserWarning: 'pin_memory' argument",
+    ]
+    assert recipe_warnings("\n".join([clean, *dirty])) == dirty
+    logs = "{'loss': '6.253', 'grad_norm': '0.2013', 'agl/r_align': '0'}\n{'loss': 0.0, 'grad_norm': 0.0, 'epoch': 1}"
+    assert logged_grad_norms(logs + "\n{'train_runtime': '0.28', 'train_loss': '6.235'}") == [0.2013, 0.0]
+
+
 def _param(recipe: Path) -> object:
     marks = [pytest.mark.timeout(900)]
     marks += [pytest.mark.axolotl, requires_axolotl] if recipe.parent.name == "axolotl" else [pytest.mark.slow]
@@ -84,7 +159,15 @@ def test_cpu_recipe_runs_as_written(recipe: Path, tmp_path: Path, recipe_model: 
     out = root / output_dir(recipe)
     assert (out / "adapter_model.safetensors").is_file(), sorted(p.name for p in out.iterdir())
     assert (out / "agl_fisher" / "fisher.json").is_file(), sorted(p.name for p in out.iterdir())
-    assert "agl/r_align" in proc.stdout + proc.stderr, tail(proc)
+    output = proc.stdout + proc.stderr
+    assert "agl/r_align" in output, tail(proc)
+    assert not (warnings := recipe_warnings(output)), "the run printed warnings:\n" + "\n".join(warnings)
+    norms = logged_grad_norms(proc.stdout)
+    assert norms, "no logged grad_norm (logging_steps: 1?)\n" + tail(proc)
+    assert all(math.isfinite(n) and n > 0 for n in norms), f"a logged grad_norm is 0 or not finite: {norms}"
+    if yaml.safe_load(recipe.read_text())["max_steps"] > 10:  # AGL's defaults: a meter reading at step 10, an anchor
+        for key in ("agl/kl_measured", "agl/kl_anchor"):  # step at step 11
+            assert key in output, (key, tail(proc))
 
 
 def test_a_recipe_without_its_model_says_how_to_build_it(tmp_path: Path) -> None:
