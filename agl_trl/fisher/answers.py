@@ -34,13 +34,9 @@ def prompt_key(prompt: Any) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
-def generation_batch_size(model: torch.nn.Module) -> int:
-    """Prompts per generation batch: 32 on an accelerator (halved while it runs out of memory), 8 on CPU."""
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        return 8
-    return 8 if device.type == "cpu" else 32
+GENERATION_BATCH = 32
+"""Prompts per generation batch of the probe answers (halved while an accelerator runs out of memory). On a CPU too:
+32 answered 32 DriftCaps prompts 1.44x faster than 8 (SmolLM2-135M, one thread; docs/benchmarks.md#start-up)."""
 
 
 @dataclass
@@ -82,7 +78,7 @@ class ProbeAnswers:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> int:
         """Answer the :meth:`missing` prompts of ``records`` with ``model`` as it is (the caller turns the adapters
-        off), ``batch_size`` at a time (default: :func:`generation_batch_size`); returns how many were generated."""
+        off), ``batch_size`` at a time (default: :data:`GENERATION_BATCH`); returns how many were generated."""
         from agl_trl.diagnostics import explained
         from agl_trl.generation import generate_responses
         from agl_trl.parallel.sharding import enable_fsdp_generate
@@ -97,7 +93,7 @@ class ProbeAnswers:
                 tokenizer,
                 [record["prompt"] for record in todo],
                 max_new_tokens=self.max_new_tokens,
-                batch_size=batch_size or generation_batch_size(model),
+                batch_size=batch_size or GENERATION_BATCH,
                 progress=show_progress,
                 desc="AGL probe: generating answers",
                 on_batch=on_batch,
@@ -146,4 +142,4 @@ class ProbeAnswers:
         return directory / ANSWERS_FILE
 
 
-__all__ = ["ANSWERS_FILE", "ProbeAnswers", "generation_batch_size", "prompt_key"]
+__all__ = ["ANSWERS_FILE", "GENERATION_BATCH", "ProbeAnswers", "prompt_key"]
