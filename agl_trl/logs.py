@@ -28,6 +28,14 @@ class _AGLHandler(logging.StreamHandler):
     """The handler :func:`show_info_lines` adds (recognised, so that it is added once)."""
 
 
+class _LevelFormatter(logging.Formatter):
+    """AGL's lines as they are; warnings and errors named as such (``WARNING AGL: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname} {message}"
+
+
 def show_info_lines(stream: IO[str] | None = None, formatter: logging.Formatter | None = None) -> None:
     """Make the ``agl_trl`` logger's INFO lines visible (idempotent; see the module docstring).
 
@@ -51,7 +59,7 @@ def show_info_lines(stream: IO[str] | None = None, formatter: logging.Formatter 
         handler = _AGLHandler(sys.stderr)
     else:
         return  # the application's handlers print what reaches them
-    handler.setFormatter(formatter or logging.Formatter("%(message)s"))
+    handler.setFormatter(formatter or _LevelFormatter("%(message)s"))
     library.addHandler(handler)
 
 

@@ -79,14 +79,14 @@ TOLERATED_WARNINGS = (
     ),
 )
 PYTHON_WARNING = re.compile(r"\b([A-Z]\w*Warning): (.*)")
-NOT_A_WARNING_LEVEL = re.compile(r"\[(DEBUG|INFO)\]")  # Axolotl's log format names the level
+WARNING_LEVEL = re.compile(r"\bWARNING\b|\bERROR\b")  # `agl-trl` and Axolotl both name a warning's level
 
 
 def recipe_warnings(output: str) -> list[str]:
     """The lines of a recipe run's ``output`` that are warnings it must not print.
 
-    * AGL's own: its log records all start with ``AGL:`` (in ``agl-trl`` runs only warnings are shown; under Axolotl
-      each line names its level, and AGL's INFO lines are fine);
+    * AGL's own: its log records all start with ``AGL``, and a warning's line names its level (``WARNING AGL: ...``
+      in ``agl-trl`` runs, ``[WARNING]`` under Axolotl); AGL's INFO lines (start-up plan, summary) are fine;
     * Python warnings of any category, except :data:`TOLERATED_WARNINGS`.
 
     Other libraries' *log* warnings are not checked: they describe the machine, not the recipe (DeepSpeed's "Setting
@@ -95,7 +95,7 @@ def recipe_warnings(output: str) -> list[str]:
     """
     found = []
     for line in output.splitlines():
-        if "AGL:" in line and not NOT_A_WARNING_LEVEL.search(line):
+        if "AGL" in line and WARNING_LEVEL.search(line):
             found.append(line)
         elif match := PYTHON_WARNING.search(line):
             category, message = match.groups()
@@ -120,14 +120,16 @@ def test_the_output_checks_catch_warnings_and_zero_gradients() -> None:
     clean = "\n".join(
         [
             "[2026-01-01 00:00:00,000] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.",
-            "[2026-01-01 00:00:00,000] [INFO] [agl_trl.fisher.resolve] AGL: saved the Fisher artifact to runs/x",
+            "[2026-01-01 00:00:00,000] [INFO] [agl_trl] AGL: saved the Fisher artifact to runs/x",
+            "AGL: saved the Fisher artifact to runs/x",
+            "AGL start-up: probe 'recipes/data/tiny-probe.jsonl'; ...; expected ~0 s for the Fisher estimate",
             "AGL Fisher estimation: 100%|##########| 64/64 [00:00<00:00, 88.85it/s]",
             "/x/transformers/modeling_utils.py:3303: FutureWarning: `is_gradient_checkpointing` is deprecated and ...",
         ]
     )
     assert recipe_warnings(clean) == []
     dirty = [
-        "AGL: the probe data has 0 records beyond the 8 the Fisher reads (agl_fisher_max_samples); ...",
+        "WARNING AGL: the probe data has 0 records beyond the 8 the Fisher reads (agl_fisher_max_samples); ...",
         "[2026-01-01 00:00:00,000] [WARNING] [agl_trl.regularizers.meter] AGL: KL anchor steps (on by default) are off",
         "/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated and will be removed in v6.",
         "[2026-01-01 00:00:00,000] [WARNING] [py.warnings] /x/dataloader.py:759: UserWarning: 'pin_memory' argument",

@@ -93,17 +93,23 @@ class StartupPlan:
             say("AGL start-up: %s%s", "; ".join(self.parts), f"; expected {expected}" if expected else "")
 
     def timer(self, phase: str, then: str = "") -> Callable[[int, int], None]:
-        """An ``on_batch(done, total)`` callback that says the plan after the first batch of ``phase``, with the
-        phase's time extrapolated from that batch (and what follows it, ``then``)."""
-        started = time.perf_counter()
+        """An ``on_batch(done, total)`` callback that, after the first batch of ``phase``, says the plan with the
+        phase's time extrapolated from that batch (and what follows it, ``then``), or, the plan said, the phase's
+        expected time on a line of its own (the Fisher estimate after the answers)."""
+        started, timed = time.perf_counter(), []
 
         def on_batch(done: int, total: int) -> None:
-            if not self.said and done:
-                elapsed = time.perf_counter() - started
-                self.say(
-                    f"~{duration(elapsed * total / done)} for {phase} (first batch: {done} of {total} in "
-                    f"{elapsed:.1f} s){then}"
-                )
+            if timed or not done:
+                return
+            timed.append(True)
+            elapsed = time.perf_counter() - started
+            expected = (
+                f"~{duration(elapsed * total / done)} for {phase} (first batch: {done} of {total} in {elapsed:.1f} s)"
+            )
+            if not self.said:
+                self.say(expected + then)
+            elif self.show:
+                say("AGL start-up: expected %s", expected)
 
         return on_batch
 

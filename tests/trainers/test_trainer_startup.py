@@ -76,8 +76,9 @@ def test_probe_answers_are_generated_once_stored_and_reused(tmp_path, prompts_on
     stored = (run / FISHER_SUBDIR / ANSWERS_FILE).read_text().splitlines()
     assert len(stored) == 1 + 6 and json.loads(stored[0])["max_new_tokens"] == PROBE["agl_fisher_max_new_tokens"]
     plan = [r.getMessage() for r in caplog.records if r.getMessage().startswith("AGL start-up:")]
-    assert len(plan) == 1, plan
+    assert len(plan) == 2, plan  # the plan (with the answers' time), then the Fisher estimate's expected time
     assert "6 probe answers to generate" in plan[0] and "expected ~" in plan[0] and "first batch" in plan[0], plan
+    assert "for the answers" in plan[0] and "expected ~" in plan[1] and "for the Fisher estimate" in plan[1], plan
 
     generated.clear()
     caplog.clear()
