@@ -140,6 +140,28 @@ PLAIN_PROMPTS = ["Write a poem about the sea.", "What is two plus two?", "Name a
 PLAIN_ANSWERS = ["The sea is blue and wide.", "Four.", "Red.", "Once upon a time there was a cat."]
 
 
+def agl_sft_trainer(output_dir, agl: dict[str, Any], args: dict[str, Any], model_seed: int = 0, **overrides: Any):
+    """An ``AGLSFTTrainer`` on the tiny model and 16 SFT rows: ``agl`` and ``args`` (TRL arguments) as given, each
+    override going to ``agl`` when its key starts with ``agl_``, else to ``args``."""
+    from datasets import Dataset
+
+    from agl_trl.config import AGLSFTConfig
+    from agl_trl.trainers import AGLSFTTrainer
+
+    model, tokenizer = tiny_model_and_tokenizer(seed=model_seed)
+    torch.manual_seed(0)
+    agl, args = dict(agl), dict(args)
+    for key, value in overrides.items():
+        (agl if key.startswith("agl_") else args)[key] = value
+    return AGLSFTTrainer(
+        model=model,
+        args=AGLSFTConfig(**args, **agl),
+        train_dataset=Dataset.from_list(sft_records(16)),
+        processing_class=tokenizer,
+        peft_config=lora_config(),
+    )
+
+
 def plain_sft_trainer(tmp_path, **overrides):
     """A plain ``trl.SFTTrainer`` (no AGL) on 8 prompt-completion rows, for installing a penalty on it."""
     from datasets import Dataset

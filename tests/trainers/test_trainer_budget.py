@@ -11,23 +11,21 @@ from datasets import Dataset
 
 from agl_trl.config import AGLDPOConfig, AGLSFTConfig
 from agl_trl.trainers import AGL_STATE_FILE, AGLDPOTrainer, AGLSFTTrainer
-from tests.helpers.trainers import FAST_AGL, FAST_ARGS, dpo_records, lora_config, sft_records, tiny_model_and_tokenizer
+from tests.helpers.trainers import (
+    FAST_AGL,
+    FAST_ARGS,
+    agl_sft_trainer,
+    dpo_records,
+    lora_config,
+    sft_records,
+    tiny_model_and_tokenizer,
+)
 
 
 def sft_trainer(output_dir, probe_file, **overrides):
-    model, tokenizer = tiny_model_and_tokenizer()
-    torch.manual_seed(0)
     args = dict(FAST_ARGS, max_steps=6, output_dir=str(output_dir))
     agl = dict(FAST_AGL, agl_probe_dataset=str(probe_file), agl_kl_every=1)
-    for key in list(overrides):
-        (agl if key.startswith("agl_") else args)[key] = overrides.pop(key)
-    return AGLSFTTrainer(
-        model=model,
-        args=AGLSFTConfig(**args, **agl),
-        train_dataset=Dataset.from_list(sft_records(16)),
-        processing_class=tokenizer,
-        peft_config=lora_config(),
-    )
+    return agl_sft_trainer(output_dir, agl, args, **overrides)
 
 
 def train_logs(trainer) -> list[dict]:

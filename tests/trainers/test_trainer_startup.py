@@ -8,21 +8,16 @@ from collections import Counter
 
 import pytest
 import torch
-from datasets import Dataset
 
 import agl_trl.generation
-from agl_trl.config import AGLSFTConfig
 from agl_trl.fisher import FISHER_SUBDIR
 from agl_trl.fisher.answers import ANSWERS_FILE
-from agl_trl.trainers import AGLSFTTrainer
 from agl_trl.trainers.install import SUMMARY_FILE
 from tests.helpers.trainers import (
     FAST_AGL,
     FAST_ARGS,
     PROMPTS,
-    lora_config,
-    sft_records,
-    tiny_model_and_tokenizer,
+    agl_sft_trainer,
     write_jsonl,
 )
 
@@ -49,20 +44,9 @@ def generated(monkeypatch) -> Counter:
     return counts
 
 
-def make_trainer(output_dir, probe, **overrides):
-    model, tokenizer = tiny_model_and_tokenizer()
-    torch.manual_seed(0)
+def make_trainer(output_dir, probe, model_seed: int = 0, **overrides):
     agl = dict(PROBE, agl_probe_dataset=str(probe))
-    agl.update({k: v for k, v in overrides.items() if k.startswith("agl_")})
-    args = dict(FAST_ARGS, output_dir=str(output_dir))
-    args.update({k: v for k, v in overrides.items() if not k.startswith("agl_")})
-    return AGLSFTTrainer(
-        model=model,
-        args=AGLSFTConfig(**args, **agl),
-        train_dataset=Dataset.from_list(sft_records(16)),
-        processing_class=tokenizer,
-        peft_config=lora_config(),
-    )
+    return agl_sft_trainer(output_dir, agl, dict(FAST_ARGS, output_dir=str(output_dir)), model_seed, **overrides)
 
 
 def test_probe_answers_are_generated_once_stored_and_reused(tmp_path, prompts_only, generated, caplog):
@@ -101,16 +85,7 @@ def test_stored_answers_of_another_model_are_not_used(tmp_path, prompts_only, ge
     run = tmp_path / "run"
     make_trainer(run, prompts_only, max_steps=1).train()
     generated.clear()
-    model, tokenizer = tiny_model_and_tokenizer(seed=1)  # another model in the same output_dir
-    trainer = AGLSFTTrainer(
-        model=model,
-        args=AGLSFTConfig(
-            **dict(FAST_ARGS, max_steps=1, output_dir=str(run)), **PROBE, agl_probe_dataset=str(prompts_only)
-        ),
-        train_dataset=Dataset.from_list(sft_records(16)),
-        processing_class=tokenizer,
-        peft_config=lora_config(),
-    )
+    trainer = make_trainer(run, prompts_only, model_seed=1, max_steps=1)  # another model in the same output_dir
     trainer.train()
     assert sorted(generated) == sorted(PROMPTS[:6]), generated
 
