@@ -74,6 +74,12 @@ def output_dir(recipe: Path) -> str:
 TOLERATED_WARNINGS = (
     (
         "FutureWarning",
+        "`gradient_checkpointing` is deprecated",
+        "transformers 5.23 renames the key to activation_checkpointing, which 5.20.1 (Axolotl 0.21's pin) does not "
+        "accept: the recipes keep the name both versions read",
+    ),
+    (
+        "FutureWarning",
         "`is_gradient_checkpointing` is deprecated",
         "peft 0.21 reads this deprecated transformers 5.23 property when it wraps the model (peft_model.py:184)",
     ),
@@ -131,7 +137,7 @@ def test_the_output_checks_catch_warnings_and_zero_gradients() -> None:
     dirty = [
         "WARNING AGL: the probe data has 0 records beyond the 8 the Fisher reads (agl_fisher_max_samples); ...",
         "[2026-01-01 00:00:00,000] [WARNING] [agl_trl.regularizers.meter] AGL: KL anchor steps (on by default) are off",
-        "/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated and will be removed in v6.",
+        "/x/training_args.py:1541: FutureWarning: `evaluation_strategy` is deprecated and will be removed in v6.",
         "[2026-01-01 00:00:00,000] [WARNING] [py.warnings] /x/dataloader.py:759: UserWarning: 'pin_memory' argument",
     ]
     assert recipe_warnings("\n".join([clean, *dirty])) == dirty
