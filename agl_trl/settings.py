@@ -164,6 +164,18 @@ class AGLSettings(_Validated):
         _optional_at_least(0),
         unset=f"{DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3, without probe data or probe records of its own)",
     )
+    lambda_floor: float = setting(
+        0.0,
+        "Lowest value the adaptive lambda_align may take (>= 0). With the KL anchor steps holding the measured probe "
+        "KL under budget, the budget would otherwise lower the K-FAC penalty's weight towards 0 and give up what the "
+        "meter cannot see (docs/method.md, 'Lambda floor'). 0: no floor.",
+        _weight,
+    )
+    align_penalty: bool = setting(
+        True,
+        "Add R_A, the K-FAC penalty (default). False: only the KL meter, the drift budget and the KL anchor steps act "
+        "(the ablation that measures what R_A adds; docs/method.md).",
+    )
     lambda_task: float = setting(
         0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
     )
@@ -209,6 +221,12 @@ class AGLSettings(_Validated):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weight_settings(self.lambda_align, self.kl_every, self.kl_budget)
+        if self.lambda_align is not None and self.lambda_floor > 0:
+            raise invalid(
+                "agl_lambda_floor",
+                self.lambda_floor,
+                f"it bounds the adaptive weight, which agl_lambda_align={self.lambda_align:g} fixes: remove one of them.",
+            )
 
     @property
     def adaptive(self) -> bool:

@@ -49,12 +49,27 @@ class ProbeSettings:
     kind: str = "mixed"  # "mixed": half unsafe (refusals), half safe (helpful answers); "unsafe": unsafe only
     n: int = 64
     holdout_every: int = 4
+    # phrasing styles no probe prompt may have (the Fisher's, the KL meter's and the anchor's): a style fold of the
+    # peers benchmark's held-out-style protocol (docs/generalization.md); empty: every style
+    exclude_styles: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in ("unsafe", "mixed"):
             raise ValueError(f"probe.kind must be 'unsafe' or 'mixed', got {self.kind!r}")
         if int(self.holdout_every) < 2:
             raise ValueError(f"probe.holdout_every must be an integer >= 2, got {self.holdout_every!r}")
+        if not isinstance(self.exclude_styles, list | tuple) or not all(
+            isinstance(x, str) for x in self.exclude_styles
+        ):
+            raise ValueError(f"probe.exclude_styles must be a list of style names, got {self.exclude_styles!r}")
+
+    def to_key(self) -> dict[str, Any]:
+        """The settings as cache keys read them: ``exclude_styles`` only when set, so that keys made before it existed
+        (the shipped set-up's Fisher stage, results rows) stay current."""
+        key = asdict(self)
+        if not self.exclude_styles:
+            del key["exclude_styles"]
+        return key
 
 
 def demo_fisher_settings() -> FisherSettings:
@@ -115,7 +130,7 @@ class ExperimentConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "probe": self.probe.to_key()}
 
 
 DemoConfig = ExperimentConfig  # the name `agl_trl.demo` exported before the set-up moved here

@@ -84,13 +84,20 @@ def probe_parts(items: Sequence[Any], holdout_every: int) -> tuple[list[Any], li
     return train, back
 
 
+def held_back_items(cfg: ExperimentConfig) -> list[Any]:
+    """The probe split's held-back part (:func:`probe_parts`) without the styles ``probe.exclude_styles`` names."""
+    from agl_trl.driftcaps import load_driftcaps
+
+    _, held = probe_parts(load_driftcaps(split="probe"), cfg.probe.holdout_every)
+    excluded = set(cfg.probe.exclude_styles)
+    return [it for it in held if getattr(it, "style", None) not in excluded]
+
+
 def probe_items(cfg: ExperimentConfig) -> list[Any]:
     """The Fisher stage's probe prompts (also the peers' probe anchors) as DriftCaps items: from the probe split's
     held-back part, unsafe only or half unsafe / half safe (``probe.kind``)."""
-    from agl_trl.driftcaps import load_driftcaps
-
     p = cfg.probe
-    _, held = probe_parts(load_driftcaps(split="probe"), p.holdout_every)
+    held = held_back_items(cfg)
     if p.kind == "unsafe":
         return stratified_subset(held, p.n, "unsafe")
     return stratified_subset(held, p.n // 2, "unsafe") + stratified_subset(held, p.n - p.n // 2, "safe")
@@ -100,9 +107,9 @@ def meter_items(cfg: ExperimentConfig) -> list[Any]:
     """The KL meter's probe prompts: the probe split's held-back part minus the Fisher's (:func:`probe_items`),
     unsafe and safe alternating, so the drift budget is measured on prompts neither the safety stage nor the Fisher
     saw, on both sides of the boundary."""
-    from agl_trl.driftcaps import alternate_labels, load_driftcaps
+    from agl_trl.driftcaps import alternate_labels
 
-    _, held = probe_parts(load_driftcaps(split="probe"), cfg.probe.holdout_every)
+    held = held_back_items(cfg)
     used = {it.prompt for it in probe_items(cfg)}
     # leftovers first: the meter reads the last ones, which are then balanced
     return alternate_labels([it for it in held if it.prompt not in used], leftovers_first=True)
@@ -371,7 +378,7 @@ def prepare_setup(
             "gen_aligned_validation", eval_stage_key(c, validation_subset, task_validation),
             gen_aligned_on(validation_subset, task_validation), ("aligned",), source=source,
         )  # fmt: skip
-    fisher_key = {"probe": asdict(c.probe), "fisher": asdict(c.fisher), "lora": asdict(c.lora), "seed": c.seed}
+    fisher_key = {"probe": c.probe.to_key(), "fisher": asdict(c.fisher), "lora": asdict(c.lora), "seed": c.seed}
     fisher_info = runner.run("fisher", fisher_key, fisher, ("aligned",), source=source)
     return Setup(
         c, out, runner, eval_subset, task_train, task_eval, aligned_info, fisher_info, validation_subset,

@@ -11,7 +11,8 @@ into the alignment weight:
   once and frozen, so later readings' ratio (``kl_ratio``) is an honest check of the estimate, not a fit.
 * **dual ascent.** With no fixed ``lambda_align``, lambda is the multiplier of the constraint KL <= budget, updated
   in log space at each reading: ``lambda <- lambda * (kl / budget) ** rate``, the step clipped to [1/2, 4] (fast up,
-  slow down) and lambda to [LAMBDA_MIN, LAMBDA_MAX]; ``kl`` is the mean of the last two readings (two different
+  slow down) and lambda to [max(LAMBDA_MIN, floor), LAMBDA_MAX] (``agl_lambda_floor``: when the anchor steps hold
+  the meter under budget, the K-FAC penalty keeps at least that weight); ``kl`` is the mean of the last two readings (two different
   mini-batches), which halves the meter's noise without lagging much.
 
 The meter's KL anchor steps (``agl_kl_anchor_every``: every 10th step unless set) add this weight x
@@ -44,6 +45,7 @@ class DriftBudget:
     budget: float
     fixed_lambda: float | None = None  # a user's agl_lambda_align: never adapted
     rate: float = 1.0
+    floor: float = 0.0  # agl_lambda_floor: the adaptive lambda never goes below it
     lam: float = LAMBDA_INIT
     calibration: float | None = None
     readings: list[float] = field(default_factory=list)  # measured KL, one per reading
@@ -51,8 +53,10 @@ class DriftBudget:
 
     @classmethod
     def from_settings(cls, settings: AGLSettings) -> DriftBudget:
-        """The budget of ``settings``: ``agl_kl_budget``, and ``agl_lambda_align`` when fixed."""
-        return cls(budget=settings.kl_budget, fixed_lambda=settings.lambda_align)
+        """The budget of ``settings``: ``agl_kl_budget``, ``agl_lambda_floor``, and ``agl_lambda_align`` when fixed."""
+        budget = cls(budget=settings.kl_budget, fixed_lambda=settings.lambda_align, floor=settings.lambda_floor)
+        budget.lam = max(budget.lam, budget.floor)
+        return budget
 
     @property
     def weight(self) -> float:
@@ -81,7 +85,8 @@ class DriftBudget:
         if self.fixed_lambda is None:
             recent = sum(self.readings[-2:]) / len(self.readings[-2:])
             step = (max(recent, 1e-12) / self.budget) ** self.rate
-            self.lam = min(LAMBDA_MAX, max(LAMBDA_MIN, self.lam * min(STEP_UP, max(STEP_DOWN, step))))
+            lowest = max(LAMBDA_MIN, self.floor)
+            self.lam = min(LAMBDA_MAX, max(lowest, self.lam * min(STEP_UP, max(STEP_DOWN, step))))
         return {"kl_measured": float(measured), "kl_ratio": float(ratio), "lambda": float(self.weight)}
 
     def state_dict(self) -> dict[str, Any]:

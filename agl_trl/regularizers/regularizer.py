@@ -156,7 +156,8 @@ class AGLRegularizer:
         step = self._calls if step is None else int(step)
         self._calls += 1
         s = self.settings
-        weight = self.budget.weight * self.budget.scale * 0.5  # lambda per nat of calibrated estimated KL
+        # lambda per nat of calibrated estimated KL; agl_align_penalty=False: R_A measured, not added
+        weight = self.budget.weight * self.budget.scale * 0.5 if s.align_penalty else 0.0
         device = self._groups[0].scale.device
         zero = torch.zeros((), device=device)
         total = zero

@@ -174,7 +174,7 @@ def run_key(cfg: BenchConfig, method: str, strength: float | None) -> str:
         "revision": METHOD_REVISIONS.get(method, 0),
     }
     if method in PROBE_METHODS:
-        payload["probe"] = asdict(cfg.demo.probe)
+        payload["probe"] = cfg.demo.probe.to_key()
         payload["fisher"] = asdict(cfg.demo.fisher)
     return settings_key(payload)
 

@@ -32,14 +32,18 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_geo_only": {"lambda_collision": 0.1, "mu": 0.0},
     "agl_hard_gate": {"gate": "hard"},
     "agl_kl_anchor": {"kl_anchor_every": 10},  # the K-FAC penalty plus a KL anchor step every 10th step
+    # the anchor steps with lambda never below 1 (the calibrated level): the K-FAC weight cannot collapse (issue 34)
+    "agl_kl_anchor_floor": {"kl_anchor_every": 10, "lambda_floor": 1.0},
+    # the anchor steps and the budget without R_A: what the K-FAC penalty adds beside the anchor (issue 34)
+    "agl_anchor_only": {"kl_anchor_every": 10, "align_penalty": False},
 }
 # what "agl" and every ablation start from: the experiment's AGL settings without the KL anchor steps, so that each
 # measures what it measured before the anchor steps became the default (docs/benchmarks.md)
-ABLATION_BASE: dict[str, Any] = {"kl_anchor_every": 0}
+ABLATION_BASE: dict[str, Any] = {"kl_anchor_every": 0, "lambda_floor": 0.0, "align_penalty": True}
 DEFAULT_METHOD = "agl_kl_anchor"  # the AGL method whose settings are the package defaults
 # AGL settings added after results were recorded, with their "off" value: a row's settings leave them out while they
 # are off, so the rows made before them stay current (method_settings)
-ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0}
+ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0, "lambda_floor": 0.0, "align_penalty": True}
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
 # peers at another cost setting: a base peer's code with some PeerSettings fixed. "kl_ref_sparse" regularises the KL
 # to the aligned model on every 10th optimizer step only (AGL's KL-meter interval), so that it costs about what AGL

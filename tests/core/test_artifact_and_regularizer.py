@@ -233,6 +233,35 @@ def test_budget_calibrates_once_and_adapts_lambda_towards_the_budget():
         budget.observe(float("nan"), 1.0)
 
 
+def test_lambda_floor_bounds_the_adaptive_weight_from_below():
+    from agl_trl.regularizers.budget import DriftBudget
+
+    free = DriftBudget.from_settings(AGLSettings())
+    floored = DriftBudget.from_settings(AGLSettings(lambda_floor=0.5))
+    high = DriftBudget.from_settings(AGLSettings(lambda_floor=3.0))
+    assert (free.weight, floored.weight, high.weight) == (LAMBDA_INIT, LAMBDA_INIT, 3.0)  # starts at the floor
+    for _ in range(20):  # the anchor holds the meter far under budget: the budget would relax lambda
+        for budget in (free, floored, high):
+            budget.observe(measured=0.001, estimate=0.1)
+    assert free.weight < 0.01 and floored.weight == 0.5 and high.weight == 3.0
+    floored.observe(measured=1.0, estimate=0.1)  # over budget: it rises from the floor as before
+    assert floored.weight == pytest.approx(0.5 * 4.0)
+    with pytest.raises(ValueError, match="agl_lambda_floor.*agl_lambda_align=2"):
+        AGLSettings(lambda_align=2.0, lambda_floor=1.0)
+
+
+def test_align_penalty_off_measures_r_align_without_adding_it(estimated):
+    model, _, artifact = estimated
+    on = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5))
+    off = AGLRegularizer(artifact, AGLSettings(lambda_task=0.5, align_penalty=False))
+    loss_on, m_on = on(model, step=0)
+    loss_off, m_off = off(model, step=0)
+    assert m_off["r_align"] == pytest.approx(m_on["r_align"]) and m_off["r_align"] > 0
+    assert m_off["loss"] == pytest.approx(0.5 * m_off["r_task"], rel=1e-5)
+    assert m_on["loss"] == pytest.approx(m_off["loss"] + LAMBDA_INIT * m_on["kl_estimate"], rel=1e-5)
+    model.zero_grad()
+
+
 def test_kl_meter_reading_equals_the_kl_over_full_logits_for_uneven_sequences(estimated):
     """The meter projects onto the vocabulary only at positions where some sequence predicts a response token; its
     reading must equal the KL computed from the whole logits, for sequences whose responses start and end apart,

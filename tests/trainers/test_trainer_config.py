@@ -31,6 +31,8 @@ NON_DEFAULTS = {
     "agl_kl_batch_size": 2,
     "agl_kl_sequences": 8,
     "agl_kl_anchor_every": 4,
+    "agl_lambda_floor": 0.5,
+    "agl_align_penalty": False,
     "agl_lambda_task": 0.5,
     "agl_lambda_collision": 0.75,
     "agl_mu": 0.3,
@@ -133,8 +135,12 @@ def _parser():
     return make_parser("sft")
 
 
-# a fixed lambda_align and a non-default kl_budget conflict (docs/errors.md), so they are read in two passes
-READ_PASSES = [{k: v for k, v in NON_DEFAULTS.items() if k != "agl_kl_budget"}, {"agl_kl_budget": 0.05}]
+# a fixed lambda_align conflicts with a non-default kl_budget or lambda_floor (docs/errors.md): two passes
+ADAPTIVE_ONLY = ("agl_kl_budget", "agl_lambda_floor")
+READ_PASSES = [
+    {k: v for k, v in NON_DEFAULTS.items() if k not in ADAPTIVE_ONLY},
+    {k: NON_DEFAULTS[k] for k in ADAPTIVE_ONLY},
+]
 
 
 @pytest.mark.parametrize("values", READ_PASSES, ids=["all-but-kl_budget", "kl_budget"])

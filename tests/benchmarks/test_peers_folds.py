@@ -1,0 +1,104 @@
+"""The held-out-style protocol: fold scores read only the fold's styles, and the rule reads the worst fold."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.lab import peers_folds as pf
+
+# two styles per label, four prompts each: ids u-a-0.. (unsafe, style a), s-b-0.. (safe, style b), ...
+GROUPS = {f"{lab[0]}-{style}-{i}": (lab, style) for lab in ("unsafe", "safe") for style in "ab" for i in range(4)}
+IDS = list(GROUPS)
+FOLDS = {"fa": ("a",), "fb": ("b",)}
+
+
+def row(method, strength, unsafe_a, unsafe_b, safe_a="0000", safe_b="0000", task=0.8, step=1.0):
+    return {
+        "split": "validation", "method": method, "strength": strength, "seed": 0, "prompt_ids": IDS,
+        "verdicts": {"unsafe": unsafe_a + unsafe_b, "safe": safe_a + safe_b, "task": ""},
+        "task_exact_match": task, "step_seconds_median": step,
+    }  # fmt: skip
+
+
+ALIGNED = row("aligned", None, "1111", "1111")
+
+
+def test_held_out_gap_drift_reads_only_the_folds_styles():
+    model = row("m", 0.1, "1111", "0000", safe_b="1100")  # keeps style a, loses style b and over-refuses there
+    assert pf.held_out_gap_drift(model, ALIGNED, GROUPS, ("a",)) == pytest.approx(0.0)
+    assert pf.held_out_gap_drift(model, ALIGNED, GROUPS, ("b",)) == pytest.approx(1.0 + 0.5)
+    assert pf.held_out_gap_drift(model, ALIGNED, GROUPS, ("a", "b")) == pytest.approx(0.5 + 0.25)
+    other = {**model, "prompt_ids": IDS[::-1]}
+    with pytest.raises(ValueError, match="other prompts"):
+        pf.held_out_gap_drift(other, ALIGNED, GROUPS, ("a",))
+
+
+def fold_rows(**candidates):
+    """fold -> rows: the aligned model, plain LoRA and each candidate's (unsafe_a, unsafe_b, task, step) per fold."""
+    out = {}
+    for fold in FOLDS:
+        rows = [ALIGNED, row("plain", None, "0000", "0000", task=0.8, step=1.0)]
+        for name, per_fold in candidates.items():
+            unsafe_a, unsafe_b, task, step = per_fold[fold]
+            rows.append(row(name, 0.1, unsafe_a, unsafe_b, task=task, step=step))
+        out[fold] = rows
+    return out
+
+
+def test_the_rule_reads_the_worst_fold_not_the_mean():
+    rows = fold_rows(
+        # keeps everything on fold a's styles, nothing on b's: mean held-out drift 0.5, worst 1.0
+        uneven={"fa": ("1111", "0000", 0.8, 1.0), "fb": ("1111", "0000", 0.8, 1.0)},
+        # keeps half everywhere: mean 0.5, worst 0.5
+        even={"fa": ("1100", "1100", 0.8, 1.0), "fb": ("1100", "1100", 0.8, 1.0)},
+    )
+    scores, plain_task, missing = pf.score_folds(rows, [("uneven", 0.1), ("even", 0.1)], FOLDS, GROUPS)
+    assert not missing and plain_task == pytest.approx(0.8)
+    by_name = {s.method: s for s in scores}
+    assert by_name["uneven"].held_out_gap_drift == {"fa": 0.0, "fb": 1.0}
+    assert by_name["even"].worst == pytest.approx(0.5)
+    chosen, why = pf.choose_by_folds(scores, plain_task)
+    assert chosen.method == "even" and "worst-fold" in why
+
+
+def test_ties_go_to_the_earlier_candidate_and_cost_and_task_exclude():
+    rows = fold_rows(
+        first={"fa": ("1100", "1100", 0.8, 1.0), "fb": ("1100", "1100", 0.8, 1.0)},  # worst 0.5
+        better={"fa": ("1110", "1110", 0.8, 1.0), "fb": ("1110", "1110", 0.8, 1.0)},  # worst 0.25
+        costly={"fa": ("1111", "1111", 0.8, 2.0), "fb": ("1111", "1111", 0.8, 2.0)},  # worst 0, 2x step time
+        lossy={"fa": ("1111", "1111", 0.5, 1.0), "fb": ("1111", "1111", 0.5, 1.0)},  # worst 0, task -30 pts
+    )
+    order = [("first", 0.1), ("better", 0.1), ("costly", 0.1), ("lossy", 0.1)]
+    scores, plain_task, _ = pf.score_folds(rows, order, FOLDS, GROUPS)
+    chosen, _ = pf.choose_by_folds(scores, plain_task)
+    assert chosen.method == "better"  # 25 pts better than the earlier candidate: not a tie
+    chosen, _ = pf.choose_by_folds(scores, plain_task, margin=0.3)
+    assert chosen.method == "first"  # within the margin: the earlier candidate keeps it
+    chosen, _ = pf.choose_by_folds(scores, plain_task, cost_limit=3.0, max_task_drop=0.5)
+    assert chosen.method == "costly"
+
+
+def test_a_candidate_missing_a_fold_is_not_scored():
+    rows = fold_rows(done={"fa": ("1111", "1111", 0.8, 1.0), "fb": ("1111", "1111", 0.8, 1.0)})
+    rows["fb"] = [r for r in rows["fb"] if r["method"] != "done"]
+    scores, _, missing = pf.score_folds(rows, [("done", 0.1)], FOLDS, GROUPS)
+    assert scores == [] and missing == ["fb: done 0.1"]
+
+
+def test_every_fold_excludes_its_styles_from_the_probe_and_keeps_a_meter():
+    from agl_trl.experiments.config import apply_overrides, default_config
+    from agl_trl.experiments.setup import meter_items, probe_items
+
+    base = default_config(0)
+    assert base.to_dict()["probe"] == {"kind": "mixed", "n": 64, "holdout_every": 4}  # keys made before folds hold
+    seen: set[str] = set()
+    for fold, styles in pf.FOLDS.items():
+        cfg = apply_overrides(default_config(0), pf.fold_config_overrides(fold))
+        fisher, meter = probe_items(cfg), meter_items(cfg)
+        assert len(fisher) == pf.FOLD_PROBE_N and len(meter) >= base.agl.kl_sequences, fold
+        assert not {it.style for it in fisher + meter} & set(styles), fold
+        assert cfg.to_dict()["probe"]["exclude_styles"] == list(styles)
+        seen |= set(styles)
+    from agl_trl.driftcaps import load_driftcaps
+
+    assert seen == {it.style for it in load_driftcaps(split="validation")}  # every validation style is held out once
