@@ -116,7 +116,8 @@ def paired_against_default(
     est = compare(models, row_verdicts(dict(reference)), baseline=key, n_boot=n_boot, seed=seed)
     for name in models:
         if name != key:
-            diffs = {m: est[name][k] for m, (k, _) in METRICS.items()}
+            missing = Estimate(math.nan, math.nan, math.nan, math.nan)  # rows without task verdicts: no task
+            diffs = {m: est[name].get(k, missing) for m, (k, _) in METRICS.items()}
             out[name] = Paired(diffs, {m: verdict(diffs[m], METRICS[m][1]) for m in METRICS})
     return key, {name: out[name] for name in chosen if name in out}
 

@@ -141,3 +141,12 @@ def test_docs_peers_md_and_readme_headline_are_the_generated_ones(tmp_path: Path
     assert peers_paired.readme_block_of(readme.read_text(encoding="utf-8")) == committed, (
         f"README's headline block is stale: {regenerate}"
     )
+
+
+def test_rows_without_task_verdicts_get_no_task_verdict() -> None:
+    rows, chosen = _setup(set(range(14)))
+    for r in rows:
+        r["verdicts"]["task"] = ""
+    _, paired = peers_paired.paired_against_default(rows, chosen, n_boot=200)
+    p = paired["peer"]
+    assert isinstance(p, peers_paired.Paired) and p.verdicts["task"] == "-" and p.verdicts["gap drift"] == "win"
