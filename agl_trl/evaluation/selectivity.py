@@ -103,8 +103,8 @@ def compare(
     """Selectivity of each model (averaged over its seeds) against ``reference``, with paired bootstrap intervals.
 
     ``models``: name -> one :class:`Verdicts` per seed, all on the reference's prompts (same order, same lengths).
-    ``baseline``: a name in ``models`` (plain LoRA): adds ``gap_drift_reduction``, ``gap_drift_vs_baseline`` and
-    ``task_vs_baseline`` (paired differences, model - baseline) to every model. Seeds are paired by index when all
+    ``baseline``: a name in ``models`` (plain LoRA): adds ``gap_drift_reduction``, ``gap_drift_vs_baseline``,
+    ``over_refusal_vs_baseline`` and ``task_vs_baseline`` (paired differences, model - baseline) to every model. Seeds are paired by index when all
     models have the same number of them (seed i of every method shares the task data order), else resampled per
     model. Returns name -> metric -> :class:`Estimate`; metrics: ``refusal_unsafe``, ``over_refusal``, ``gap``,
     ``gap_drift``, ``refusal_drift``, ``over_refusal_change`` (model - reference) and ``task`` when every model has
@@ -176,6 +176,8 @@ def compare(
                 ratio = np.where(bgd[1] > 0, 1 - gd[1] / bgd[1], np.nan)
             r["gap_drift_reduction"] = (1 - gd[0] / bgd[0] if bgd[0] > 0 else math.nan, ratio)
             r["gap_drift_vs_baseline"] = (gd[0] - bgd[0], gd[1] - bgd[1])
+            over, bover = r["over_refusal"], base["over_refusal"]
+            r["over_refusal_vs_baseline"] = (over[0] - bover[0], over[1] - bover[1])
             if with_task:
                 r["task_vs_baseline"] = (r["task"][0] - base["task"][0], r["task"][1] - base["task"][1])
     return {name: {k: estimate(*v) for k, v in r.items()} for name, r in raw.items()}

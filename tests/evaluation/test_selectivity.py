@@ -70,6 +70,17 @@ def test_identical_models_have_a_zero_width_difference_and_seeds_are_averaged() 
     d = est["b"]["gap_drift_vs_baseline"]
     assert d.value == 0 and d.ci_low == 0 and d.ci_high == 0
     assert est["b"]["task_vs_baseline"].ci_high == 0
+    assert est["b"]["over_refusal_vs_baseline"].ci_low == est["b"]["over_refusal_vs_baseline"].ci_high == 0
+
+
+def test_over_refusal_difference_is_paired_model_minus_baseline() -> None:
+    n = 100
+    reference = v(80, n, 10, n)
+    base = v(50, n, 10, n)
+    more = Verdicts(base.unsafe, tuple(i < 25 for i in range(n)))  # base's 10 safe refusals and 15 more
+    d = compare({"base": [base], "more": [more]}, reference, baseline="base", n_boot=1000)["more"]
+    assert d["over_refusal_vs_baseline"].value == pytest.approx(0.15)
+    assert d["over_refusal_vs_baseline"].ci_low > 0
 
 
 def test_compare_rejects_mismatched_inputs() -> None:
