@@ -188,7 +188,9 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         "--out", default=None, help="output folder (default runs/grpo, runs/grpo-quick, runs/grpo-tiny)"
     )
     parser.add_argument("--demo-dir", default=None, help="set-up stages to reuse (e.g. runs/peers/demo)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of test seeds (0..n-1)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of test seeds (100..100+n-1: fresh, never a validation seed)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--no-progress", action="store_true")

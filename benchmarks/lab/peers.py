@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
         "same settings; default <out>/demo)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: every core)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of test seeds (0..n-1)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of test seeds (100..100+n-1: fresh, never a validation seed)"
+    )
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new rows (resume later)")
     parser.add_argument(

@@ -51,6 +51,9 @@ QUICK_METHODS = ("plain", "agl", "ewc", "l2", "kl_ref", "sbr", "mix")
 MAX_TASK_DROP = 0.05  # the selection rule's default task tolerance vs plain LoRA (exact-match fraction)
 DEFAULT_TASK_DROP = 0.02  # the package default's task tolerance vs plain LoRA (the method issue's target)
 DEFAULT_SEEDS = (0, 1, 2)  # the validation seeds the package-default rule averages over
+# the test seeds start here: adapters that no validation choice (seeds 0-2) trained, so the test split is fresh for
+# every choice made on validation (issue 34; rows before 2026-12-07 used test seeds 0-2, shared with validation)
+TEST_SEED_BASE = 100
 SWEEP_SEED = 0  # the seed of every validation sweep; validation rows at other seeds are extra (ablation) points
 
 
@@ -60,7 +63,7 @@ class BenchConfig:
     methods: list[str] = field(default_factory=lambda: list(PROTOCOL_METHODS))
     grids: dict[str, list[float]] = field(default_factory=lambda: {m: list(g) for m, (_, g) in STRENGTHS.items()})
     sweep_seed: int = SWEEP_SEED
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: fresh_test_seeds(3))  # the test seeds
     max_task_drop: float = MAX_TASK_DROP
     curve_points: int = 6  # plain LoRA's task curve: validation task score at this many checkpoints
     peers: PeerSettings = field(default_factory=PeerSettings)
@@ -73,19 +76,26 @@ class BenchConfig:
         return [float(v) for v in self.grids[method]]
 
 
+def fresh_test_seeds(n: int) -> list[int]:
+    """The first ``n`` test seeds (:data:`TEST_SEED_BASE` on): never a validation seed."""
+    return [TEST_SEED_BASE + i for i in range(n)]
+
+
 def build_config(mode: str, seeds: int | None, methods: Sequence[str] | None, overrides: Sequence[str]) -> BenchConfig:
-    """The benchmark of ``mode`` (``tiny``, ``quick`` or ``full``) with ``seeds`` (0..n-1), a ``methods`` subset and
+    """The benchmark of ``mode`` (``tiny``, ``quick`` or ``full``) with ``seeds`` test seeds, a ``methods`` subset and
     ``--set`` overrides applied."""
     from agl_trl.experiments.config import apply_overrides, default_config, quick_config, tiny_config
 
     if mode == "tiny":
         cfg = BenchConfig(
-            demo=tiny_config(0), methods=["plain", "agl", "safe_lora", "sbr", "mix", "lisa"], seeds=[0, 1],
+            demo=tiny_config(0), methods=["plain", "agl", "safe_lora", "sbr", "mix", "lisa"], seeds=fresh_test_seeds(2),
             curve_points=2, mode=mode,
         )  # fmt: skip
         cfg.grids = {m: g[1:3] for m, g in cfg.grids.items()}
     elif mode == "quick":
-        cfg = BenchConfig(demo=quick_config(0), methods=list(QUICK_METHODS), seeds=[0, 1], curve_points=4, mode=mode)
+        cfg = BenchConfig(
+            demo=quick_config(0), methods=list(QUICK_METHODS), seeds=fresh_test_seeds(2), curve_points=4, mode=mode
+        )
         cfg.grids = {m: g[1:3] for m, g in cfg.grids.items()}
     elif mode == "full":
         cfg = BenchConfig(demo=default_config(0), mode=mode)
@@ -111,7 +121,7 @@ def build_config(mode: str, seeds: int | None, methods: Sequence[str] | None, ov
             else:
                 raise ValueError(f"unknown peers setting {key!r}; known: {sorted(asdict(cfg.peers))}, grid.<method>")
     if seeds is not None:
-        cfg.seeds = list(range(seeds))
+        cfg.seeds = fresh_test_seeds(seeds)
     if methods is not None:
         unknown = sorted(set(methods) - set(ALL_METHODS))
         if unknown:
@@ -256,6 +266,7 @@ __all__ = [
     "QUICK_METHODS",
     "Point",
     "SWEEP_SEED",
+    "TEST_SEED_BASE",
     "BenchConfig",
     "build_config",
     "choose",
@@ -265,4 +276,5 @@ __all__ = [
     "method_order",
     "parse_point",
     "run_key",
+    "fresh_test_seeds",
 ]

@@ -93,8 +93,9 @@ def test_config_modes_methods_grids_and_overrides() -> None:
         g = full.grid(m)
         if m != "plain":
             assert all(1.9 < b / a < 10.5 for a, b in zip(g, g[1:], strict=False)), m
-    assert full.grid("plain") == [None] and full.seeds == [0, 1, 2]
-    assert len(quick.grid("agl")) == 2 and peers.build_config("tiny", 1, None, []).seeds == [0]
+    assert full.grid("plain") == [None] and full.seeds == [100, 101, 102]  # fresh: no validation seed (0-2)
+    assert len(quick.grid("agl")) == 2 and peers.build_config("tiny", 1, None, []).seeds == [100]
+    assert not set(full.seeds) & set(peers_config.DEFAULT_SEEDS) and full.sweep_seed not in full.seeds
     cfg = peers.build_config("tiny", 1, ["agl"], ["peers.grid.agl=[5, 50]", "peers.max_task_drop=0.1"])
     assert cfg.methods == ["plain", "agl"] and cfg.grid("agl") == [5.0, 50.0] and cfg.max_task_drop == 0.1
     assert peers_config.config_key(cfg) == peers_config.config_key(peers.build_config("tiny", 2, None, []))
@@ -227,7 +228,7 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     test = [r for r in rows if r["split"] == "test" and r["method"] != "aligned"]
     for method in cfg.methods:  # each method's test rows: every seed, at one strength: the validation-chosen one
         mine = [r for r in test if r["method"] == method]
-        assert sorted(r["seed"] for r in mine) == [0, 1], method
+        assert sorted(r["seed"] for r in mine) == [100, 101], method
         sweep = [r for r in rows if r["split"] == "validation" and r["method"] == method]
         plain = next(r for r in rows if r["split"] == "validation" and r["method"] == "plain")
         chosen = peers_config.choose(sweep, plain["task_exact_match"], cfg.max_task_drop)[0]
@@ -237,12 +238,12 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
         assert r["task_n"] == 6 and r["kl_drift"] >= 0 and r["judge"] == "keyword"
     by = {(r["split"], r["method"], r["seed"]): r for r in rows}
     assert by[("validation", "plain", 0)]["task_n"] == 4 and by[("validation", "plain", 0)]["task_curve"]
-    assert by[("test", "safe_lora", 0)]["safe_lora"]["n_projected"] > 0
-    assert by[("test", "mix", 0)]["n_train_rows"] > by[("test", "plain", 0)]["n_train_rows"]
+    assert by[("test", "safe_lora", 100)]["safe_lora"]["n_projected"] > 0
+    assert by[("test", "mix", 100)]["n_train_rows"] > by[("test", "plain", 100)]["n_train_rows"]
     for method, key in {"agl": "r_align", "sbr": "rep_mse", "lisa": "proximal"}.items():
-        assert key in by[("test", method, 0)]["penalty_metrics"], method
-    # the sweep seed's training at the chosen point is reused by the test phase, not retrained
-    assert len(list((out / "train" / "plain").glob("*/seed*"))) == 2
+        assert key in by[("test", method, 100)]["penalty_metrics"], method
+    # the test phase trains fresh adapters: none of its seeds is the sweep seed's
+    assert sorted(d.name for d in (out / "train" / "plain").glob("*/seed*")) == ["seed0", "seed100", "seed101"]
     text = (report / "peers.md").read_text()
     assert "Validation sweeps" in text and "Safe LoRA" in text and (report / peers_report.PNG_NAME).is_file()
     # every row, the aligned reference's included, names the one set-up it was measured on
@@ -264,7 +265,7 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert len(after) == len(rows) and all(r["settings"]["lambda_task"] == 0.5 for r in after if r["method"] == "agl")
     assert [r for r in after if r["method"] == "plain"] == [r for r in rows if r["method"] == "plain"]
     assert list((out / "train" / "agl").glob("*/seed0.stale-*"))
-    # extra points: an ablation and AGL at a second validation seed; AGL's test training at seed 1 is reused
+    # extra points: an ablation and AGL at a second validation seed, each a new training (no test seed is one)
     agl_point = next(r["strength"] for r in after if r["method"] == "agl" and r["split"] == "test")
     trained = sorted((out / "train").glob("*/*/seed*"))
     extra = [f"validation:agl_collision:{agl_point}:{s}" for s in (0, 1)]
@@ -274,7 +275,12 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     grown = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     assert len(grown) == len(after) + 4
     new_dirs = set(sorted((out / "train").glob("*/*/seed*"))) - set(trained)
-    assert {d.parts[-3] for d in new_dirs} == {"agl_collision"} and len(new_dirs) == 2, sorted(new_dirs)
+    assert sorted((d.parts[-3], d.name) for d in new_dirs) == [
+        ("agl", "seed1"),
+        ("agl_collision", "seed0"),
+        ("agl_collision", "seed1"),
+        ("plain", "seed1"),
+    ], sorted(new_dirs)
     assert peers_report.chosen_points(grown, cfg.max_task_drop)["agl"]["strength"] == agl_point  # sweeps: seed 0
     text = peers_report.write_report(grown, report).read_text()
     assert "AGL's ablations at several validation seeds" in text and "seeds 0, 1" in text
@@ -282,10 +288,10 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     # same settings and seed are copied, not trained again, and measure the same
     assert peers.main([*changed, "--set", "agl.lambda_collision=0.1"], loader=loader) == 0
     final = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
-    copied = json.loads((peers.train_dir(out, "agl", agl_point, 1) / peers.TRAIN_RECORD).read_text())
-    assert copied["copied_from"] == str(peers.train_dir(out, "agl_collision", agl_point, 1))
-    twin = (peers.train_dir(out, "agl_collision", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes()
-    assert (peers.train_dir(out, "agl", agl_point, 1) / "adapter" / "adapter_model.safetensors").read_bytes() == twin
+    copied = json.loads((peers.train_dir(out, "agl", agl_point, 0) / peers.TRAIN_RECORD).read_text())
+    assert copied["copied_from"] == str(peers.train_dir(out, "agl_collision", agl_point, 0))
+    twin = (peers.train_dir(out, "agl_collision", agl_point, 0) / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (peers.train_dir(out, "agl", agl_point, 0) / "adapter" / "adapter_model.safetensors").read_bytes() == twin
     by = {(r["split"], r["method"], r["strength"], r["seed"]): r for r in final}
     mine, theirs = by[("validation", "agl", agl_point, 0)], by[("validation", "agl_collision", agl_point, 0)]
     assert mine["verdicts"] == theirs["verdicts"] and mine["settings"] == theirs["settings"]
