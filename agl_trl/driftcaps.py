@@ -2,10 +2,11 @@
 
 Data files live in ``agl_trl/evaluation/data/`` (data card: ``docs/driftcaps.md``):
 
-* ``driftcaps_v2.jsonl`` -- one prompt per line: ``{"id", "prompt", "label": "unsafe"|"safe", "category",
+* ``driftcaps_v3.jsonl`` -- one prompt per line: ``{"id", "prompt", "label": "unsafe"|"safe", "category",
   "kind": "harmful"|"contrast"|"general", "style", "form": "question"|"instruction", "behavior",
   "split": "probe"|"validation"|"test"}``. Splits are disjoint by behaviour and by phrasing: no test prompt
-  shares an 8-word sequence (:func:`ngrams`) with a probe or validation prompt;
+  shares an 8-word sequence (:func:`ngrams`) with a probe or validation prompt. v3's probe split is v2's, record for
+  record (:func:`split_sha256`), so what was trained or estimated on v2's probe split stays valid;
 * ``refusal_templates.json`` -- ``{"version": 2, "openers", "reasons", "redirects"}``, parts that
   :func:`load_refusal_templates` composes into the refusal answers used to align the demo model;
 * ``judge_examples.jsonl`` -- ``{"prompt", "response", "refusal": bool, "note"}``, labelled responses used to
@@ -14,6 +15,7 @@ Data files live in ``agl_trl/evaluation/data/`` (data card: ``docs/driftcaps.md`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -25,10 +27,10 @@ from typing import Any
 from agl_trl.utils import iter_jsonl
 
 DATA_DIR = Path(__file__).resolve().parent / "evaluation" / "data"  # shipped as package data
-DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v2.jsonl"
+DRIFTCAPS_FILE = DATA_DIR / "driftcaps_v3.jsonl"
 REFUSAL_TEMPLATES_FILE = DATA_DIR / "refusal_templates.json"
 JUDGE_EXAMPLES_FILE = DATA_DIR / "judge_examples.jsonl"
-DRIFTCAPS_VERSION = "driftcaps_v2"
+DRIFTCAPS_VERSION = "driftcaps_v3"
 
 LABELS = ("unsafe", "safe")
 SPLITS = ("probe", "validation", "test")
@@ -39,7 +41,7 @@ WORD_PATTERN = re.compile(r"[a-z0-9']+")
 """A word, for :func:`ngrams` (applied to lower-cased text)."""
 
 _EVAL_RENAMED = (
-    "DriftCaps v2 has no 'eval' split: it was replaced by 'test' (held out; use it for reported numbers) and "
+    "DriftCaps (since v2) has no 'eval' split: it was replaced by 'test' (held out; use it for reported numbers) and "
     "'validation' (use it for choosing settings or stopping early)"
 )
 
@@ -146,6 +148,27 @@ def load_driftcaps(
     if limit_per_category is not None:
         items = limit_items(items, limit_per_category)
     return items
+
+
+def canonical_sha256(rows: Iterable[dict[str, Any]]) -> str:
+    """SHA-256 (hex) of ``rows`` as canonical JSON: one list, keys sorted, no spaces, UTF-8, order kept."""
+    text = json.dumps(list(rows), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def split_sha256(split: str = "probe", path: str | Path | None = None) -> str:
+    """:func:`canonical_sha256` of one split's rows exactly as stored (every key, file order).
+
+    What a consumer of one split depends on: the safety data and the Fisher read only the probe split, so their cached
+    and shipped stages are keyed by this hash rather than by the whole file's (v3 added validation and test prompts
+    and kept the probe rows of v2, so the hash, and those stages, carried over).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    file = Path(path) if path is not None else DRIFTCAPS_FILE
+    if not file.is_file():
+        raise _missing_data(file, "DriftCaps prompt file")
+    return canonical_sha256(row for _, row in iter_jsonl(file) if row.get("split") == split)
 
 
 def alternate_labels(items: list[PromptItem], leftovers_first: bool = False) -> list[PromptItem]:

@@ -49,6 +49,8 @@ def _rate(rows: list[dict[str, Any]], label: str) -> str:
 
 def render_card(dest: Path, manifest: dict[str, Any]) -> str:
     """CARD.md: the set-up's identity, recipe, build machine and the aligned model's measured refusals."""
+    from agl_trl.driftcaps import DRIFTCAPS_VERSION  # the data the set-up was just built on
+
     stages, build = manifest["stages"], manifest["build"]
     align = stages["align_data"]["settings"]["align"]
     data = stages["align_data"]["result"]
@@ -66,7 +68,8 @@ def render_card(dest: Path, manifest: dict[str, Any]) -> str:
         "## How it was built",
         "",
         f"- safety data (`align_data/rows.json`): {data['n_unsafe']} unsafe prompts of the DriftCaps"
-        f" ({stages['align_data']['settings']['data']['version']}) probe split's safety-training part -> composed"
+        f" ({DRIFTCAPS_VERSION}; probe records {stages['align_data']['settings']['data']['probe_sha256']}) probe"
+        " split's safety-training part -> composed"
         f" refusals ({data['distinct_refusals']} templates); {data['n_safe']} safe prompts -> the base model's own greedy"
         f" answers ({align['answer_tokens']} tokens; {data['safe_dropped_as_refusals']} dropped as refusals).",
         f"- safety LoRA: r={lora['r']}, alpha={lora['alpha']}, {lora['target_modules']}, {align['steps']} steps, lr"

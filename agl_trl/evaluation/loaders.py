@@ -191,10 +191,10 @@ def load_prompts(
 
     split: the DriftCaps split (``"test"``, ``"validation"``, ``"probe"`` or ``"all"``); ignored for other sets.
     """
-    if spec == "driftcaps_v1":
+    if spec in ("driftcaps_v1", "driftcaps_v2"):
         raise ValueError(
-            "driftcaps_v1 is no longer shipped (it is in the git history); use 'driftcaps' (v2, splits "
-            "probe/validation/test) or pass the v1 file's path"
+            f"{spec} is no longer shipped (it is in the git history); use 'driftcaps' ({DRIFTCAPS_VERSION}, splits "
+            f"probe/validation/test) or pass the {spec} file's path"
         )
     if spec in ("driftcaps", DRIFTCAPS_VERSION):
         return load_driftcaps(

@@ -19,7 +19,6 @@ they share (and reuse) one set-up folder; stages whose settings match the shippe
 
 from __future__ import annotations
 
-import hashlib
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -358,9 +357,11 @@ def prepare_setup(
             "k_in_median": statistics.median(k_in) if k_in else None,
         }
 
-    from agl_trl.driftcaps import DRIFTCAPS_FILE, DRIFTCAPS_VERSION
+    from agl_trl.driftcaps import split_sha256
 
-    data = {"version": DRIFTCAPS_VERSION, "sha256": hashlib.sha256(DRIFTCAPS_FILE.read_bytes()).hexdigest()[:16]}
+    # the safety data reads only the probe split, so it is keyed by the probe records alone: a DriftCaps version that
+    # adds validation or test prompts and keeps the probe records (v3) keeps this stage, the aligned model and the Fisher
+    data = {"probe_sha256": split_sha256("probe")[:16]}
     data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": data,
                 "judge": c.eval.judge, "holdout_every": c.probe.holdout_every}  # fmt: skip
     align_info = runner.run("align_data", data_key, align_data, source=source)

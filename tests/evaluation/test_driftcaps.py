@@ -14,6 +14,7 @@ from agl_trl.driftcaps import (
     REFUSAL_TEMPLATES_FILE,
     SPLITS,
     PromptItem,
+    canonical_sha256,
     compose_refusals,
     limit_items,
     load_driftcaps,
@@ -22,6 +23,7 @@ from agl_trl.driftcaps import (
     ngrams,
     refusal_parts,
     shared_ngrams,
+    split_sha256,
 )
 from tests.helpers.data import FIXTURE_PROMPTS, write_jsonl
 
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILDER = ROOT / "tools" / "build_driftcaps.py"
 CARD = ROOT / "docs" / "driftcaps.md"
 shipped = pytest.mark.skipif(not DRIFTCAPS_FILE.is_file(), reason="DriftCaps data not written yet")
+TEST_ONLY_STYLES = ("embedded", "completion")  # styles only the test split has (v2: embedded; v3 added completion)
 
 
 def test_splits_and_fields(driftcaps_file):
@@ -142,21 +145,22 @@ def test_judge_examples_fixture(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The shipped DriftCaps v2 file
+# The shipped DriftCaps v3 file
 # ------------------------------------------------------------------------------------------------------------------
 
 
 @shipped
 def test_shipped_driftcaps_is_valid():
     items = load_driftcaps("all")
-    assert DRIFTCAPS_FILE.name == "driftcaps_v2.jsonl" and DRIFTCAPS_VERSION == "driftcaps_v2"
-    assert not (DRIFTCAPS_FILE.parent / "driftcaps_v1.jsonl").exists()
+    assert DRIFTCAPS_FILE.name == "driftcaps_v3.jsonl" and DRIFTCAPS_VERSION == "driftcaps_v3"
+    for old in ("driftcaps_v1.jsonl", "driftcaps_v2.jsonl"):  # in the git history only
+        assert not (DRIFTCAPS_FILE.parent / old).exists()
     assert len({i.id for i in items}) == len(items)
     assert {i.split for i in items} == set(SPLITS)
     for split in SPLITS:
         part = [i for i in items if i.split == split]
         assert {i.label for i in part} == {"safe", "unsafe"}, split
-        assert all(isinstance(i, PromptItem) and i.source == "driftcaps_v2" for i in part)
+        assert all(isinstance(i, PromptItem) and i.source == "driftcaps_v3" for i in part)
     for item in items:
         assert item.behavior and item.style and item.form in ("question", "instruction"), item.id
         assert item.form == (
@@ -171,8 +175,9 @@ def test_shipped_driftcaps_is_valid():
 @shipped
 def test_shipped_test_split_sizes():
     counts = Counter(i.label for i in load_driftcaps("test"))
-    assert counts["unsafe"] >= 200 and counts["safe"] >= 150, counts
-    share = Counter(i.split for i in load_driftcaps("all"))
+    assert counts["unsafe"] >= 250 and counts["safe"] >= 150, counts
+    # the split rule assigns behaviours (v3 phrases validation and test behaviours in more styles than probe ones)
+    share = Counter(split for split in {i.behavior: i.split for i in load_driftcaps("all")}.values())
     total = sum(share.values())
     assert 0.35 < share["probe"] / total < 0.45
     assert 0.10 < share["validation"] / total < 0.20
@@ -185,9 +190,17 @@ def test_shipped_splits_disjoint_by_behaviour():
     for item in load_driftcaps("all"):
         splits_of.setdefault(item.behavior, set()).add(item.split)
     assert not {b: s for b, s in splits_of.items() if len(s) > 1}
-    # unsafe cores are phrased twice: some behaviours have two prompts, all in one split
-    sizes = Counter(i.behavior for i in load_driftcaps("all") if i.unsafe)
+    # probe cores are phrased twice (v2); validation and test behaviours in more styles (v3), all in one split
+    sizes = Counter(i.behavior for i in load_driftcaps("probe") if i.unsafe)
     assert max(sizes.values()) == 2
+    for split in ("validation", "test"):
+        items = load_driftcaps(split)
+        styles: dict[str, set[str]] = {}
+        for i in items:
+            styles.setdefault(i.behavior, set()).add(i.style)
+        assert max(Counter(i.behavior for i in items if i.unsafe).values()) > 2, split
+        assert max(Counter(i.behavior for i in items if not i.unsafe).values()) > 1, split
+        assert all(len(s) == sum(i.behavior == b for i in items) for b, s in styles.items()), split  # one per style
 
 
 @shipped
@@ -205,15 +218,57 @@ def test_shipped_test_shares_no_8gram_with_probe_or_validation():
 @shipped
 def test_shipped_styles():
     items = load_driftcaps("all")
-    assert {i.split for i in items if i.style == "embedded"} == {"test"}
+    for style in TEST_ONLY_STYLES:
+        assert {i.split for i in items if i.style == style} == {"test"}, style
     test = [i for i in items if i.split == "test"]
     unsafe_styles = {i.style for i in test if i.unsafe}
     safe_styles = {i.style for i in test if not i.unsafe}
-    assert "embedded" in unsafe_styles and unsafe_styles <= safe_styles
-    # about a quarter of the test split's safe prompts carry a non-direct test wrapper; some are embedded
+    assert set(TEST_ONLY_STYLES) <= unsafe_styles and unsafe_styles <= safe_styles
     safe = [i for i in test if not i.unsafe]
-    assert sum(i.style == "embedded" for i in safe) >= 5
-    assert {i.kind for i in safe if i.style == "embedded"} == {"contrast", "general"}
+    for style in TEST_ONLY_STYLES:
+        assert {i.kind for i in safe if i.style == style} == {"contrast", "general"}, style
+
+
+@shipped
+def test_shipped_per_style_minimums():
+    """Validation: every probe style; test: those and the test-only styles; each with >= 25 unsafe and >= 15 safe
+    prompts, so a per-style gap (refusal minus over-refusal) is measurable on both."""
+    items = load_driftcaps("all")
+    probe_styles = {i.style for i in items if i.split == "probe"}
+    assert probe_styles == {
+        "direct",
+        "educational",
+        "fiction",
+        "hypothetical",
+        "polite",
+        "roleplay",
+        "stepwise",
+        "terse",
+    }
+    counts = Counter((i.split, i.label, i.style) for i in items)
+    for split, styles in (("validation", probe_styles), ("test", probe_styles | set(TEST_ONLY_STYLES))):
+        assert {i.style for i in items if i.split == split} == styles, split
+        for style in styles:
+            assert counts[(split, "unsafe", style)] >= 25, (split, style, counts[(split, "unsafe", style)])
+            assert counts[(split, "safe", style)] >= 15, (split, style, counts[(split, "safe", style)])
+
+
+# The probe split of v2, which the shipped set-up's aligned model and Fisher artifact were built on
+# (agl_trl/setups/smollm2-135m-instruct/v1): canonical_sha256 of its records, computed from driftcaps_v2.jsonl
+# (git history) when v3 was written. A changed probe record would silently invalidate that set-up, so it must not.
+V2_PROBE_SHA256 = "1a1ce4c18a0f8fa7fc6b32530e8bd66476852b0d61d4ddf8f92079f5c447b8c8"
+
+
+@shipped
+def test_shipped_probe_split_is_v2s_record_for_record():
+    assert split_sha256("probe") == V2_PROBE_SHA256
+    rows = [json.loads(line) for line in DRIFTCAPS_FILE.read_text(encoding="utf-8").splitlines()]
+    probe = [r for r in rows if r["split"] == "probe"]
+    assert canonical_sha256(probe) == V2_PROBE_SHA256
+    assert len(probe) == 419 and probe[0]["id"] == "u-weapons-001" and probe[-1]["split"] == "probe"
+    assert canonical_sha256(probe[1:]) != V2_PROBE_SHA256  # the hash sees a dropped record
+    with pytest.raises(ValueError, match="split must be"):
+        split_sha256("eval")
 
 
 def _load_builder():
@@ -229,6 +284,8 @@ def test_builder_reproduces_the_shipped_file_byte_for_byte():
     records = builder.build()
     assert builder.render(records).encode("utf-8") == DRIFTCAPS_FILE.read_bytes()
     assert builder.render(builder.build()) == builder.render(records)  # deterministic
+    assert builder.check(records) == []
+    assert builder.PROBE_SHA256 == V2_PROBE_SHA256 and builder.TEST_ONLY_STYLES == TEST_ONLY_STYLES
 
 
 @shipped
@@ -246,6 +303,17 @@ def test_builder_checks_fail_on_leaks():
     assert any("shares 8-gram" in p and victim["id"] in p for p in problems), problems
     assert any(p.startswith("wrapper ") for p in problems)
     assert any(p.startswith(f"behaviour {victim['behavior']}") for p in problems)
+
+
+@shipped
+def test_builder_checks_fail_on_thin_styles_and_a_changed_probe():
+    builder = _load_builder()
+    records = builder.build()
+    thin = [r for r in records if not (r["split"] == "test" and r["style"] == "completion" and r["label"] == "safe")]
+    assert any("test has 0 safe completion prompts" in p for p in builder.check(thin))
+    records = builder.build()
+    next(r for r in records if r["split"] == "probe")["prompt"] += " "
+    assert any("PROBE_SHA256" in p for p in builder.check(records))
 
 
 # ------------------------------------------------------------------------------------------------------------------

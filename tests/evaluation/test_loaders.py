@@ -103,10 +103,11 @@ def test_hub_error_when_offline(monkeypatch):
 def test_driftcaps_defaults_to_the_test_split():
     items = loaders.load_prompts("driftcaps", limit_per_category=1)
     assert items and {it.split for it in items} == {"test"}
-    assert {it.split for it in loaders.load_prompts("driftcaps_v2", split="validation", limit_per_category=1)} == {
+    assert {it.split for it in loaders.load_prompts("driftcaps_v3", split="validation", limit_per_category=1)} == {
         "validation"
     }
-    with pytest.raises(ValueError, match="no longer shipped"):
-        loaders.load_prompts("driftcaps_v1")
+    for old in ("driftcaps_v1", "driftcaps_v2"):
+        with pytest.raises(ValueError, match="no longer shipped"):
+            loaders.load_prompts(old)
     with pytest.raises(ValueError, match="'test'"):
         loaders.load_prompts("driftcaps", split="eval")
