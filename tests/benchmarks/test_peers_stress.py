@@ -150,3 +150,20 @@ def test_tiny_long_scenario_records_the_curve_resumes_and_trains_as_without_it(t
     weights = "adapter/adapter_model.safetensors"
     plain = (peers.train_dir(tmp_path / "plain", "plain", None, 0) / weights).read_bytes()
     assert plain == (peers.train_dir(root / "base", "plain", None, 0) / weights).read_bytes()
+
+
+def test_driver_runs_from_the_repo_root() -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/peers_stress.py", "--help"], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--checkpoint-prompts" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/peers_stress.py", "--scenarios", "cold", "--report"], cwd=repo,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown scenarios" in bad.stderr
