@@ -80,8 +80,8 @@ class Shared:
 
 
 # extra measurements during a training: (shared, tokenizer, method, strength, seed) -> {record field: a
-# TrainerCallback with a ``points`` list}; each callback's ``points`` land in the training record (and so in the row)
-# under its field (the stress scenarios' gap curve: benchmarks.lab.peers_stress)
+# TrainerCallback whose ``points`` hold what it measured, as JSON}; each callback's ``points`` land in the training
+# record (and so in the row) under its field (the stress scenarios' gap curve: benchmarks.lab.peers_stress)
 TrainHook = Callable[[Shared, Any, str, float | None, int], Mapping[str, Any]]
 
 
