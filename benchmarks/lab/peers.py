@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,12 @@ class Shared:
     @property
     def aligned_dir(self) -> Path:
         return self.setup.aligned_dir
+
+
+# extra measurements during a training: (shared, tokenizer, method, strength, seed) -> {record field: a
+# TrainerCallback whose ``points`` hold what it measured, as JSON}; each callback's ``points`` land in the training
+# record (and so in the row) under its field (the stress scenarios' gap curve: benchmarks.lab.peers_stress)
+TrainHook = Callable[[Shared, Any, str, float | None, int], Mapping[str, Any]]
 
 
 def _log(message: str) -> None:
@@ -145,10 +151,11 @@ def twin_training(cfg: BenchConfig, out: Path, method: str, strength: float | No
 
 
 def train_run(
-    cfg: BenchConfig, shared: Shared, out: Path, method: str, strength: float | None, seed: int, progress: bool
-) -> dict[str, Any]:
+    cfg: BenchConfig, shared: Shared, out: Path, method: str, strength: float | None, seed: int, progress: bool,
+    hook: TrainHook | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Train (or project, for Safe LoRA; or reuse the cached adapter) one (method, strength, seed); returns its
-    training record (``adapter``: the adapter folder)."""
+    training record (``adapter``: the adapter folder; ``hook``'s fields when it was trained here with one)."""
     from agl_trl.experiments import PeakRSS, read_json, train_lora, write_json
     from agl_trl.experiments.measure import task_curve_callback
     from agl_trl.models import load_pretrained
@@ -199,6 +206,9 @@ def train_run(
                 tokenizer, shared.setup.task_validation, marks, demo.task.answer_tokens, demo.eval.batch_size
             )
             kwargs["callbacks"] = [curve]
+        extra = dict(hook(shared, tokenizer, method, strength, seed)) if hook is not None else {}
+        if extra:
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), *extra.values()]
         rows = training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed)
         with PeakRSS() as rss:  # the experiments train on CPU (use_cpu=True): resident memory is the training memory
             trained, train = train_lora(
@@ -214,6 +224,7 @@ def train_run(
             penalty_metrics={k: v[-1][1] for k, v in (train.get("agl_curves") or {}).items() if v},
             agl_curves=train.get("agl_curves") or {},  # every logged agl/* value (the KL meter's readings too)
             n_train_rows=len(rows), task_curve=curve.points if curve is not None else None,
+            **{field: callback.points for field, callback in extra.items()},
         )  # fmt: skip
     record["adapter"] = str(adapter)
     write_json(record_file.with_suffix(".tmp"), record)
@@ -326,13 +337,15 @@ def run_benchmark(
     threads: int | None = None,
     max_runs: int | None = None,
     points: Sequence[Point] = (),
+    train_hook: TrainHook | None = None,
 ) -> list[dict[str, Any]]:
     """Run every missing step of the protocol and append its rows to ``<out>/peers.jsonl``; returns all rows.
 
     ``max_runs``: stop after that many new rows (a budgeted slice of a run that spans sessions). ``points``: extra
     (split, method, strength, seed) runs, done first (e.g. an ablation's validation point at more seeds; a training
     is shared by every split, so a point whose training exists only needs its measurement). A file made with other
-    settings (another config key) is refused with a ``ValueError``.
+    settings (another config key) is refused with a ``ValueError``. ``train_hook``: extra measurements during each new
+    training (:data:`TrainHook`).
     """
     from agl_trl.experiments import ResultsLog, auto_threads
     from agl_trl.precision import hardware_summary, use_bf16
@@ -371,7 +384,7 @@ def run_benchmark(
                         rows.append(results.rows()[-1])
             started = time.perf_counter()
             print(f"peers: {split} {method} {strength_of(method) or ''}={strength} seed {seed}", flush=True)
-            record = train_run(cfg, shared, out, method, strength, seed, progress=False)
+            record = train_run(cfg, shared, out, method, strength, seed, progress=False, hook=train_hook)
             row = evaluate_run(cfg, shared, out, split, method, strength, seed, record, progress=False)
             row.update(
                 run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode, setup_id=shared.setup_id,
@@ -473,6 +486,7 @@ __all__ = [
     "RESULTS_FILE",
     "RUN_KEY",
     "Shared",
+    "TrainHook",
     "build_parser",
     "evaluate_run",
     "main",
