@@ -171,6 +171,16 @@ def split_sha256(split: str = "probe", path: str | Path | None = None) -> str:
     return canonical_sha256(row for _, row in iter_jsonl(file) if row.get("split") == split)
 
 
+def test_only_styles(path: str | Path | None = None) -> tuple[str, ...]:
+    """The phrasing styles only the test split has (sorted): no probe or validation prompt, so no part of a
+    protection and no choice of settings saw them. Reports show them first (v3: ``completion``, ``embedded``)."""
+    seen: dict[str, set[str]] = {}
+    for item in load_driftcaps("all", path=path):
+        if item.style:
+            seen.setdefault(item.style, set()).add(item.split)
+    return tuple(sorted(style for style, splits in seen.items() if splits == {"test"}))
+
+
 def alternate_labels(items: list[PromptItem], leftovers_first: bool = False) -> list[PromptItem]:
     """``items`` with unsafe and safe prompts alternating (each label's order kept) and the longer label's leftovers
     after them, or before them with ``leftovers_first`` (then the *tail* is the balanced part)."""

@@ -26,6 +26,22 @@ def prompt_groups(key: str = "style", path: str | Path | None = None) -> dict[st
     return {it.id: (it.label, getattr(it, key)) for it in load_driftcaps("all", path=path)}
 
 
+def held_out_first(names: set[str] | list[str], key: str = "by_style") -> list[str]:
+    """``names`` sorted, the test-only styles first (marked in the tables): phrasings no probe, meter, anchor or
+    validation choice saw come before the ones they did (only for styles; forms keep plain order)."""
+    from agl_trl.driftcaps import test_only_styles
+
+    held = set(test_only_styles()) if key in ("by_style", "style") else set()
+    return sorted(names, key=lambda n: (n not in held, n))
+
+
+def shown(name: str, key: str = "by_style") -> str:
+    """A style's column name: test-only styles marked ``(test only)``."""
+    from agl_trl.driftcaps import test_only_styles
+
+    return f"{name} (test only)" if key in ("by_style", "style") and name in test_only_styles() else name
+
+
 def group_verdicts(row: Mapping[str, Any], groups: Groups, group: str) -> Verdicts:
     """The verdicts of ``row`` on the prompts of one group (no task verdicts: the task is not phrased by style).
 
@@ -53,8 +69,8 @@ def rate_table(rows: list[dict[str, Any]], chosen: Mapping[str, Mapping[str, Any
     reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
     if reference is None:
         return []
-    names = sorted(reference[key])
-    lines = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    names = held_out_first(reference[key], key)
+    lines = ["| method | " + " | ".join(shown(n, key) for n in names) + " |", "|---|" + "---|" * len(names)]
     entries = [("aligned", [reference])] + [(m, c["test"]) for m, c in chosen.items() if c["test"]]
     for method, test in entries:
         cells = []
@@ -75,8 +91,9 @@ def reduction_table(
     groups: Groups,
     label: Callable[[str], str] = str,
     n_boot: int = 4000,
+    key: str = "style",
 ) -> list[str]:
-    """Per group: the aligned gap, plain LoRA's gap drift (points) and each chosen point's gap-drift reduction vs
+    """Per group (``key``: ``style`` or ``form``, the test-only styles first): the aligned gap, plain LoRA's gap drift (points) and each chosen point's gap-drift reduction vs
     plain LoRA (%), with paired bootstrap 95% intervals over the group's prompts and the seeds; "-" where plain
     LoRA's gap drift interval includes 0 (no resolved drift to reduce). Empty without test rows of the aligned model
     and plain LoRA, or when a row's prompts are not all in ``groups``."""
@@ -87,12 +104,12 @@ def reduction_table(
     tested = [reference, *(r for test in complete.values() for r in test)]
     if any(i not in groups for r in tested for i in r.get("prompt_ids") or [None]):
         return []
-    names = sorted({groups[i][1] for i in reference["prompt_ids"]} - {None})
+    names = held_out_first({groups[i][1] for i in reference["prompt_ids"]} - {None}, key)
     columns: dict[str, list[str]] = {"aligned": [], "plain": [], **{m: [] for m in complete if m != "plain"}}
     heads = []
     for g in names:
         ref = group_verdicts(reference, groups, g)
-        heads.append(f"{g} ({len(ref.unsafe)} / {len(ref.safe)})")
+        heads.append(f"{shown(g, key)} ({len(ref.unsafe)} / {len(ref.safe)})")
         if not ref.unsafe or not ref.safe:  # a gap needs both
             for cells in columns.values():
                 cells.append("-")
@@ -130,7 +147,7 @@ def style_sections(
             "",
         ]
         of = (groups or {}).get(key) or prompt_groups(key)
-        reductions = reduction_table(rows, chosen, of, label, n_boot)
+        reductions = reduction_table(rows, chosen, of, label, n_boot, key)
         if reductions:
             lines += [
                 f"## Gap-drift reduction vs plain LoRA by {title} (test split)",
@@ -148,4 +165,12 @@ def style_sections(
     return lines
 
 
-__all__ = ["group_verdicts", "prompt_groups", "rate_table", "reduction_table", "style_sections"]
+__all__ = [
+    "group_verdicts",
+    "held_out_first",
+    "prompt_groups",
+    "shown",
+    "rate_table",
+    "reduction_table",
+    "style_sections",
+]

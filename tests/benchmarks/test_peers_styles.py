@@ -76,3 +76,20 @@ def test_style_sections_write_rates_and_reductions_for_each_grouping() -> None:
         assert f"by {title} (test split, %, seeds pooled)" in text
         assert f"## Gap-drift reduction vs plain LoRA by {title} (test split)" in text
     assert "| aligned | 90 / 5 |" in text
+
+
+def test_test_only_styles_come_first_and_are_marked():
+    from agl_trl.driftcaps import load_driftcaps, test_only_styles
+    from benchmarks.lab.peers_styles import held_out_first, shown
+
+    held = test_only_styles()
+    assert held == ("completion", "embedded")
+    assert not {it.style for it in load_driftcaps("all") if it.split != "test"} & set(held)
+    assert held_out_first({"terse", "embedded", "direct", "completion"}) == [
+        "completion",
+        "embedded",
+        "direct",
+        "terse",
+    ]
+    assert held_out_first({"question", "embedded"}, "by_form") == ["embedded", "question"]  # forms: plain order
+    assert shown("embedded") == "embedded (test only)" and shown("direct") == "direct"
