@@ -92,9 +92,11 @@ def score_folds(
     folds: Mapping[str, Sequence[str]] = FOLDS,
     groups: Mapping[str, tuple[str, str | None]] | None = None,
     seed: int = SWEEP_SEED,
+    partial: bool = False,
 ) -> tuple[list[FoldScore], float | None, list[str]]:
     """Each candidate's :class:`FoldScore` from ``fold_rows`` (fold -> its validation rows), plain LoRA's mean task
-    score and what is missing. A candidate is scored only once it has a row in every fold."""
+    score and what is missing. A candidate is scored only once it has a row in every fold (``partial``: once it has
+    one, for progress tables; never for the rule)."""
     from benchmarks.lab.peers_styles import prompt_groups
 
     groups = groups if groups is not None else prompt_groups("style")
@@ -122,14 +124,14 @@ def score_folds(
             rows = fold_rows.get(fold, [])
             row, aligned = find(rows, method, strength), find(rows, "aligned", None)
             if row is None or aligned is None:
-                missing.append(f"{fold}: {method} {strength:g}" if row is None else f"{fold}: aligned")
+                missing.append(f"{fold}: {method} {_strength(strength)}" if row is None else f"{fold}: aligned")
                 continue
             drifts[fold] = held_out_gap_drift(row, aligned, groups, styles)
             tasks.append(float(row["task_exact_match"]))
             plain = plain_rows[fold]
             if plain is not None and plain.get("step_seconds_median") and row.get("step_seconds_median"):
                 ratios.append(float(row["step_seconds_median"]) / float(plain["step_seconds_median"]))
-        if len(drifts) == len(folds):
+        if len(drifts) == len(folds) or (partial and drifts):
             ratio = sum(ratios) / len(ratios) if ratios else None
             scores.append(FoldScore(method, strength, drifts, sum(tasks) / len(tasks), ratio))
     plain_task = sum(plain_tasks) / len(plain_tasks) if len(plain_tasks) == len(folds) else None
@@ -167,6 +169,10 @@ def choose_by_folds(
     return chosen, why
 
 
+def _strength(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
 def fold_config_overrides(fold: str) -> list[str]:
     """The ``--set`` overrides of one fold's runs: its probe excludes the fold's styles, with the fold's probe size."""
     return [f"probe.exclude_styles={json.dumps(list(FOLDS[fold]))}", f"probe.n={FOLD_PROBE_N}"]
@@ -187,18 +193,22 @@ def read_fold_rows(root: Path) -> dict[str, list[dict[str, Any]]]:
 
 def report(root: Path) -> list[str]:
     """The fold table and the rule's verdict as Markdown lines, from the rows so far."""
-    scores, plain_task, missing = score_folds(read_fold_rows(root))
+    rows = read_fold_rows(root)
+    scores, plain_task, missing = score_folds(rows)
+    # plain LoRA (the drift there is to reduce; not a candidate) and every candidate with any fold, for progress
+    shown_scores, _, _ = score_folds(rows, [("plain", None), *CANDIDATES], partial=True)
     lines = [
         "| candidate | " + " | ".join(FOLDS) + " | worst | task | step time vs plain |",
         "|---" * (len(FOLDS) + 4) + "|",
     ]
-    for s in scores:
-        cells = [f"{100 * s.held_out_gap_drift[f]:.1f}" for f in FOLDS]
+    for s in shown_scores:
+        cells = [f"{100 * s.held_out_gap_drift[f]:.1f}" if f in s.held_out_gap_drift else "-" for f in FOLDS]
         ratio = f"{s.step_ratio:.2f}x" if s.step_ratio is not None else "-"
         lines.append(
-            f"| {s.method} {s.strength:g} | "
+            f"| {s.method} {_strength(s.strength)} | "
             + " | ".join(cells)
-            + f" | {100 * s.worst:.1f} | {100 * s.task:.1f} | {ratio} |"
+            + f" | {100 * s.worst:.1f}{'' if len(cells) == len(s.held_out_gap_drift) else ' (so far)'}"
+            + f" | {100 * s.task:.1f} | {ratio} |"
         )
     if plain_task is not None:
         chosen, why = choose_by_folds(scores, plain_task)

@@ -83,6 +83,8 @@ def test_a_candidate_missing_a_fold_is_not_scored():
     rows["fb"] = [r for r in rows["fb"] if r["method"] != "done"]
     scores, _, missing = pf.score_folds(rows, [("done", 0.1)], FOLDS, GROUPS)
     assert scores == [] and missing == ["fb: done 0.1"]
+    progress, _, _ = pf.score_folds(rows, [("done", 0.1)], FOLDS, GROUPS, partial=True)  # tables only
+    assert [s.held_out_gap_drift for s in progress] == [{"fa": 0.0}]
 
 
 def test_every_fold_excludes_its_styles_from_the_probe_and_keeps_a_meter():
