@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -219,13 +220,36 @@ def report(root: Path) -> list[str]:
     return lines
 
 
+RECORD_DIR = Path(__file__).resolve().parents[2] / "docs" / "results" / "folds"  # the committed rows, per fold
+
+
+def sync_rows(root: Path, record: Path = RECORD_DIR) -> None:
+    """Keep the committed record and the run folder in step, per fold: a run folder without rows starts from the
+    record (a fresh checkout resumes where the last session stopped), and the record takes the run's rows when the
+    run has more. Rows only: trainings are not committed (a resumed fold re-trains only what has no row)."""
+    from benchmarks.lab.peers import RESULTS_FILE
+
+    for fold in FOLDS:
+        run, kept = root / fold / RESULTS_FILE, record / f"{fold}.jsonl"
+        n_run = len(run.read_text().splitlines()) if run.is_file() else 0
+        n_kept = len(kept.read_text().splitlines()) if kept.is_file() else 0
+        if n_kept > n_run:
+            run.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept, run)
+        elif n_run > n_kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run, kept)
+
+
 def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: bool) -> None:
-    """Every fold's missing rows, fold by fold (plain LoRA first, then the candidates in order)."""
+    """Every fold's missing rows, fold by fold (plain LoRA first, then the candidates in order); each fold's rows are
+    copied to :data:`RECORD_DIR` when it stops."""
     from benchmarks.lab.peers import run_benchmark, train_dir
     from benchmarks.lab.peers_config import build_config
 
     budget = max_runs
     plain_source: Path | None = None
+    sync_rows(root)
     for fold in FOLDS:
         out = root / fold
         cfg = build_config("full", None, None, fold_config_overrides(fold))
@@ -238,8 +262,11 @@ def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: b
         ]
         trained = len([r for r in read_fold_rows(root)[fold] if r["method"] != "aligned"])
         cfg.methods = []  # only the points: no sweeps, no test runs
-        rows = run_benchmark(cfg, out, progress=progress, demo_dir=root / "demo", threads=threads,
-                             max_runs=budget, points=points)  # fmt: skip
+        try:
+            rows = run_benchmark(cfg, out, progress=progress, demo_dir=root / "demo", threads=threads,
+                                 max_runs=budget, points=points)  # fmt: skip
+        finally:
+            sync_rows(root)
         plain_source = plain_source or train_dir(out, "plain", None, cfg.sweep_seed)
         if budget is not None:
             budget -= len([r for r in rows if r["method"] != "aligned"]) - trained
@@ -256,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     root = Path(args.out)
-    if not args.report:
+    if args.report:
+        sync_rows(root)
+    else:
         run_folds(root, args.threads, args.max_runs, not args.no_progress)
     print("\n".join(report(root)))
     return 0

@@ -104,3 +104,18 @@ def test_every_fold_excludes_its_styles_from_the_probe_and_keeps_a_meter():
     from agl_trl.driftcaps import load_driftcaps
 
     assert seen == {it.style for it in load_driftcaps(split="validation")}  # every validation style is held out once
+
+
+def test_rows_sync_between_the_run_folder_and_the_committed_record(tmp_path):
+    root, record = tmp_path / "runs", tmp_path / "record"
+    first, second = sorted(pf.FOLDS)[:2]
+    (record).mkdir()
+    (record / f"{first}.jsonl").write_text('{"a": 1}\n{"a": 2}\n')  # a fresh checkout: only the record
+    (root / second).mkdir(parents=True)
+    (root / second / "peers.jsonl").write_text('{"b": 1}\n')  # a run that has rows the record lacks
+    pf.sync_rows(root, record)
+    assert (root / first / "peers.jsonl").read_text() == '{"a": 1}\n{"a": 2}\n'  # resumed from the record
+    assert (record / f"{second}.jsonl").read_text() == '{"b": 1}\n'  # recorded
+    (root / first / "peers.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
+    pf.sync_rows(root, record)
+    assert (record / f"{first}.jsonl").read_text().count("\n") == 3
