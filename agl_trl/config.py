@@ -59,6 +59,7 @@ class AGLArgs:
     agl_kl_batch_size: int = agl_field("agl_kl_batch_size")
     agl_kl_sequences: int = agl_field("agl_kl_sequences")
     agl_kl_anchor_every: int | None = agl_field("agl_kl_anchor_every")
+    agl_kl_anchor_tokens: int | None = agl_field("agl_kl_anchor_tokens")
     agl_lambda_floor: float = agl_field("agl_lambda_floor")
     agl_align_penalty: bool = agl_field("agl_align_penalty")
     agl_lambda_task: float = agl_field("agl_lambda_task")

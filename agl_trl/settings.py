@@ -164,6 +164,13 @@ class AGLSettings(_Validated):
         _optional_at_least(0),
         unset=f"{DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3, without probe data or probe records of its own)",
     )
+    kl_anchor_tokens: int | None = setting(
+        None,
+        "Response tokens of each KL anchor sequence the anchor term reads, from the first (>= 1): the tokens where a "
+        "refusal is decided, at a fraction of the anchor's cost. Unset (default): every response token.",
+        _optional_at_least(1),
+        unset="every response token (up to agl_fisher_max_length)",
+    )
     lambda_floor: float = setting(
         0.0,
         "Lowest value the adaptive lambda_align may take (>= 0). With the KL anchor steps holding the measured probe "

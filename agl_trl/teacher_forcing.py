@@ -33,6 +33,17 @@ class TokenSequence:
         return cls(prompt + response, [0] * len(prompt) + [1] * len(response))
 
 
+def first_response_tokens(sequence: TokenSequence, n: int) -> TokenSequence:
+    """``sequence`` cut after its first ``n`` response tokens (the prompt kept whole)."""
+    seen, end = 0, len(sequence.input_ids)
+    for i, scored in enumerate(sequence.response_mask):
+        seen += scored
+        if seen == n:
+            end = i + 1
+            break
+    return TokenSequence(sequence.input_ids[:end], sequence.response_mask[:end])
+
+
 def longest_first_batches(sequences: Sequence[TokenSequence], batch_size: int) -> Iterator[list[int]]:
     """Indices of the sequences with response tokens, longest first, in batches of ``batch_size`` (little padding,
     and the same batches for every caller that scores the same sequences)."""
@@ -154,6 +165,7 @@ __all__ = [
     "adapter_log_probs",
     "anchor_kl",
     "collate",
+    "first_response_tokens",
     "kl_per_token",
     "predicting_positions",
     "probe_kl",

@@ -183,7 +183,9 @@ class DriftMeter:
         if self.meter_records:
             self.meter_batches = self._probe_batches(model, tokenizer, self.meter_records, answers, "KL meter")
         if self.anchor_records:
-            self.anchor_batches = self._probe_batches(model, tokenizer, self.anchor_records, answers, "KL anchor")
+            self.anchor_batches = self._probe_batches(
+                model, tokenizer, self.anchor_records, answers, "KL anchor", self.settings.kl_anchor_tokens
+            )
 
     def _probe_batches(
         self,
@@ -192,12 +194,14 @@ class DriftMeter:
         records: list[dict[str, Any]],
         answers: ProbeAnswers | None,
         user: str,
+        response_tokens: int | None = None,
     ) -> list[dict[str, torch.Tensor]]:
-        """``records`` as teacher-forcing batches of ``agl_kl_batch_size`` (missing responses: the aligned model's)."""
+        """``records`` as teacher-forcing batches of ``agl_kl_batch_size`` (missing responses: the aligned model's),
+        each sequence cut after ``response_tokens`` response tokens when given (``agl_kl_anchor_tokens``)."""
         from agl_trl.fisher.answers import ProbeAnswers
         from agl_trl.fisher.probe import build_sequences
         from agl_trl.lora import adapters_disabled
-        from agl_trl.teacher_forcing import collate
+        from agl_trl.teacher_forcing import collate, first_response_tokens
 
         answers = answers if answers is not None else ProbeAnswers(self.fisher.max_new_tokens)
         if answers.missing(records):
@@ -209,6 +213,8 @@ class DriftMeter:
                 f"The {user}'s probe records from `agl_probe_dataset`={self.artifact.probe_dataset!r} have no "
                 "response tokens within `agl_fisher_max_length`; give longer responses or a larger max length."
             )
+        if response_tokens is not None:
+            sequences = [first_response_tokens(seq, response_tokens) for seq in sequences]
         size = self.settings.kl_batch_size
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         device = next(p for p in model.parameters()).device

@@ -149,6 +149,24 @@ def test_kl_anchor_steps_add_the_measured_kl_with_its_gradient(tmp_path, probe_f
     assert probe_kl(model, batch) < 0.99 * measured
 
 
+def test_kl_anchor_tokens_cut_the_anchor_sequences_and_leave_the_meters_whole(tmp_path, probe_file):
+    from agl_trl.teacher_forcing import TokenSequence, first_response_tokens
+
+    seq = TokenSequence([1, 2, 3, 4, 5, 6], [0, 0, 1, 1, 1, 1])
+    assert first_response_tokens(seq, 2) == TokenSequence([1, 2, 3, 4], [0, 0, 1, 1])
+    assert first_response_tokens(seq, 9) == seq  # shorter responses stay whole
+    whole = sft_trainer(tmp_path / "whole", probe_file, max_steps=1, agl_kl_anchor_every=2, **ANCHOR)
+    cut = sft_trainer(
+        tmp_path / "cut", probe_file, max_steps=1, agl_kl_anchor_every=2, agl_kl_anchor_tokens=2, **ANCHOR
+    )
+    for trainer in (whole, cut):
+        trainer.train()
+    per_row = lambda batches: [int(n) for b in batches for n in b["response_mask"].sum(dim=1)]  # noqa: E731
+    assert max(per_row(whole._agl.meter.anchor_batches)) > 2  # the probe answers are longer than the cut
+    assert per_row(cut._agl.meter.anchor_batches) == [min(n, 2) for n in per_row(whole._agl.meter.anchor_batches)]
+    assert per_row(cut._agl.meter.meter_batches) == per_row(whole._agl.meter.meter_batches)  # the meter reads all
+
+
 def test_kl_anchor_term_reaches_each_step_once_under_gradient_accumulation(tmp_path, probe_file):
     """GA 2 x batch 2 and GA 1 x batch 4 take the same steps with anchor steps on (the term is added on one micro-
     batch and scaled for the trainer's GA division), and the anchor does move them."""

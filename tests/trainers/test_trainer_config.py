@@ -31,6 +31,7 @@ NON_DEFAULTS = {
     "agl_kl_batch_size": 2,
     "agl_kl_sequences": 8,
     "agl_kl_anchor_every": 4,
+    "agl_kl_anchor_tokens": 12,
     "agl_lambda_floor": 0.5,
     "agl_align_penalty": False,
     "agl_lambda_task": 0.5,

@@ -150,6 +150,7 @@ class AGLAxolotlArgs(_AGLRules):
     agl_kl_batch_size: int = axolotl_field("agl_kl_batch_size")
     agl_kl_sequences: int = axolotl_field("agl_kl_sequences")
     agl_kl_anchor_every: int | None = axolotl_field("agl_kl_anchor_every")
+    agl_kl_anchor_tokens: int | None = axolotl_field("agl_kl_anchor_tokens")
     agl_lambda_floor: float = axolotl_field("agl_lambda_floor")
     agl_align_penalty: bool = axolotl_field("agl_align_penalty")
     agl_lambda_task: float = axolotl_field("agl_lambda_task")
