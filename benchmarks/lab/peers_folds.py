@@ -46,6 +46,9 @@ CANDIDATES: tuple[tuple[str, float], ...] = (
     ("agl", 0.01),  # K-FAC penalty + drift budget at a tight budget, no anchor steps
     ("agl_anchor_only", 0.1),  # anchor steps + drift budget, no K-FAC penalty (the ablation)
     ("kl_ref", 3.0),  # KL to the aligned model on probe answers at every step (its validation choice)
+    # added 2026-12-07 before any of its rows existed (after the first fold's first three rows): the floor with the
+    # anchor on the first 16 response tokens, the cheaper anchor the step-time target needs
+    ("agl_kl_anchor_first16", 0.1),
 )
 TIE_MARGIN = 0.02  # a worst-fold gap drift within 2 points of the best counts as a tie
 COST_LIMIT = 1.10  # a package default may cost at most 1.10x plain LoRA's median step time (same seed, same run)

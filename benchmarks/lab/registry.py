@@ -36,14 +36,22 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "agl_kl_anchor_floor": {"kl_anchor_every": 10, "lambda_floor": 1.0},
     # the anchor steps and the budget without R_A: what the K-FAC penalty adds beside the anchor (issue 34)
     "agl_anchor_only": {"kl_anchor_every": 10, "align_penalty": False},
+    # the floor with an anchor on the first 16 response tokens: where refusals are decided, at about a third of the
+    # anchor's cost (issue 34)
+    "agl_kl_anchor_first16": {"kl_anchor_every": 10, "kl_anchor_tokens": 16, "lambda_floor": 1.0},
 }
 # what "agl" and every ablation start from: the experiment's AGL settings without the KL anchor steps, so that each
 # measures what it measured before the anchor steps became the default (docs/benchmarks.md)
-ABLATION_BASE: dict[str, Any] = {"kl_anchor_every": 0, "lambda_floor": 0.0, "align_penalty": True}
+ABLATION_BASE: dict[str, Any] = {
+    "kl_anchor_every": 0,
+    "kl_anchor_tokens": None,
+    "lambda_floor": 0.0,
+    "align_penalty": True,
+}
 DEFAULT_METHOD = "agl_kl_anchor"  # the AGL method whose settings are the package defaults
 # AGL settings added after results were recorded, with their "off" value: a row's settings leave them out while they
 # are off, so the rows made before them stay current (method_settings)
-ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0, "lambda_floor": 0.0, "align_penalty": True}
+ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0, "kl_anchor_tokens": None, "lambda_floor": 0.0, "align_penalty": True}
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
 # peers at another cost setting: a base peer's code with some PeerSettings fixed. "kl_ref_sparse" regularises the KL
 # to the aligned model on every 10th optimizer step only (AGL's KL-meter interval), so that it costs about what AGL
