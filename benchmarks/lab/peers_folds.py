@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from agl_trl.evaluation.selectivity import Verdicts, selectivity
 from benchmarks.lab.peers_config import DEFAULT_TASK_DROP, SWEEP_SEED
+from benchmarks.lab.records import RESULTS_DIR, sync_results
 
 # the folds: the validation styles (every style the probe split has) in three groups of about equal probe share, so
 # that each fold keeps >= 58 of the 92 held-back probe prompts (Fisher 40, KL meter >= 16)
@@ -223,25 +223,12 @@ def report(root: Path) -> list[str]:
     return lines
 
 
-RECORD_DIR = Path(__file__).resolve().parents[2] / "docs" / "results" / "folds"  # the committed rows, per fold
+RECORD_DIR = RESULTS_DIR / "folds"  # the committed rows, one file per fold (benchmarks.lab.records)
 
 
 def sync_rows(root: Path, record: Path = RECORD_DIR) -> None:
-    """Keep the committed record and the run folder in step, per fold: a run folder without rows starts from the
-    record (a fresh checkout resumes where the last session stopped), and the record takes the run's rows when the
-    run has more. Rows only: trainings are not committed (a resumed fold re-trains only what has no row)."""
-    from benchmarks.lab.peers import RESULTS_FILE
-
-    for fold in FOLDS:
-        run, kept = root / fold / RESULTS_FILE, record / f"{fold}.jsonl"
-        n_run = len(run.read_text().splitlines()) if run.is_file() else 0
-        n_kept = len(kept.read_text().splitlines()) if kept.is_file() else 0
-        if n_kept > n_run:
-            run.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kept, run)
-        elif n_run > n_kept:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run, kept)
+    """Each fold's rows kept in step between ``root`` and the committed ``record`` (:func:`sync_results`)."""
+    sync_results(root, record, FOLDS)
 
 
 def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: bool) -> None:

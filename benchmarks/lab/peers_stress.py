@@ -323,6 +323,11 @@ def run_stress(
     """Every missing row of ``scenarios``, scenario by scenario (plain LoRA, the default, KL to aligned); returns
     scenario -> its rows. ``max_runs``: stop after that many new rows in all."""
     from benchmarks.lab.peers import run_benchmark
+    from benchmarks.lab.records import RESULTS_DIR, sync_results
+
+    record = RESULTS_DIR / "stress" if mode == "full" else None  # the full runs' rows are committed, per scenario
+    if record is not None:
+        sync_results(root, record, scenarios)
 
     def done(name: str) -> int:
         return sum(r["method"] != "aligned" for r in read_rows(root, name))
@@ -332,10 +337,14 @@ def run_stress(
         cfg = scenario_config(name, mode, overrides)
         before = done(name)
         points = [("validation", method, strength, cfg.sweep_seed) for method, strength in METHODS]
-        out[name] = run_benchmark(
-            cfg, root / name, loader=loader, progress=progress, demo_dir=root / "demo", threads=threads,
-            max_runs=budget, points=points, train_hook=stress_hook(cfg, SCENARIOS[name], checkpoint_prompts),
-        )  # fmt: skip
+        try:
+            out[name] = run_benchmark(
+                cfg, root / name, loader=loader, progress=progress, demo_dir=root / "demo", threads=threads,
+                max_runs=budget, points=points, train_hook=stress_hook(cfg, SCENARIOS[name], checkpoint_prompts),
+            )  # fmt: skip
+        finally:
+            if record is not None:
+                sync_results(root, record, [name])
         if budget is not None:
             budget -= done(name) - before
             if budget <= 0:
@@ -382,6 +391,10 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
         except ValueError as exc:
             print(f"stress: {exc}", file=sys.stderr)
             return 2
+    if args.report and mode == "full":  # a fresh checkout reports the committed rows
+        from benchmarks.lab.records import RESULTS_DIR, sync_results
+
+        sync_results(root, RESULTS_DIR / "stress", scenarios)
     img_dir = Path(args.img_dir) if args.report else None
     reference = Path(args.reference) if args.reference else None
     print("\n".join(report(root, reference, img_dir, mode, args.overrides)))
