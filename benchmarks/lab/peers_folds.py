@@ -103,6 +103,7 @@ def score_folds(
     one, for progress tables; never for the rule)."""
     from benchmarks.lab.peers_styles import prompt_groups
 
+    check_one_precision([r for rows in fold_rows.values() for r in rows])
     groups = groups if groups is not None else prompt_groups("style")
     missing: list[str] = []
     scores: list[FoldScore] = []
@@ -231,7 +232,25 @@ def sync_rows(root: Path, record: Path = RECORD_DIR) -> None:
     sync_results(root, record, FOLDS)
 
 
-def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: bool) -> None:
+def training_precision() -> str:
+    """The precision this machine's fold runs train in (``auto``: bf16 only on a CPU with fast bf16). Rows of one
+    precision never mix with another's: each has its own run folder and record (``<root>/<precision>/``)."""
+    from agl_trl.precision import use_bf16
+
+    return "bf16" if use_bf16("auto", on_cpu=True) else "fp32"
+
+
+def check_one_precision(rows: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse rows trained in different precisions (a rule must compare like with like)."""
+    seen = {(r.get("environment") or {}).get("precision") for r in rows if r.get("method") != "aligned"}
+    if len(seen - {None}) > 1:
+        raise ValueError(
+            f"fold rows trained in different precisions {sorted(p for p in seen if p)}: keep each precision's rows "
+            "in its own folder (benchmarks/peers_folds.py does, by this machine's precision)"
+        )
+
+
+def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: bool, record: Path = RECORD_DIR) -> None:
     """Every fold's missing rows, fold by fold (plain LoRA first, then the candidates in order); each fold's rows are
     copied to :data:`RECORD_DIR` when it stops."""
     from benchmarks.lab.peers import run_benchmark, train_dir
@@ -239,7 +258,7 @@ def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: b
 
     budget = max_runs
     plain_source: Path | None = None
-    sync_rows(root)
+    sync_rows(root, record)
     for fold in FOLDS:
         out = root / fold
         cfg = build_config("full", None, None, fold_config_overrides(fold))
@@ -256,7 +275,7 @@ def run_folds(root: Path, threads: int | None, max_runs: int | None, progress: b
             rows = run_benchmark(cfg, out, progress=progress, demo_dir=root / "demo", threads=threads,
                                  max_runs=budget, points=points)  # fmt: skip
         finally:
-            sync_rows(root)
+            sync_rows(root, record)
         plain_source = plain_source or train_dir(out, "plain", None, cfg.sweep_seed)
         if budget is not None:
             budget -= len([r for r in rows if r["method"] != "aligned"]) - trained
@@ -272,11 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the fold table and the rule's verdict only")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    root = Path(args.out)
+    precision = training_precision()
+    root = Path(args.out) / precision
+    print(f"folds: {precision} rows (this machine's training precision): {root}, {RECORD_DIR / precision}")
     if args.report:
-        sync_rows(root)
+        sync_rows(root, RECORD_DIR / precision)
     else:
-        run_folds(root, args.threads, args.max_runs, not args.no_progress)
+        run_folds(root, args.threads, args.max_runs, not args.no_progress, RECORD_DIR / precision)
     print("\n".join(report(root)))
     return 0
 

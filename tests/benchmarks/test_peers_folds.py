@@ -119,3 +119,12 @@ def test_rows_sync_between_the_run_folder_and_the_committed_record(tmp_path):
     (root / first / "peers.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')
     pf.sync_rows(root, record)
     assert (record / f"{first}.jsonl").read_text().count("\n") == 3
+
+
+def test_rows_of_different_precisions_are_refused():
+    rows = fold_rows(m={"fa": ("1111", "1111", 0.8, 1.0), "fb": ("1111", "1111", 0.8, 1.0)})
+    pf.score_folds(rows, [("m", 0.1)], FOLDS, GROUPS)  # no precision recorded: fine
+    rows["fa"][-1]["environment"] = {"precision": "bf16"}
+    rows["fb"][-1]["environment"] = {"precision": "fp32"}
+    with pytest.raises(ValueError, match="different precisions"):
+        pf.score_folds(rows, [("m", 0.1)], FOLDS, GROUPS)
