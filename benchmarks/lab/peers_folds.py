@@ -28,7 +28,7 @@ from typing import Any
 
 from agl_trl.evaluation.selectivity import Verdicts, selectivity
 from benchmarks.lab.peers_config import DEFAULT_TASK_DROP, SWEEP_SEED
-from benchmarks.lab.records import RESULTS_DIR, sync_results
+from benchmarks.lab.records import RESULTS_DIR, sync_results, training_precision
 
 # the folds: the validation styles (every style the probe split has) in three groups of about equal probe share, so
 # that each fold keeps >= 58 of the 92 held-back probe prompts (Fisher 40, KL meter >= 16)
@@ -230,14 +230,6 @@ RECORD_DIR = RESULTS_DIR / "folds"  # the committed rows, one file per fold (ben
 def sync_rows(root: Path, record: Path = RECORD_DIR) -> None:
     """Each fold's rows kept in step between ``root`` and the committed ``record`` (:func:`sync_results`)."""
     sync_results(root, record, FOLDS)
-
-
-def training_precision() -> str:
-    """The precision this machine's fold runs train in (``auto``: bf16 only on a CPU with fast bf16). Rows of one
-    precision never mix with another's: each has its own run folder and record (``<root>/<precision>/``)."""
-    from agl_trl.precision import use_bf16
-
-    return "bf16" if use_bf16("auto", on_cpu=True) else "fp32"
 
 
 def check_one_precision(rows: Sequence[Mapping[str, Any]]) -> None:

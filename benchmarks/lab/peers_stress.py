@@ -323,9 +323,10 @@ def run_stress(
     """Every missing row of ``scenarios``, scenario by scenario (plain LoRA, the default, KL to aligned); returns
     scenario -> its rows. ``max_runs``: stop after that many new rows in all."""
     from benchmarks.lab.peers import run_benchmark
-    from benchmarks.lab.records import RESULTS_DIR, sync_results
+    from benchmarks.lab.records import RESULTS_DIR, sync_results, training_precision
 
-    record = RESULTS_DIR / "stress" if mode == "full" else None  # the full runs' rows are committed, per scenario
+    # the full runs' rows are committed, per scenario and per training precision (never mixed)
+    record = RESULTS_DIR / "stress" / training_precision() if mode == "full" else None
     if record is not None:
         sync_results(root, record, scenarios)
 
@@ -372,6 +373,10 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "full"
     root = Path(args.out or ("runs/stress-tiny" if args.tiny else "runs/stress"))
+    if not args.tiny:  # rows of one training precision per folder (benchmarks.lab.records)
+        from benchmarks.lab.records import training_precision
+
+        root = root / training_precision()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
@@ -392,9 +397,9 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
             print(f"stress: {exc}", file=sys.stderr)
             return 2
     if args.report and mode == "full":  # a fresh checkout reports the committed rows
-        from benchmarks.lab.records import RESULTS_DIR, sync_results
+        from benchmarks.lab.records import RESULTS_DIR, sync_results, training_precision
 
-        sync_results(root, RESULTS_DIR / "stress", scenarios)
+        sync_results(root, RESULTS_DIR / "stress" / training_precision(), scenarios)
     img_dir = Path(args.img_dir) if args.report else None
     reference = Path(args.reference) if args.reference else None
     print("\n".join(report(root, reference, img_dir, mode, args.overrides)))

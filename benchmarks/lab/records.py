@@ -33,4 +33,12 @@ def sync_results(root: Path, record: Path, names: Iterable[str], results_file: s
             shutil.copyfile(run, kept)
 
 
-__all__ = ["RESULTS_DIR", "sync_results"]
+def training_precision() -> str:
+    """The precision this machine's protocol runs train in (``auto``: bf16 only on a CPU with fast bf16). Rows of one
+    precision never mix with another's: a protocol keeps each in its own run folder and record (``<...>/<precision>``)."""
+    from agl_trl.precision import use_bf16
+
+    return "bf16" if use_bf16("auto", on_cpu=True) else "fp32"
+
+
+__all__ = ["RESULTS_DIR", "sync_results", "training_precision"]
