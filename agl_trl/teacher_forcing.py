@@ -117,15 +117,16 @@ def adapter_log_probs(
     """:func:`response_log_probs` of the aligned model (``aligned``: the adapters off, never a graph) or of the
     tuned one (adapters on). ``grad=False``: no graph, in eval mode (``eval_without_grad``, the meter's readings);
     ``grad=True`` (tuned only): differentiable, in the model's own mode, so its dropout and gradient checkpointing
-    apply as in the task's forward."""
-    from agl_trl.lora import adapters_disabled
+    apply as in the task's forward. Never repacks bitsandbytes 4-bit weights for CPU inference
+    (:func:`~agl_trl.lora.no_cpu_4bit_repacking`): a QLoRA run keeps training after a reading."""
+    from agl_trl.lora import adapters_disabled, no_cpu_4bit_repacking
 
     grad = grad and not aligned
     was_training = model.training
     if not grad and eval_without_grad:
         model.eval()
     try:
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), no_cpu_4bit_repacking(model):
             if aligned:
                 with adapters_disabled(model):
                     return response_log_probs(model, batch, keep_logits)

@@ -11,21 +11,8 @@ from tests.helpers.trainers import FAST_AGL, FAST_ARGS, dpo_records, lora_config
 pytest.importorskip("bitsandbytes")
 
 
-@pytest.fixture(scope="module")
-def qlora_model_dir(tmp_path_factory: pytest.TempPathFactory):
-    """A tiny Llama whose linear widths are multiples of 64: on a CPU with AVX512-BF16, bitsandbytes (0.50) packs 4-bit
-    weights in blocks of 64 input columns and 32 output rows, which the 32-wide test model cannot fill."""
-    from agl_trl.models import tiny_llama
-
-    directory = tmp_path_factory.mktemp("tiny-llama-64")
-    model, tokenizer = tiny_llama(seed=0, vocab_size=384, hidden_size=64, intermediate_size=128, padding_side="right")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.mark.parametrize("kind", ["sft", "dpo"])
-def test_qlora_logs_nonzero_agl_terms(kind, tmp_path, qlora_model_dir, probe_file):
+def test_qlora_logs_nonzero_agl_terms(kind, tmp_path, tiny_model_dir, probe_file):
     from transformers import AutoTokenizer, BitsAndBytesConfig
 
     from agl_trl.config import AGLDPOConfig, AGLSFTConfig
@@ -43,10 +30,10 @@ def test_qlora_logs_nonzero_agl_terms(kind, tmp_path, qlora_model_dir, probe_fil
     args["model_init_kwargs"] = {"dtype": "float32", "device_map": {"": "cpu"}}
     config = config_cls(**args, **FAST_AGL, agl_probe_dataset=str(probe_file), agl_lambda_collision=0.1)
     trainer = trainer_cls(
-        model=str(qlora_model_dir),
+        model=str(tiny_model_dir),
         args=config,
         train_dataset=Dataset.from_list(records()),
-        processing_class=AutoTokenizer.from_pretrained(qlora_model_dir),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
         peft_config=lora_config(),
         quantization_config=quantization,
     )
