@@ -15,6 +15,7 @@ Data files live in ``agl_trl/evaluation/data/`` (data card: ``docs/driftcaps.md`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -171,6 +172,7 @@ def split_sha256(split: str = "probe", path: str | Path | None = None) -> str:
     return canonical_sha256(row for _, row in iter_jsonl(file) if row.get("split") == split)
 
 
+@functools.cache
 def test_only_styles(path: str | Path | None = None) -> tuple[str, ...]:
     """The phrasing styles only the test split has (sorted): no probe or validation prompt, so no part of a
     protection and no choice of settings saw them. Reports show them first (v3: ``completion``, ``embedded``)."""
