@@ -150,6 +150,22 @@ def twin_training(cfg: BenchConfig, out: Path, method: str, strength: float | No
     return None
 
 
+def method_training(
+    cfg: BenchConfig, shared: Shared, method: str, strength: float | None, seed: int
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """What :func:`~agl_trl.experiments.train_lora` trains ``method`` at ``strength`` with (any method trained by
+    gradient, so not Safe LoRA's projection): its rows, and its ``agl`` fields or ``penalty`` (none for plain LoRA and
+    safety data mixing). One owner for the peers runs and the step-time benchmark (:mod:`benchmarks.lab.step_time`)."""
+    agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)
+    kwargs: dict[str, Any] = {}
+    regularizer = method_agl_settings(method, agl)
+    if regularizer is not None:
+        kwargs["agl"] = shared.setup.agl_fields(regularizer)
+    elif method not in ("plain", "mix"):
+        kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, seed=seed)
+    return training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed), kwargs
+
+
 def train_run(
     cfg: BenchConfig, shared: Shared, out: Path, method: str, strength: float | None, seed: int, progress: bool,
     hook: TrainHook | None = None,
@@ -192,12 +208,7 @@ def train_run(
     else:
         model, tokenizer = load_pretrained(shared.aligned_dir)
         model.train()
-        kwargs: dict[str, Any] = {}
-        regularizer = method_agl_settings(method, agl)
-        if regularizer is not None:
-            kwargs["agl"] = shared.setup.agl_fields(regularizer)
-        elif method not in ("plain", "mix"):
-            kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, seed=seed)
+        rows, kwargs = method_training(cfg, shared, method, strength, seed)
         curve = None
         if method == "plain" and seed == cfg.sweep_seed and cfg.curve_points > 0:
             steps = demo.task.steps
@@ -209,7 +220,6 @@ def train_run(
         extra = dict(hook(shared, tokenizer, method, strength, seed)) if hook is not None else {}
         if extra:
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), *extra.values()]
-        rows = training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed)
         with PeakRSS() as rss:  # the experiments train on CPU (use_cpu=True): resident memory is the training memory
             trained, train = train_lora(
                 model, tokenizer, rows, directory, lora=demo.lora, seed=seed, steps=demo.task.steps,
