@@ -7,8 +7,11 @@ twice through the *same* PEFT model, once with the adapters disabled (= the alig
 them enabled, and the KL between the next-token distributions is averaged over the response tokens (the positions
 whose next token is a response token, as in the judge-free drift metric :mod:`agl_trl.evaluation.kl`).
 
-Cost: per regularised step, one extra no-grad forward and one extra forward + backward of a probe batch of
-``batch_size`` sequences (roughly a second training step of that batch size); ``every=k`` regularises every k-th
+Cost: per regularised step, one extra forward + backward of a probe batch of ``batch_size`` sequences (roughly a
+second training step of that batch size), plus, the first time each batch comes round, a no-grad forward for the
+aligned side, which is then kept on the CPU (the aligned model never changes; AGL's KL meter keeps its own the same
+way). Memory for that: probe sequences x response tokens x vocabulary x 4 bytes (64 prompts x 32 tokens on
+SmolLM2's 49,152-token vocabulary: about 400 MB); ``every=k`` regularises every k-th
 optimizer step only (the weight is not rescaled: lambda applies on those steps). Probe batches cycle in a fixed
 order shuffled by ``seed``, keyed on the optimizer step, so every micro-batch of one accumulation window sees the
 same batch (GA-invariant, like AGL's random sub-block) and a resumed run continues identically.
@@ -55,6 +58,7 @@ class KLToReferencePenalty:
         self.every = int(every)
         self.pad_id = int(pad_id)
         self._calls = 0
+        self._reference: dict[int, torch.Tensor] = {}  # the aligned side of each batch (CPU), by batch index
 
     @classmethod
     def from_prompts(
@@ -79,23 +83,30 @@ class KLToReferencePenalty:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(sequences, pad_id=kwargs.pop("pad_id", pad_id), **kwargs)
 
-    def batch_for_step(self, step: int) -> list[Generation]:
-        return self.batches[(step // self.every) % len(self.batches)]
+    def batch_index(self, step: int) -> int:
+        return (step // self.every) % len(self.batches)
 
-    def kl(self, model: nn.Module, sequences: Sequence[Generation]) -> torch.Tensor:
-        """Mean KL(p_adapters_off || p_adapters_on) over the response tokens of ``sequences`` (differentiable)."""
+    def batch_for_step(self, step: int) -> list[Generation]:
+        return self.batches[self.batch_index(step)]
+
+    def kl(self, model: nn.Module, sequences: Sequence[Generation], index: int | None = None) -> torch.Tensor:
+        """Mean KL(p_adapters_off || p_adapters_on) over the response tokens of ``sequences`` (differentiable).
+        ``index``: the batch's index in :attr:`batches`, whose aligned side is then computed once and kept."""
         device = next(p.device for p in model.parameters())
         batch = collate([TokenSequence.from_generation(s) for s in sequences], self.pad_id, device)
-        # both forwards in the model's own mode, over the whole logits (the peer as benchmarked)
-        reference = adapter_log_probs(model, batch, aligned=True, keep_logits=False, eval_without_grad=False)
+        reference = self._reference.get(index) if index is not None else None
+        if reference is None:  # both forwards in the model's own mode, over the whole logits (the peer as benchmarked)
+            reference = adapter_log_probs(model, batch, aligned=True, keep_logits=False, eval_without_grad=False)
+            if index is not None:
+                self._reference[index] = reference.cpu()
         tuned = adapter_log_probs(model, batch, aligned=False, grad=True, keep_logits=False)
-        return kl_per_token(reference, tuned).mean()
+        return kl_per_token(reference.to(tuned.device), tuned).mean()
 
     def __call__(self, model: nn.Module, step: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         step = self._calls if step is None else int(step)
         self._calls += 1
         if self.lambda_kl == 0 or step % self.every != 0:
             return graph_free_zero(model), {}
-        kl = self.kl(model, self.batch_for_step(step))
+        kl = self.kl(model, self.batch_for_step(step), self.batch_index(step))
         loss = self.lambda_kl * kl
         return loss, {"loss": float(loss.detach()), "kl_ref": float(kl.detach())}

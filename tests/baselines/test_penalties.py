@@ -127,9 +127,18 @@ def kl_penalty(model, tokenizer, **kwargs) -> KLToReferencePenalty:
     return KLToReferencePenalty.from_prompts(model, tokenizer, prompts, max_new_tokens=6, **kwargs)
 
 
-def test_kl_to_reference_is_zero_at_init_and_positive_after_perturbation() -> None:
+def test_kl_to_reference_is_zero_at_init_and_positive_after_perturbation(monkeypatch) -> None:
+    from agl_trl.baselines import kl_reference
+
     model, tokenizer = make_lora_model(zero_b=True)
     penalty = kl_penalty(model, tokenizer, lambda_kl=1.0, batch_size=4)
+    aligned_forwards = []
+    real = kl_reference.adapter_log_probs
+    monkeypatch.setattr(
+        kl_reference,
+        "adapter_log_probs",
+        lambda m, b, aligned, **k: aligned_forwards.append(aligned) or real(m, b, aligned, **k),
+    )
     loss, metrics = penalty(model, 0)
     assert abs(float(loss.detach())) < 1e-6 and metrics["kl_ref"] == pytest.approx(0.0, abs=1e-6)
     from tests.helpers.lora_models import randomise_lora_b
@@ -138,6 +147,7 @@ def test_kl_to_reference_is_zero_at_init_and_positive_after_perturbation() -> No
     loss, metrics = penalty(model, 0)
     assert float(loss.detach()) > 1e-4
     assert_nonzero_grads(model, loss)
+    assert aligned_forwards == [True, False, False]  # the aligned side of a batch is computed once and kept
 
 
 def test_kl_to_reference_equals_an_explicit_two_model_computation() -> None:

@@ -87,7 +87,10 @@ def test_tiny_run_times_every_step_with_the_meter_and_resumes(tmp_path: Path) ->
     methods = [("agl_kl_anchor", 0.1)]
     rows = st.run_step_time(cfg, tmp_path, methods, [(2, 128)], rounds=2, steps=10, progress=False, loader=loader)
     assert [(r["method"], r["round"]) for r in rows] == [
-        ("plain", 0), ("agl_kl_anchor", 0), ("agl_kl_anchor", 1), ("plain", 1)
+        ("plain", 0),
+        ("agl_kl_anchor", 0),
+        ("agl_kl_anchor", 1),
+        ("plain", 1),
     ]  # the order reverses every round
     for r in rows:
         assert r["steps"] == 10 and len(r["step_seconds"]) == 10 and r["mean_step_seconds"] > 0
