@@ -194,52 +194,6 @@ def paired_section(
     return lines
 
 
-def readme_block(
-    rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]], est: Mapping[str, Mapping[str, Estimate]],
-    label: Callable[[str], str] = str, n_boot: int = 4000,
-) -> str:  # fmt: skip
-    """README's headline table (between :data:`README_START` and :data:`README_END`, markers excluded): every tested
-    point's gap drift, task vs plain LoRA and over-refusal (``est``: the report's test-table estimates) and its
-    paired differences from the default with the default's verdicts, then the verdicts by metric."""
-    try:
-        key, paired = paired_against_default(rows, chosen, n_boot)
-    except NotPaired as exc:
-        return f"(not paired: {exc})\n"
-    if key is None or not est:
-        return "(no test rows of the package default yet)\n"
-    n_seeds = sorted({len(chosen[m]["test"]) for m in est})
-    order = [key, *sorted(paired, key=lambda n: _sort_value(paired[n]))]
-    lines = [
-        f"| test split, {'/'.join(map(str, n_seeds))} seeds | chosen on validation | gap drift (pts) | task vs plain "
-        "LoRA (pts) | over-refusal % | gap drift - default's | task - default's | over-refusal - default's | "
-        "the default: gap drift / task / over-refusal |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in order:
-        e, c = est[name], chosen[name]
-        strength_name = next((r.get("strength_name") for r in c["test"] if r.get("strength_name")), None)
-        strength = "-" if c["strength"] is None else f"{strength_name} {c['strength']:g}"
-        task = "0" if name == "plain" else format_estimate(e["task_vs_baseline"])
-        gap = format_estimate(e["gap_drift"])
-        cells = ["-", "-", "-", "-"] if name == key else _cells(paired[name])
-        title = f"**{label(name)}**" if name == key else label(name)
-        lines.append(
-            f"| {title} | {strength} | {'**' + gap + '**' if name == key else gap} | {task} | "
-            f"{format_estimate(e['over_refusal'])} | " + " | ".join(cells) + " |"
-        )
-    lines += [
-        "",
-        "The default against each point, paired (wins / ties / losses by metric):",
-        "",
-        *summary_lines(paired, label),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _sort_value(p: Paired | NotPaired) -> float:
-    return math.inf if isinstance(p, NotPaired) else p.differences["gap drift"].value
-
-
 def replace_readme_block(text: str, block: str) -> str:
     """``text`` with the part between :data:`README_START` and :data:`README_END` replaced by ``block``; a
     ``ValueError`` when the markers are missing."""
@@ -264,6 +218,6 @@ def update_readme(path: Path, block: str) -> None:
 
 __all__ = [
     "METRICS", "README_END", "README_START", "NotPaired", "Paired", "check_paired", "default_key",
-    "paired_against_default", "paired_section", "readme_block", "readme_block_of", "replace_readme_block",
+    "paired_against_default", "paired_section", "readme_block_of", "replace_readme_block",
     "summary_lines", "update_readme", "verdict", "verdict_counts",
 ]  # fmt: skip

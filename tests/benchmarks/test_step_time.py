@@ -43,7 +43,7 @@ def test_the_fold_rule_reads_its_cost_from_the_side_by_side_timing(tmp_path: Pat
     assert costs == {("cheap", 0.1): pytest.approx(1.04), ("costly", 0.1): pytest.approx(1.5)}
     assert st.cost_ratios("fp32", tmp_path) == {}  # another precision's rows never count
 
-    from tests.benchmarks.test_peers_folds import FOLDS, GROUPS, fold_rows
+    from tests.helpers.folds import FOLDS, GROUPS, fold_rows
 
     # by the fold rows' own step times "costly" is as cheap as plain LoRA and the better of the two
     folds = fold_rows(
