@@ -13,7 +13,8 @@ dict). The front ends declare each key with its type and take the rest from :fun
 ``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_trl.config.agl_field`) and
 ``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both validate through this module, so a rule
 written here holds in every front end with the same message. The rules themselves and the error they raise live in
-:mod:`agl_trl.setting_rules` (re-exported here); :func:`settings_table` is docs/trainers.md's table.
+:mod:`agl_trl.setting_rules` (re-exported here); :func:`settings_table` is docs/trainers.md's table, and
+:mod:`agl_trl.settings_docs` writes docs/settings.md, the full reference, from :func:`setting_fields`.
 """
 
 from __future__ import annotations
