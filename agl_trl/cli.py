@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agl_trl.kinds import TRAINER_KINDS
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 
 TRAINING_COMMANDS: dict[str, str] = {
     **{kind.name: kind.summary for kind in TRAINER_KINDS},

@@ -2,7 +2,7 @@
 
 AGL's steps run the user's model: the probe generation and the Fisher estimate at train start. When they fail
 because of the set-up rather than AGL, the bare error points at AGL's code; :func:`explained` turns the failures it
-recognises into an :class:`~agl_trl.settings.AGLUserError` naming the cause and the fix (the original error stays
+recognises into an :class:`~agl_trl.setting_rules.AGLUserError` naming the cause and the fix (the original error stays
 chained as ``__cause__``), and re-raises every other error unchanged:
 
 * a CUDA or Triton error from a model on the CPU: a CUDA-only kernel is patched into the model, most often
@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 
 LORA_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 """Axolotl's fused LoRA kernel switches (Triton kernels that need a CUDA GPU)."""

@@ -58,7 +58,7 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, system_prompt: str | None = No
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not isinstance(prompt, str):
         from agl_trl.diagnostics import NO_CHAT_TEMPLATE
-        from agl_trl.settings import AGLUserError
+        from agl_trl.setting_rules import AGLUserError
 
         raise AGLUserError(f"Cannot encode a prompt for AGL: {NO_CHAT_TEMPLATE}")
     text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt

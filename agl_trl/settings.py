@@ -1,4 +1,4 @@
-"""Every AGL setting in one place: name, default, help, choices and the one validator (no torch, trl or pydantic).
+"""Every AGL setting in one place: name, default, help, choices, unit and rule (no torch, trl or pydantic).
 
 Three dataclasses own the settings, and validate themselves when built (``__post_init__``), so an object that exists
 is valid and is passed on as it is:
@@ -12,18 +12,34 @@ is valid and is passed on as it is:
 dict). The front ends declare each key with its type and take the rest from :func:`setting_fields`:
 ``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_trl.config.agl_field`) and
 ``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both validate through this module, so a rule
-written here holds in every front end with the same message. :func:`settings_table` is docs/trainers.md's table.
+written here holds in every front end with the same message. The rules themselves and the error they raise live in
+:mod:`agl_trl.setting_rules` (re-exported here); :func:`settings_table` is docs/trainers.md's table, and
+:mod:`agl_trl.settings_docs` writes docs/settings.md, the full reference, from :func:`setting_fields`.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import math
-import os
-from collections.abc import Callable
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
+
+from agl_trl.setting_rules import (
+    AGLUserError,
+    Check,
+    at_least,
+    check_value,
+    invalid,
+    optional_at_least,
+    optional_text,
+    optional_weight,
+    positive,
+    probe_source,
+    split_name,
+    weight,
+    within,
+)
 
 BUILTIN_PROBE = "driftcaps"
 # the KL anchor's interval when `agl_kl_anchor_every` is unset (chosen on validation: docs/benchmarks.md)
@@ -34,60 +50,6 @@ TARGETS_CHOICES = ("sampled", "empirical")
 SKETCH_CHOICES = ("auto", "exact", "nystrom")
 POSITIONS_CHOICES = ("all", "response")
 
-Check = Callable[[Any], str | None]  # value -> None if fine, else the fix to print
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Value rules (each returns the fix, or None)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def _weight(value: float) -> str | None:
-    return "weights must be >= 0 (use 0 to switch a term off)." if value < 0 else None
-
-
-def _optional_weight(value: float | None) -> str | None:
-    return None if value is None else _weight(value)
-
-
-def _within(low: float, high: float, low_open: bool, high_open: bool, fix: str) -> Check:
-    def check(value: float) -> str | None:
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        return None if above and below else fix
-
-    return check
-
-
-def _positive(fix: str) -> Check:
-    return lambda value: None if value > 0 else fix
-
-
-def _at_least(minimum: int) -> Check:
-    return lambda value: None if value >= minimum else f"must be >= {minimum}."
-
-
-def _optional_at_least(minimum: int) -> Check:
-    return lambda value: None if value is None else _at_least(minimum)(value)
-
-
-def _optional_text(fix: str) -> Check:
-    return lambda value: fix if value is not None and (not isinstance(value, str) or not value.strip()) else None
-
-
-def _probe_source(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        return "give 'driftcaps', a local .jsonl/.json file or a Hub dataset id."
-    if value.endswith((".jsonl", ".json")) and not os.path.isfile(os.path.expanduser(value)):
-        return "this local file does not exist; fix the path (or use 'driftcaps')."
-    return None
-
-
-def _split_name(value: str) -> str | None:
-    return None if isinstance(value, str) and value else "give a split name such as 'train'."
-
 
 def setting(
     default: Any,
@@ -95,10 +57,13 @@ def setting(
     check: Check | None = None,
     choices: tuple[str, ...] | None = None,
     unset: str | None = None,
+    unit: str | None = None,
 ) -> Any:
     """A dataclass field carrying its help text, its choices and its rule (read by :func:`setting_fields`).
-    ``unset``: what the default ``None`` resolves to at train start, as ``--help`` and the docs show it."""
-    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "unset": unset})
+    ``unset``: what the default ``None`` resolves to at train start, as ``--help`` and the docs show it; ``unit``:
+    the value's unit where the help states one (docs/settings.md shows it)."""
+    metadata = {"help": help, "choices": choices, "check": check, "unset": unset, "unit": unit}
+    return field(default=default, metadata=metadata)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -131,7 +96,7 @@ class AGLSettings(_Validated):
         "Weight of R_A, the Fisher-weighted penalty on the update, per nat of estimated KL. Unset (default): "
         "adapted during training so that the measured probe KL settles at `agl_kl_budget`; a number: a fixed weight "
         "(expert override; the KL is still measured and logged); 0: meter only (no penalty).",
-        _optional_weight,
+        optional_weight,
         unset="adaptive (the measured probe KL settles at agl_kl_budget)",
     )
     kl_budget: float = setting(
@@ -139,19 +104,24 @@ class AGLSettings(_Validated):
         "Drift budget: the KL(aligned || tuned) per probe response token, in nats, that the adaptive lambda_align "
         "aims for (measured on held-out probe sequences, adapter on vs off; > 0). 0.1: chosen on the peers "
         "benchmark's validation split (docs/benchmarks.md); lower protects more at a task cost.",
-        _positive("must be > 0 nats per token (e.g. 0.1)."),
+        positive("must be > 0 nats per token (e.g. 0.1)."),
+        unit="nats per token",
     )
     kl_every: int = setting(
         10,
         "Measure the probe KL every this many optimizer steps (a forward of `agl_kl_batch_size` sequences, no "
         "backward); 0: never (then `agl_lambda_align` must be set).",
-        _at_least(0),
+        at_least(0),
+        unit="optimizer steps",
     )
-    kl_batch_size: int = setting(4, "Probe sequences per KL measurement, and per KL anchor step (>= 1).", _at_least(1))
+    kl_batch_size: int = setting(
+        4, "Probe sequences per KL measurement, and per KL anchor step (>= 1).", at_least(1), unit="sequences"
+    )
     kl_sequences: int = setting(
         16,
         "Held-out probe sequences the KL meter cycles through (the last ones of the probe data; >= 1).",
-        _at_least(1),
+        at_least(1),
+        unit="sequences",
     )
     kl_anchor_every: int | None = setting(
         None,
@@ -161,22 +131,24 @@ class AGLSettings(_Validated):
         f"Unset (default): every {DEFAULT_KL_ANCHOR_EVERY}th step; off under DeepSpeed ZeRO-3 and when the probe data "
         "has no records beyond the meter's (both with a warning), and without `agl_probe_dataset`. 0: off; a number: "
         "that interval, refused where it cannot run.",
-        _optional_at_least(0),
+        optional_at_least(0),
         unset=f"{DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3, without probe data or probe records of its own)",
+        unit="optimizer steps",
     )
     kl_anchor_tokens: int | None = setting(
         None,
         "Response tokens of each KL anchor sequence the anchor term reads, from the first (>= 1): the tokens where a "
         "refusal is decided, at a fraction of the anchor's cost. Unset (default): every response token.",
-        _optional_at_least(1),
+        optional_at_least(1),
         unset="every response token (up to agl_fisher_max_length)",
+        unit="tokens",
     )
     lambda_floor: float = setting(
         0.0,
         "Lowest value the adaptive lambda_align may take (>= 0). With the KL anchor steps holding the measured probe "
         "KL under budget, the budget would otherwise lower the K-FAC penalty's weight towards 0 and give up what the "
         "meter cannot see (docs/method.md, 'Lambda floor'). 0: no floor.",
-        _weight,
+        weight,
     )
     align_penalty: bool = setting(
         True,
@@ -184,21 +156,21 @@ class AGLSettings(_Validated):
         "(the ablation that measures what R_A adds; docs/method.md).",
     )
     lambda_task: float = setting(
-        0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", _weight
+        0.01, "Weight of R_T, the trust-region penalty on the task part of the update.", weight
     )
     lambda_collision: float = setting(
         0.0,
         "Weight of the collision term mu * E_riem + (1 - mu) * E_geo; opt-in (0: off): at 3 validation seeds it "
         "changed neither gap drift nor task measurably (docs/method.md).",
-        _weight,
+        weight,
     )
     mu: float = setting(
         0.5,
         "Blend of the collision term in [0, 1]: mu * Riemannian overlap + (1 - mu) * geodesic.",
-        _within(0.0, 1.0, False, False, "must lie in [0, 1] (1 = Riemannian overlap only, 0 = geodesic only)."),
+        within(0.0, 1.0, False, False, "must lie in [0, 1] (1 = Riemannian overlap only, 0 = geodesic only)."),
     )
     beta: float = setting(
-        4.0, "Strength of the metric eta = 1 + beta * sigmoid(...) in the Riemannian overlap (>= 0).", _weight
+        4.0, "Strength of the metric eta = 1 + beta * sigmoid(...) in the Riemannian overlap (>= 0).", weight
     )
     gate: str = setting(
         "soft",
@@ -209,20 +181,20 @@ class AGLSettings(_Validated):
     gate_damping: float = setting(
         0.1,
         "Gate damping gamma as a fraction of the largest Fisher eigenvalue product (> 0).",
-        _positive("must be > 0 (e.g. 0.1)."),
+        positive("must be > 0 (e.g. 0.1)."),
     )
     riem_block: int = setting(
-        64, "Rows/columns of the random sub-block on which the Riemannian overlap is evaluated (>= 1).", _at_least(1)
+        64, "Rows/columns of the random sub-block on which the Riemannian overlap is evaluated (>= 1).", at_least(1)
     )
     tau_quantile: float = setting(
         0.9,
         "Quantile of |dW| tracked as the adaptive threshold tau, in (0, 1).",
-        _within(0.0, 1.0, True, True, "must lie strictly between 0 and 1 (e.g. 0.9)."),
+        within(0.0, 1.0, True, True, "must lie strictly between 0 and 1 (e.g. 0.9)."),
     )
     tau_momentum: float = setting(
         0.9,
         "Momentum of the running tau estimate, in [0, 1).",
-        _within(0.0, 1.0, False, True, "must lie in [0, 1) (e.g. 0.9)."),
+        within(0.0, 1.0, False, True, "must lie in [0, 1) (e.g. 0.9)."),
     )
 
     def __post_init__(self) -> None:
@@ -285,16 +257,24 @@ class FisherSettings(_Validated):
         "positions that predict a response token; underestimates the KL several-fold).",
         choices=POSITIONS_CHOICES,
     )
-    max_rank: int = setting(64, "Maximum number of eigen-directions kept per Kronecker factor (>= 1).", _at_least(1))
+    max_rank: int = setting(64, "Maximum number of eigen-directions kept per Kronecker factor (>= 1).", at_least(1))
     explained_variance: float = setting(
         0.95,
         "Keep the fewest eigen-directions explaining this fraction of a factor's trace, in (0, 1].",
-        _within(0.0, 1.0, True, False, "must lie in (0, 1] (e.g. 0.95)."),
+        within(0.0, 1.0, True, False, "must lie in (0, 1] (e.g. 0.95)."),
     )
-    max_samples: int = setting(256, "Maximum number of probe records used for the estimate (>= 1).", _at_least(1))
-    batch_size: int = setting(4, "Batch size of the Fisher estimation passes (>= 1).", _at_least(1))
-    max_length: int = setting(512, "Maximum tokens per probe sequence (prompt + response) (>= 2).", _at_least(2))
-    max_new_tokens: int = setting(64, "Tokens generated per probe prompt that has no response (>= 1).", _at_least(1))
+    max_samples: int = setting(
+        256, "Maximum number of probe records used for the estimate (>= 1).", at_least(1), unit="probe records"
+    )
+    batch_size: int = setting(
+        4, "Batch size of the Fisher estimation passes (>= 1).", at_least(1), unit="probe sequences"
+    )
+    max_length: int = setting(
+        512, "Maximum tokens per probe sequence (prompt + response) (>= 2).", at_least(2), unit="tokens"
+    )
+    max_new_tokens: int = setting(
+        64, "Tokens generated per probe prompt that has no response (>= 1).", at_least(1), unit="tokens"
+    )
     sketch: str = setting(
         "auto",
         "How large factors are reduced: 'auto' (exact when it fits `agl_fisher_memory_budget_gb`), 'exact' or "
@@ -304,9 +284,10 @@ class FisherSettings(_Validated):
     memory_budget_gb: float = setting(
         4.0,
         "Memory budget (GiB) for exact factors before 'auto' switches to a sketch (> 0).",
-        _positive("must be > 0 GiB (e.g. 4)."),
+        positive("must be > 0 GiB (e.g. 4)."),
+        unit="GiB",
     )
-    seed: int = setting(0, "Seed of the Fisher estimation (sampled targets, probe subsampling).", _at_least(0))
+    seed: int = setting(0, "Seed of the Fisher estimation (sampled targets, probe subsampling).", at_least(0))
 
 
 @dataclass
@@ -317,16 +298,16 @@ class ArtifactSettings(_Validated):
         None,
         "Directory of a saved Fisher artifact (from `agl-trl fisher`). If unset, reuse <output_dir>/agl_fisher/ "
         "when present, else estimate from `agl_probe_dataset` before training.",
-        _optional_text("give the directory of a saved Fisher artifact, or leave it unset."),
+        optional_text("give the directory of a saved Fisher artifact, or leave it unset."),
     )
     probe_dataset: str | None = setting(
         BUILTIN_PROBE,
         "Probe data used to estimate the Fisher when no artifact is given: 'driftcaps' (built-in probe split), a "
         "local .jsonl/.json file, or a Hub dataset id with a `prompt` (+ optional `response`) column.",
-        _probe_source,
+        probe_source,
     )
     probe_split: str = setting(
-        "train", "Split of a Hub `agl_probe_dataset` to read (DriftCaps always uses its probe split).", _split_name
+        "train", "Split of a Hub `agl_probe_dataset` to read (DriftCaps always uses its probe split).", split_name
     )
     save_fisher: bool = setting(
         True, "Save an estimated Fisher artifact to <output_dir>/agl_fisher/ (main process only)."
@@ -339,6 +320,14 @@ NO_FISHER_SOURCE = (
     "with AGL enabled and no `agl_fisher_path`, a probe dataset is needed to estimate the Fisher: set "
     "`agl_probe_dataset` (e.g. 'driftcaps') or `agl_fisher_path`, or disable AGL with `agl_enabled: false`."
 )
+
+
+SETTING_GROUPS: tuple[type[ArtifactSettings | AGLSettings | FisherSettings], ...] = (
+    ArtifactSettings,
+    AGLSettings,
+    FisherSettings,
+)
+"""The dataclasses of the ``agl_*`` keys, in the order front ends and docs list them (after ``agl_enabled``)."""
 
 
 @dataclass
@@ -398,11 +387,25 @@ class SettingField:
     rule: Check | None
     unset: str | None = None
     """What the default ``None`` resolves to at train start (None: the default is what it says)."""
+    unit: str | None = None
+    """The value's unit, where the help states one (``"nats per token"``, ``"GiB"``, ...)."""
 
     @property
     def described_help(self) -> str:
         """The help with what an unset default resolves to (the Axolotl schema's description)."""
         return f"{self.help} (default: {self.unset})" if self.unset else self.help
+
+    @property
+    def markdown_default(self) -> str:
+        """The default as the docs' tables show it: ``0.1``, ``true``, or what an unset default resolves to."""
+        if self.default is None:
+            return f"unset: {self.unset}" if self.unset else "unset"
+        return f"`{str(self.default).lower() if isinstance(self.default, bool) else self.default}`"
+
+    @property
+    def markdown_help(self) -> str:
+        """The help as a Markdown table cell (literal ``|`` and ``<`` escaped)."""
+        return self.help.replace("|", "\\|").replace("<", "\\<")
 
     def validate(self, value: Any) -> Any:
         """``value`` if valid for this key, else the :func:`invalid` error."""
@@ -414,28 +417,21 @@ class SettingField:
 def setting_fields() -> tuple[SettingField, ...]:
     """Every ``agl_*`` key in the order front ends list them: enabled, artifact source, regulariser, Fisher."""
     table = [SettingField("agl_enabled", bool, True, ENABLED_HELP, None, None)]
-    hints = {
-        "float": float,
-        "int": int,
-        "str": str,
-        "bool": bool,
-        "str | None": str | None,
-        "float | None": float | None,
-        "int | None": int | None,
-    }
-    for cls in (ArtifactSettings, AGLSettings, FisherSettings):
+    for cls in SETTING_GROUPS:
+        hints = typing.get_type_hints(cls)  # the annotations as types (``float | None``), not strings
         for f in fields(cls):
             meta = f.metadata
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             table.append(
                 SettingField(
                     cls.KEY_PREFIX + f.name,
-                    hints[f.type],
+                    hints[f.name],
                     default,
                     meta["help"],
                     meta["choices"],
                     meta["check"],
                     meta["unset"],
+                    meta["unit"],
                 )
             )
     return tuple(table)
@@ -444,15 +440,6 @@ def setting_fields() -> tuple[SettingField, ...]:
 SETTING_KEYS: tuple[str, ...] = tuple(f.key for f in setting_fields())
 """Every ``agl_*`` key, in declaration order."""
 SETTINGS_BY_KEY: dict[str, SettingField] = {f.key: f for f in setting_fields()}
-
-
-class AGLUserError(ValueError):
-    """A user error (bad setting, key, file or combination): front ends print its message, without a traceback."""
-
-
-def invalid(key: str, value: Any, fix: str) -> AGLUserError:
-    """The error every front end raises: ``Invalid `key`=value: fix``."""
-    return AGLUserError(f"Invalid `{key}`={value!r}: {fix}")
 
 
 def unknown_key_message(key: str, valid: tuple[str, ...] = SETTING_KEYS) -> str:
@@ -469,28 +456,6 @@ def check_known_keys(keys: Any, valid: tuple[str, ...] = SETTING_KEYS) -> None:
             raise AGLUserError(unknown_key_message(key, valid))
 
 
-def check_value(
-    key: str, value: Any, kind: Any, choices: tuple[str, ...] | None = None, rule: Check | None = None
-) -> None:
-    """Raise :func:`invalid` unless ``value`` is a valid ``kind`` (a type or its name), in ``choices``, and passes
-    ``rule``."""
-    if value is None and kind in ("float | None", "str | None", "int | None", float | None, str | None, int | None):
-        return
-    if kind in ("bool", bool) and not isinstance(value, bool):
-        raise invalid(key, value, "expected true or false.")
-    if kind in ("float", float, "float | None", float | None) and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    ):
-        raise invalid(key, value, "expected a finite number.")
-    if kind in ("int", int, "int | None", int | None) and (isinstance(value, bool) or not isinstance(value, int)):
-        raise invalid(key, value, "expected an integer.")
-    if choices and value not in choices:
-        raise invalid(key, value, f"choose one of {', '.join(repr(c) for c in choices)}.")
-    fix = rule(value) if rule is not None else None
-    if fix:
-        raise invalid(key, value, fix)
-
-
 def _read(source: Any, key: str) -> Any:
     return source.get(key) if isinstance(source, dict) else getattr(source, key, None)
 
@@ -500,12 +465,7 @@ def settings_table() -> str:
     page equal to it; regenerate with ``python -c "from agl_trl.settings import settings_table as t; print(t())"``)."""
     rows = ["| field | default | meaning |", "|---|---|---|"]
     for spec in setting_fields():
-        if spec.default is None:
-            default = f"unset: {spec.unset}" if spec.unset else "unset"
-        else:
-            default = f"`{str(spec.default).lower() if isinstance(spec.default, bool) else spec.default}`"
-        meaning = spec.help.replace("|", "\\|").replace("<", "\\<")  # literal | and < in a Markdown cell
-        rows.append(f"| `{spec.key}` | {default} | {meaning} |")
+        rows.append(f"| `{spec.key}` | {spec.markdown_default} | {spec.markdown_help} |")
     return "\n".join(rows) + "\n"
 
 
@@ -519,6 +479,7 @@ __all__ = [
     "ESTIMATOR_CHOICES",
     "FisherSettings",
     "GATE_CHOICES",
+    "SETTING_GROUPS",
     "SETTING_KEYS",
     "SETTINGS_BY_KEY",
     "POSITIONS_CHOICES",

@@ -21,7 +21,7 @@ from torch import nn
 from agl_trl.parallel.sharding import readable
 from agl_trl.preflight import FINGERPRINT_CONFIG_KEYS as _FINGERPRINT_CONFIG_KEYS
 from agl_trl.preflight import FORMAT_VERSION, METADATA_FILE, TENSORS_FILE
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 from agl_trl.utils import files_sha256
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.generation import encode_prompt
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 from agl_trl.teacher_forcing import TokenSequence
 from agl_trl.utils import read_jsonl
 

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 
 TRL_REWARD_NAMES = (
     "accuracy_reward",

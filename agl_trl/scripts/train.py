@@ -28,7 +28,7 @@ from agl_trl.scripts._common import (
     model_init_kwargs,
     parse_user_args,
 )
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 from agl_trl.utils import import_object
 
 

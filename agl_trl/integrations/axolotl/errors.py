@@ -4,7 +4,7 @@ Axolotl validates the YAML with the plugin's args merged into its schema; a reje
 ``ValidationError`` that ``axolotl train`` / ``axolotl preprocess`` print with a traceback. Just before re-raising,
 Axolotl calls every configured plugin's ``on_config_validation_error(cfg)`` inside its ``except`` block;
 ``AGLPlugin`` answers with :func:`report_validation_error`: when every error of the exception being handled is AGL's
-(an :class:`~agl_trl.settings.AGLUserError` raised by a validator, or a type error of an ``agl_*`` key), it prints
+(an :class:`~agl_trl.setting_rules.AGLUserError` raised by a validator, or a type error of an ``agl_*`` key), it prints
 ``agl-trl: error: <message>`` per error and exits with status 2. Any other error (Axolotl's own keys) is left to
 Axolotl. ``AGL_TRL_TRACEBACK=1`` keeps the traceback. No torch, trl or axolotl import.
 
@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from agl_trl.settings import AGLUserError
+from agl_trl.setting_rules import AGLUserError
 
 PREFIX = "agl-trl: error: "
 
