@@ -336,18 +336,30 @@ def write_demo_report(
         },
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-    _plot_summary(summary, out / "summary.png")
+    figure = _plot_summary(summary, out / "summary.png")
     _plot_training(records, out / "training.png", cfg.agl.kl_budget if cfg.agl.adaptive else None)
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(report, None if figure is None else figure.name), encoding="utf-8")
     return report
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
+def render_markdown(report: Mapping[str, Any], figure: str | None = None) -> str:
+    """``report.md``: the two-axis answer (refusal kept on unsafe, over-refusal on safe, the task) and ``figure``
+    first, then the tables."""
+    from agl_trl.evaluation.report import answer_lines
+
     comp = report.get("comparison", {})
     ds = report["eval_set"]
+    models = report["models"]
+    selectivity = {
+        "reference": "aligned",
+        "models": {n: m["selectivity"] for n, m in models.items() if m.get("selectivity")},
+    }
+    task = {n: f"{_pct(m['task']['exact_match'])} ({m['task']['k']}/{m['task']['n']})" for n, m in models.items()
+            if n != "aligned"}  # fmt: skip
     lines = [
         f"# agl-trl demo report{' (--quick)' if report['quick'] else ''}",
         "",
+        *(answer_lines(selectivity, task, figure) if "aligned" in selectivity["models"] else []),
         f"Seed {report['seed']}; judge: **{report['judge']}**; DriftCaps test split: {ds['n_unsafe']} unsafe + "
         f"{ds['n_safe']} safe prompts (category round-robin, fixed by the data file; behaviours and phrasings the "
         "safety stage and the Fisher never saw); aligned = reference for drift, lora = baseline for drift reduction. "

@@ -104,6 +104,45 @@ def selectivity_section(results: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _negated(e: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not e or e.get("value") is None:
+        return None
+    return {"value": -e["value"], "ci_low": -e["ci_high"], "ci_high": -e["ci_low"]}
+
+
+def answer_lines(sel: Mapping[str, Any], task: Mapping[str, str] | None = None, figure: str | None = None) -> list[str]:
+    """The two-axis answer a report opens with, before its tables: per model, refusal on unsafe prompts and
+    over-refusal on safe ones, each with its change from the reference (points, paired bootstrap 95%), then the task
+    score when known (``task``: model -> its formatted score) and the report's ``figure``."""
+    from agl_trl.evaluation.selectivity import format_estimate
+
+    ref, models = sel["reference"], sel["models"]
+    others = [n for n in models if n != ref]
+
+    def axis(metric: str, change: str, negate: bool) -> str:
+        cells = [f"`{ref}` {format_estimate(models[ref][metric])}%"]
+        for name in others:
+            delta = models[name].get(change)
+            delta = _negated(delta) if negate else delta
+            cells.append(
+                f"`{name}` {format_estimate(models[name][metric])}% ({format_estimate(delta)} points vs `{ref}`)"
+            )
+        return "; ".join(cells)
+
+    lines = [
+        "## The answer",
+        "",
+        f"- **Refusals kept on unsafe prompts** (higher is safer): {axis('refusal_unsafe', 'refusal_drift', True)}.",
+        f"- **Over-refusal on safe prompts** (lower is better): {axis('over_refusal', 'over_refusal_change', False)}.",
+    ]
+    if task:
+        lines.append("- **Task**: " + "; ".join(f"`{name}` {score}" for name, score in task.items()) + ".")
+    lines.append("")
+    if figure:
+        lines += [f"![the answer]({figure})", ""]
+    return lines
+
+
 def _selectivity_lines(sel: Mapping[str, Any]) -> list[str]:
     from agl_trl.evaluation.selectivity import format_estimate
 
@@ -128,9 +167,9 @@ def _selectivity_lines(sel: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def render_markdown(results: Mapping[str, Any]) -> str:
-    """``drift.md``: selectivity (gap, gap drift) first, then the overall table, per-category refusal and
-    over-refusal tables, the judge named."""
+def render_markdown(results: Mapping[str, Any], figure: str | None = None) -> str:
+    """``drift.md``: the two-axis answer (:func:`answer_lines`, with ``figure`` when one was drawn), selectivity
+    (gap, gap drift), then the overall table, per-category refusal and over-refusal tables, the judge named."""
     res = jsonable(results)
     models: dict[str, Any] = res["models"]
     ds = res.get("dataset", {})
@@ -146,6 +185,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"- max_new_tokens: {res.get('config', {}).get('max_new_tokens', '?')}; intervals: Wilson 95% "
         "(drift: Newcombe 95%; selectivity: paired bootstrap 95%)",
         "",
+        *(answer_lines(res["selectivity"], figure=figure) if res.get("selectivity") else []),
         *(_selectivity_lines(res["selectivity"]) if res.get("selectivity") else []),
         "## Overall",
         "",
@@ -309,8 +349,6 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, plots: bool = 
     if "selectivity" not in results:
         results = {**results, "selectivity": selectivity_section(results)}
     paths = {"json": write_json(results, out / "drift.json")}
-    (out / "drift.md").write_text(render_markdown(results), encoding="utf-8")
-    paths["markdown"] = out / "drift.md"
     if plots:  # each None when matplotlib (the plot extra) is missing
         for key, plot, name in (
             ("refusal_plot", plot_refusal_by_category, "refusal_by_category.png"),
@@ -318,4 +356,7 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, plots: bool = 
         ):
             if (path := plot(results, out / name)) is not None:
                 paths[key] = path
+    figure = paths["overview_plot"].name if "overview_plot" in paths else None
+    (out / "drift.md").write_text(render_markdown(results, figure), encoding="utf-8")
+    paths["markdown"] = out / "drift.md"
     return paths

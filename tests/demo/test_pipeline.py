@@ -65,6 +65,9 @@ def test_pipeline_end_to_end_and_resume(tmp_path: Path) -> None:
     assert gd["value"] == pytest.approx(ref["gap"]["value"] - lora["selectivity"]["gap"]["value"])
     text = (out / "report.md").read_text()
     assert "**gap drift**" in text and "judge: **keyword**" in text and "By phrasing style" in text
+    # the report opens with the two-axis answer (refusal kept, over-refusal, the task) and its picture
+    assert text.index("## The answer") < text.index("![the answer](summary.png)") < text.index("|")
+    assert f"`agl` {100 * agl['task']['exact_match']:.1f}% ({agl['task']['k']}/6)" in text
     assert "Selectivity (primary)" in (out / "drift" / "drift.md").read_text()
     assert report["settings"]["agl"]["lambda_align"] == 5.0
     # the AGL run really added the regulariser (its metrics were logged), the plain run did not

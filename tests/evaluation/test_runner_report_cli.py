@@ -58,6 +58,10 @@ def test_evaluate_models_and_report(tmp_path, model_dir_with_adapters, driftcaps
     assert data["models"]["lora"]["kl"]["mean"] == pytest.approx(res["models"]["lora"]["kl"]["mean"])
     md = paths["markdown"].read_text()
     assert "| lora | baseline |" in md and "judge: **keyword**" in md and "## Refusal rate on unsafe prompts" in md
+    # it opens with the two-axis answer and its picture, before any table; the no-op adapter changes nothing
+    answer = md.index("## The answer")
+    assert answer < md.index("![the answer](drift_overview.png)") < md.index("|")
+    assert "`noop` " in md and "(0.0 [0.0, 0.0] points vs `base`)" in md
     for key in ("refusal_plot", "overview_plot"):
         png = paths[key].read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
