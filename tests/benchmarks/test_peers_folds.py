@@ -101,3 +101,23 @@ def test_rows_of_different_precisions_are_refused():
     rows["fb"][-1]["environment"] = {"precision": "fp32"}
     with pytest.raises(ValueError, match="different precisions"):
         pf.score_folds(rows, [("m", 0.1)], FOLDS, GROUPS)
+
+
+def test_a_peers_strength_is_chosen_by_its_worst_fold_within_its_own_task_tolerance():
+    def grid(points):  # strength -> (unsafe_a, unsafe_b, task), the same in both folds
+        rows = {fold: [ALIGNED, row("plain", None, "0000", "0000", task=0.8)] for fold in FOLDS}
+        for strength, (unsafe_a, unsafe_b, task) in points.items():
+            for fold in FOLDS:
+                rows[fold].append(row("peer", strength, unsafe_a, unsafe_b, task=task))
+        return rows, [("peer", s) for s in points]
+
+    # 1.0 keeps half on both styles (worst 0.5), 10.0 everything (worst 0) but 4 task points lower: inside the
+    # peers' 5-point tolerance, so the folds choose 10.0; 0.1 has the best task but loses style b entirely (worst 1.0)
+    rows, order = grid({0.1: ("1111", "0000", 0.82), 1.0: ("1100", "1100", 0.8), 10.0: ("1111", "1111", 0.76)})
+    scores, plain_task, _ = pf.score_folds(rows, order, FOLDS, GROUPS)
+    chosen, why = pf.choose_peer_by_folds(scores, plain_task)
+    assert chosen.strength == 10.0 and "worst-fold" in why
+    chosen, _ = pf.choose_peer_by_folds(scores, plain_task, max_task_drop=0.02)  # 10.0 now costs too much task
+    assert chosen.strength == 1.0
+    chosen, why = pf.choose_peer_by_folds(scores, 0.95)  # no point keeps the task: the best task score
+    assert chosen.strength == 0.1 and "best task" in why
