@@ -333,6 +333,8 @@ def run_folds(
         cfg = build_config("full", None, None, fold_config_overrides(fold))
         link = train_dir(out, "plain", None, cfg.sweep_seed)
         if plain_source is not None and not link.exists():  # plain LoRA reads no probe: one training for all folds
+            if link.is_symlink():  # a dangling link (its target moved, e.g. into the per-precision folder): replace it
+                link.unlink()
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(plain_source.resolve(), target_is_directory=True)
         chosen = [(m, v) for m in peers for v in cfg.grid(m)] if peers else list(CANDIDATES)

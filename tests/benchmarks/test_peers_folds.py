@@ -121,3 +121,22 @@ def test_a_peers_strength_is_chosen_by_its_worst_fold_within_its_own_task_tolera
     assert chosen.strength == 1.0
     chosen, why = pf.choose_peer_by_folds(scores, 0.95)  # no point keeps the task: the best task score
     assert chosen.strength == 0.1 and "best task" in why
+
+
+def test_a_dangling_link_to_plain_loras_training_is_replaced(tmp_path, monkeypatch):
+    from benchmarks.lab import peers
+
+    def fake_run_benchmark(cfg, out, **kwargs):  # trains plain LoRA where it has no training yet
+        trained = peers.train_dir(out, "plain", None, cfg.sweep_seed)
+        if not trained.exists():
+            trained.mkdir(parents=True)
+        return []
+
+    monkeypatch.setattr(peers, "run_benchmark", fake_run_benchmark)
+    root = tmp_path / "bf16"
+    first, second = list(pf.FOLDS)[:2]
+    dangling = peers.train_dir(root / second, "plain", None, 0)
+    dangling.parent.mkdir(parents=True)
+    dangling.symlink_to(tmp_path / "moved-away", target_is_directory=True)  # its target moved (an older layout)
+    pf.run_folds(root, 1, None, False, record=tmp_path / "record")
+    assert dangling.is_symlink() and dangling.resolve() == peers.train_dir(root / first, "plain", None, 0).resolve()
