@@ -155,6 +155,8 @@ def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> 
 def experiment_training_args(out_dir: Path, *, steps: int, learning_rate: float, seed: int, bf16: bool) -> dict:
     """The TRL arguments every experiment fine-tune shares (SFT and GRPO): one micro-batch per optimizer step, on
     the CPU, seeded, nothing saved or reported."""
+    from agl_trl.config import checkpointing_arguments
+
     return {
         "output_dir": str(out_dir / "trainer"),
         "max_steps": steps,
@@ -167,7 +169,7 @@ def experiment_training_args(out_dir: Path, *, steps: int, learning_rate: float,
         "data_seed": seed,
         "use_cpu": True,
         "bf16": bf16,
-        "gradient_checkpointing": False,  # TRL's default recomputes every forward: ~1/3 more work, no memory to save here
+        **checkpointing_arguments(False),  # TRL's default recomputes every forward: ~1/3 more work, no memory to save
         "dataloader_num_workers": 0,
     }
 
