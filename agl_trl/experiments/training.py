@@ -85,7 +85,10 @@ class PeakRSS:
     """Peak resident memory (bytes) above the level at entry, sampled every 10 ms in a thread."""
 
     def __enter__(self) -> PeakRSS:
-        import psutil
+        try:
+            import psutil
+        except ImportError as exc:  # pragma: no cover - accelerate and trl depend on it too
+            raise ImportError(f'PeakRSS needs psutil: pip install "agl-trl[bench]" ({exc})') from exc
 
         self._process = psutil.Process()
         self.start = self._process.memory_info().rss
