@@ -13,7 +13,7 @@ loads. Errors name the field, the bad value and the fix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from agl_trl.kinds import TRAINER_KINDS
@@ -110,12 +110,44 @@ def resolve_config_precision(config: Any) -> None:
     config.bf16 = resolve_bf16(config.bf16, fp16=bool(getattr(config, "fp16", False)), on_cpu=on_cpu)
 
 
+# transformers 5.23 renamed the TrainingArguments fields (old name, new name); 5.20.1 (Axolotl 0.21's pin) has only the
+# old ones, so recipes that run on both keep the old names
+CHECKPOINTING_RENAMES = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)
+
+
+def adopt_checkpointing_names(config: Any) -> None:
+    """Where the installed transformers has ``activation_checkpointing[_kwargs]`` and it is unset, copy the value of
+    the deprecated ``gradient_checkpointing[_kwargs]`` into it, before transformers resolves the alias.
+
+    The result is transformers' own (the new name wins, the old mirrors it), without its FutureWarning: TRL's configs
+    default ``gradient_checkpointing`` to True, so every config on transformers 5.23 warned, though neither the
+    recipe nor the user had used anything a 5.20.1 install accepts otherwise. A no-op on transformers < 5.23.
+    """
+    for old, new in CHECKPOINTING_RENAMES:
+        if hasattr(config, new) and getattr(config, new) is None and getattr(config, old, None) is not None:
+            setattr(config, new, getattr(config, old))
+
+
+def checkpointing_arguments(enabled: bool) -> dict[str, bool]:
+    """The training argument that switches activation checkpointing, under the name the installed transformers
+    reads without a warning: ``{"activation_checkpointing": enabled}`` from 5.23, ``{"gradient_checkpointing": ...}``
+    before. For code that builds a TRL config that has no :func:`adopt_checkpointing_names` (plain ``SFTConfig``)."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def agl_config_class(base: type, name: str | None = None) -> type:
     """``base`` (a TRL trainer config) plus the ``agl_*`` fields, validated after the base's own checks."""
     name = name or f"AGL{base.__name__}"
 
     def __post_init__(self: Any) -> None:
         resolve_config_precision(self)
+        adopt_checkpointing_names(self)
         base.__post_init__(self)
         settings = AGLTrainingSettings.from_prefixed(self, none_is_default=False)
         if settings.enabled:  # the files the run will read, before any model loads

@@ -92,7 +92,7 @@ def _convert_gguf(target: Path) -> None:
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"Reading the GGUF needs the `gguf` package: pip install gguf ({exc})") from exc
+        raise ImportError(f'Reading the GGUF needs the `gguf` package: pip install "agl-trl[demo]" ({exc})') from exc
     # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model built from the same config.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):

@@ -28,6 +28,7 @@ import yaml
 
 from tests.helpers.axolotl import requires_axolotl
 from tests.helpers.data import repo_like_root, tail
+from tests.helpers.recipes import recipe_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,48 +69,6 @@ def output_dir(recipe: Path) -> str:
     return yaml.safe_load(recipe.read_text())["output_dir"]
 
 
-# Python warnings a recipe run may print (the `file:line: Category: message` lines of the warnings module, which
-# Axolotl also logs as `[WARNING] [py.warnings] ...`): third-party deprecations that no recipe key avoids, each as
-# (category, text in the message, why tolerated). Every other Python warning fails the run.
-TOLERATED_WARNINGS = (
-    (
-        "FutureWarning",
-        "`gradient_checkpointing` is deprecated",
-        "transformers 5.23 renames the key to activation_checkpointing, which 5.20.1 (Axolotl 0.21's pin) does not "
-        "accept: the recipes keep the name both versions read",
-    ),
-    (
-        "FutureWarning",
-        "`is_gradient_checkpointing` is deprecated",
-        "peft 0.21 reads this deprecated transformers 5.23 property when it wraps the model (peft_model.py:184)",
-    ),
-)
-PYTHON_WARNING = re.compile(r"\b([A-Z]\w*Warning): (.*)")
-WARNING_LEVEL = re.compile(r"\bWARNING\b|\bERROR\b")  # `agl-trl` and Axolotl both name a warning's level
-
-
-def recipe_warnings(output: str) -> list[str]:
-    """The lines of a recipe run's ``output`` that are warnings it must not print.
-
-    * AGL's own: its log records all start with ``AGL``, and a warning's line names its level (``WARNING AGL: ...``
-      in ``agl-trl`` runs, ``[WARNING]`` under Axolotl); AGL's INFO lines (start-up plan, summary) are fine;
-    * Python warnings of any category, except :data:`TOLERATED_WARNINGS`.
-
-    Other libraries' *log* warnings are not checked: they describe the machine, not the recipe (DeepSpeed's "Setting
-    accelerator to CPU", torchao's CUDA kernels that do not load, torch's ``W...`` pytree deprecation notes,
-    Axolotl's Hugging Face token check and its advice to preprocess the data before training).
-    """
-    found = []
-    for line in output.splitlines():
-        if "AGL" in line and WARNING_LEVEL.search(line):
-            found.append(line)
-        elif match := PYTHON_WARNING.search(line):
-            category, message = match.groups()
-            if not any(category == c and text in message for c, text, _ in TOLERATED_WARNINGS):
-                found.append(line)
-    return found
-
-
 def logged_grad_norms(output: str) -> list[float]:
     """The ``grad_norm`` of each logged step: the Trainer's printed log dicts (``{'loss': '6.25', 'grad_norm':
     '0.2013', ...}``, values as numbers or formatted strings)."""
@@ -138,6 +97,7 @@ def test_the_output_checks_catch_warnings_and_zero_gradients() -> None:
         "WARNING AGL: the probe data has 0 records beyond the 8 the Fisher reads (agl_fisher_max_samples); ...",
         "[2026-01-01 00:00:00,000] [WARNING] [agl_trl.regularizers.meter] AGL: KL anchor steps (on by default) are off",
         "/x/training_args.py:1541: FutureWarning: `evaluation_strategy` is deprecated and will be removed in v6.",
+        "/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated and will be removed in v6.",
         "[2026-01-01 00:00:00,000] [WARNING] [py.warnings] /x/dataloader.py:759: UserWarning: 'pin_memory' argument",
     ]
     assert recipe_warnings("\n".join([clean, *dirty])) == dirty

@@ -85,7 +85,10 @@ class PeakRSS:
     """Peak resident memory (bytes) above the level at entry, sampled every 10 ms in a thread."""
 
     def __enter__(self) -> PeakRSS:
-        import psutil
+        try:
+            import psutil
+        except ImportError as exc:  # pragma: no cover - accelerate and trl depend on it too
+            raise ImportError(f'PeakRSS needs psutil: pip install "agl-trl[bench]" ({exc})') from exc
 
         self._process = psutil.Process()
         self.start = self._process.memory_info().rss
@@ -155,6 +158,8 @@ def training_record(trainer: Any, timer: Any, seconds: float, out_dir: Path) -> 
 def experiment_training_args(out_dir: Path, *, steps: int, learning_rate: float, seed: int, bf16: bool) -> dict:
     """The TRL arguments every experiment fine-tune shares (SFT and GRPO): one micro-batch per optimizer step, on
     the CPU, seeded, nothing saved or reported."""
+    from agl_trl.config import checkpointing_arguments
+
     return {
         "output_dir": str(out_dir / "trainer"),
         "max_steps": steps,
@@ -167,7 +172,7 @@ def experiment_training_args(out_dir: Path, *, steps: int, learning_rate: float,
         "data_seed": seed,
         "use_cpu": True,
         "bf16": bf16,
-        "gradient_checkpointing": False,  # TRL's default recomputes every forward: ~1/3 more work, no memory to save here
+        **checkpointing_arguments(False),  # TRL's default recomputes every forward: ~1/3 more work, no memory to save
         "dataloader_num_workers": 0,
     }
 
