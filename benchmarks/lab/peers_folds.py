@@ -56,6 +56,7 @@ CANDIDATES: tuple[tuple[str, float], ...] = (
 # default on gap drift with the best point estimates, KL to the aligned model (a resolved win over the default) and
 # the SBR representation anchor (a tie); each over its whole validation grid, the tuning budget it had in-distribution
 PEER_FOLD_METHODS: tuple[str, ...] = ("kl_ref", "sbr")
+REPORTED_ONLY = ("kl_ref",)  # candidates over the cost limit by design: reported beside the choice, never chosen
 TIE_MARGIN = 0.02  # a worst-fold gap drift within 2 points of the best counts as a tie
 COST_LIMIT = (
     1.10  # a package default may cost at most 1.10x plain LoRA's step time (side by side: benchmarks.lab.step_time)
@@ -213,6 +214,10 @@ def choose_peer_by_folds(
     return best, f"no point kept the task within {100 * max_task_drop:g} pts of plain: best task score"
 
 
+def _reported_only(candidate: tuple[str, float]) -> bool:
+    return candidate[0] in REPORTED_ONLY
+
+
 def _strength(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
@@ -337,7 +342,8 @@ def run_folds(
                 link.unlink()
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(plain_source.resolve(), target_is_directory=True)
-        chosen = [(m, v) for m in peers for v in cfg.grid(m)] if peers else list(CANDIDATES)
+        # the candidates the rule can choose first, the reported-only peer last (a cut session leaves it for later)
+        chosen = [(m, v) for m in peers for v in cfg.grid(m)] if peers else sorted(CANDIDATES, key=_reported_only)
         points = [("validation", "plain", None, cfg.sweep_seed)] + [
             ("validation", method, strength, cfg.sweep_seed) for method, strength in chosen
         ]

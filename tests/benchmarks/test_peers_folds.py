@@ -126,7 +126,10 @@ def test_a_peers_strength_is_chosen_by_its_worst_fold_within_its_own_task_tolera
 def test_a_dangling_link_to_plain_loras_training_is_replaced(tmp_path, monkeypatch):
     from benchmarks.lab import peers
 
+    asked = []
+
     def fake_run_benchmark(cfg, out, **kwargs):  # trains plain LoRA where it has no training yet
+        asked.append([method for _split, method, _strength, _seed in kwargs["points"]])
         trained = peers.train_dir(out, "plain", None, cfg.sweep_seed)
         if not trained.exists():
             trained.mkdir(parents=True)
@@ -140,3 +143,9 @@ def test_a_dangling_link_to_plain_loras_training_is_replaced(tmp_path, monkeypat
     dangling.symlink_to(tmp_path / "moved-away", target_is_directory=True)  # its target moved (an older layout)
     pf.run_folds(root, 1, None, False, record=tmp_path / "record")
     assert dangling.is_symlink() and dangling.resolve() == peers.train_dir(root / first, "plain", None, 0).resolve()
+    # every fold runs plain LoRA, then the candidates the rule can choose, the reported-only peer last
+    assert (
+        asked[0][0] == "plain"
+        and asked[0][-1] == "kl_ref"
+        and sorted(asked[0][1:]) == sorted(m for m, _ in pf.CANDIDATES)
+    )
