@@ -325,40 +325,59 @@ def run_folds(
     root: Path, threads: int | None, max_runs: int | None, progress: bool, record: Path = RECORD_DIR,
     peers: Sequence[str] = (),
 ) -> None:  # fmt: skip
-    """Every fold's missing rows, fold by fold (plain LoRA first, then the candidates in order, or with ``peers``
-    each peer's validation grid instead); each fold's rows are copied to :data:`RECORD_DIR` when it stops."""
+    """Every fold's missing rows: plain LoRA and the candidates the rule can choose in every fold first, then the
+    reported-only ones (:data:`REPORTED_ONLY`) in every fold, so a cut session leaves the rule's own grid complete
+    first; with ``peers``, each peer's validation grid instead. Each fold's rows are copied to :data:`RECORD_DIR` when
+    it stops."""
+    from benchmarks.lab.peers import train_dir
+    from benchmarks.lab.peers_config import build_config
+
+    if peers:
+        passes = [[(m, v) for m in peers for v in build_config("full", None, None, []).grid(m)]]
+    else:
+        passes = [[c for c in CANDIDATES if not _reported_only(c)], [c for c in CANDIDATES if _reported_only(c)]]
+    budget = [max_runs]
+    plain_source: Path | None = None
+    sync_rows(root, record)
+    for candidates in passes:
+        for fold in FOLDS:
+            if not _run_fold(root, fold, candidates, plain_source, threads, budget, progress, record):
+                return
+            cfg = build_config("full", None, None, fold_config_overrides(fold))
+            plain_source = plain_source or train_dir(root / fold, "plain", None, cfg.sweep_seed)
+
+
+def _run_fold(
+    root: Path, fold: str, candidates: Sequence[tuple[str, float | None]], plain_source: Path | None,
+    threads: int | None, budget: list[int | None], progress: bool, record: Path,
+) -> bool:  # fmt: skip
+    """One fold's missing rows of plain LoRA and ``candidates``; False once the run budget (``budget[0]``) is spent."""
     from benchmarks.lab.peers import run_benchmark, train_dir
     from benchmarks.lab.peers_config import build_config
 
-    budget = max_runs
-    plain_source: Path | None = None
-    sync_rows(root, record)
-    for fold in FOLDS:
-        out = root / fold
-        cfg = build_config("full", None, None, fold_config_overrides(fold))
-        link = train_dir(out, "plain", None, cfg.sweep_seed)
-        if plain_source is not None and not link.exists():  # plain LoRA reads no probe: one training for all folds
-            if link.is_symlink():  # a dangling link (its target moved, e.g. into the per-precision folder): replace it
-                link.unlink()
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(plain_source.resolve(), target_is_directory=True)
-        # the candidates the rule can choose first, the reported-only peer last (a cut session leaves it for later)
-        chosen = [(m, v) for m in peers for v in cfg.grid(m)] if peers else sorted(CANDIDATES, key=_reported_only)
-        points = [("validation", "plain", None, cfg.sweep_seed)] + [
-            ("validation", method, strength, cfg.sweep_seed) for method, strength in chosen
-        ]
-        trained = len([r for r in read_fold_rows(root)[fold] if r["method"] != "aligned"])
-        cfg.methods = []  # only the points: no sweeps, no test runs
-        try:
-            rows = run_benchmark(cfg, out, progress=progress, demo_dir=root / "demo", threads=threads,
-                                 max_runs=budget, points=points)  # fmt: skip
-        finally:
-            sync_rows(root, record)
-        plain_source = plain_source or train_dir(out, "plain", None, cfg.sweep_seed)
-        if budget is not None:
-            budget -= len([r for r in rows if r["method"] != "aligned"]) - trained
-            if budget <= 0:
-                return
+    out = root / fold
+    cfg = build_config("full", None, None, fold_config_overrides(fold))
+    link = train_dir(out, "plain", None, cfg.sweep_seed)
+    if plain_source is not None and not link.exists():  # plain LoRA reads no probe: one training for all folds
+        if link.is_symlink():  # a dangling link (its target moved, e.g. into the per-precision folder): replace it
+            link.unlink()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(plain_source.resolve(), target_is_directory=True)
+    points = [("validation", "plain", None, cfg.sweep_seed)] + [
+        ("validation", method, strength, cfg.sweep_seed) for method, strength in candidates
+    ]
+    trained = len([r for r in read_fold_rows(root)[fold] if r["method"] != "aligned"])
+    cfg.methods = []  # only the points: no sweeps, no test runs
+    try:
+        rows = run_benchmark(cfg, out, progress=progress, demo_dir=root / "demo", threads=threads,
+                             max_runs=budget[0], points=points)  # fmt: skip
+    finally:
+        sync_rows(root, record)
+    if budget[0] is not None:
+        budget[0] -= len([r for r in rows if r["method"] != "aligned"]) - trained
+        if budget[0] <= 0:
+            return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
