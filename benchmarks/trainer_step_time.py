@@ -18,7 +18,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.lab
 
+from benchmarks.lab.peers_folds import CANDIDATES  # noqa: E402
 from benchmarks.lab.step_time import main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(candidates=CANDIDATES))

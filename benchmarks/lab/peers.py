@@ -49,13 +49,12 @@ from benchmarks.lab.registry import (
     ALL_METHODS,
     METHOD_REVISIONS,
     PeerArtifacts,
-    make_penalty,
     method_agl_settings,
     method_settings,
+    method_training,
     prepare_peer_artifacts,
     safe_lora_adapter,
     strength_of,
-    training_rows,
     with_strength,
 )
 
@@ -148,22 +147,6 @@ def twin_training(cfg: BenchConfig, out: Path, method: str, strength: float | No
         if record_file.is_file() and read_json(record_file).get("run_key") == run_key(cfg, other, strength):
             return record_file.parent
     return None
-
-
-def method_training(
-    cfg: BenchConfig, shared: Shared, method: str, strength: float | None, seed: int
-) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """What :func:`~agl_trl.experiments.train_lora` trains ``method`` at ``strength`` with (any method trained by
-    gradient, so not Safe LoRA's projection): its rows, and its ``agl`` fields or ``penalty`` (none for plain LoRA and
-    safety data mixing). One owner for the peers runs and the step-time benchmark (:mod:`benchmarks.lab.step_time`)."""
-    agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)
-    kwargs: dict[str, Any] = {}
-    regularizer = method_agl_settings(method, agl)
-    if regularizer is not None:
-        kwargs["agl"] = shared.setup.agl_fields(regularizer)
-    elif method not in ("plain", "mix"):
-        kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, seed=seed)
-    return training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed), kwargs
 
 
 def train_run(

@@ -22,7 +22,7 @@ from typing import Any
 
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
 from benchmarks.lab.peers_ablations import row_verdicts
-from benchmarks.lab.peers_paired import METRICS, NotPaired, Paired, paired_against_default
+from benchmarks.lab.peers_paired import METRICS, NotPaired, Paired, default_key, paired_against_default, update_readme
 from benchmarks.lab.peers_styles import group_verdicts, held_out_first, prompt_groups, shown
 
 FIGURE = "front.png"  # under docs/img/
@@ -167,4 +167,24 @@ def front_figure(
     plt.close(fig)
 
 
-__all__ = ["FIGURE", "front_block", "front_figure", "results_table", "style_table", "ties_and_losses"]
+def write_front(
+    readme: Path, rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]],
+    est: Mapping[str, Mapping[str, Estimate]], front: Sequence[str], aligned_gap: float | None, judge: str,
+    label: Callable[[str], str] = str, n_boot: int = 4000,
+) -> None:  # fmt: skip
+    """Rewrite ``readme``'s generated block (:func:`front_block`) and draw its figure (``docs/img/front.png`` beside
+    it): plain LoRA, the default and the points of ``front`` (not dominated on the test split)."""
+    update_readme(readme, front_block(rows, chosen, est, label=label, n_boot=n_boot))
+    key = default_key(chosen)
+    if key not in est or "plain" not in est or aligned_gap is None:
+        return
+    shown = ["plain", key, *(m for m in front if m not in ("plain", key))]
+    short = {"plain": "plain LoRA", key: "agl-trl default"}
+    title = f"DriftCaps test split, {len(chosen[key]['test'])} seeds, {judge} judge; 95% paired bootstrap"
+    front_figure(est, aligned_gap, key, shown, readme.parent / "docs" / "img" / FIGURE,
+                 label=lambda m: short.get(m, label(m)), title=title)  # fmt: skip
+
+
+__all__ = [
+    "FIGURE", "front_block", "front_figure", "results_table", "style_table", "ties_and_losses", "write_front",
+]  # fmt: skip

@@ -23,8 +23,8 @@ from agl_trl.settings import AGLSettings
 from agl_trl.utils import read_jsonl
 from benchmarks.lab.peers_ablations import ablation_table, default_table, row_verdicts
 from benchmarks.lab.peers_config import MAX_TASK_DROP, PROTOCOL_METHODS, SWEEP_SEED, choose, method_order
-from benchmarks.lab.peers_front import FIGURE, front_block, front_figure
-from benchmarks.lab.peers_paired import default_key, paired_section, update_readme
+from benchmarks.lab.peers_front import write_front
+from benchmarks.lab.peers_paired import paired_section
 from benchmarks.lab.peers_styles import style_sections
 from benchmarks.lab.registry import ALL_METHODS, DEFAULT_METHOD
 
@@ -471,14 +471,7 @@ def write_report(
     path = out_dir / "peers.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     if readme is not None:
-        update_readme(readme, front_block(rows, chosen, est, label=_label, n_boot=N_BOOT))
-        key = default_key(chosen)
-        if key in est and plain_est is not None:
-            shown = ["plain", key, *(m for m in front if m not in ("plain", key))]
-            short = {"plain": "plain LoRA", key: "agl-trl default"}
-            title = f"DriftCaps test split, {len(chosen[key]['test'])} seeds, {judge} judge; 95% paired bootstrap"
-            front_figure(est, ref["test"]["gap"], key, shown, readme.parent / "docs" / "img" / FIGURE,
-                         label=lambda m: short.get(m, _label(m)), title=title)  # fmt: skip
+        write_front(readme, rows, chosen, est, front, ref["test"].get("gap"), judge, label=_label, n_boot=N_BOOT)
     return path
 
 

@@ -197,6 +197,23 @@ def training_rows(
     return mix_safety_rows(task_rows, safety, peers.mix_fraction, seed=seed)
 
 
+def method_training(
+    cfg: Any, shared: Any, method: str, strength: float | None, seed: int
+) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """What :func:`~agl_trl.experiments.train_lora` trains ``method`` at ``strength`` with (any method trained by
+    gradient, so not Safe LoRA's projection): its rows, and its ``agl`` fields or ``penalty`` (none for plain LoRA and
+    safety data mixing). ``cfg``: the benchmark's ``BenchConfig``; ``shared``: its ``Shared`` set-up (:mod:`benchmarks.lab.peers`). One owner
+    for the peers runs and the step-time benchmark (:mod:`benchmarks.lab.step_time`)."""
+    agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)
+    kwargs: dict[str, Any] = {}
+    regularizer = method_agl_settings(method, agl)
+    if regularizer is not None:
+        kwargs["agl"] = shared.setup.agl_fields(regularizer)
+    elif method not in ("plain", "mix"):
+        kwargs["penalty"] = make_penalty(method, peers, shared.artifacts, seed=seed)
+    return training_rows(method, shared.setup.task_rows, shared.artifacts, peers, seed=seed), kwargs
+
+
 def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
@@ -367,6 +384,7 @@ __all__ = [
     "PeerSettings",
     "make_penalty",
     "method_agl_settings",
+    "method_training",
     "method_settings",
     "prepare_peer_artifacts",
     "safe_lora_adapter",

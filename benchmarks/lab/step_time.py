@@ -3,7 +3,7 @@
 What a user pays per optimizer step is what TRL's ``SFTTrainer`` (``AGLSFTTrainer`` for AGL) spends on it: the task's
 forward and backward, the regulariser, and on their steps the KL meter's reading and the KL anchor's forward and
 backward. This benchmark times exactly that, on the peers benchmark's set-up (the aligned SmolLM2, its Fisher
-artifact and probe, each method as the peers runs train it: :func:`benchmarks.lab.peers.method_training`).
+artifact and probe, each method as the peers runs train it: :func:`benchmarks.lab.registry.method_training`).
 
 Protocol. For each shape (``B x T``: B sequences of exactly T tokens, the task rows padded to T), ``rounds`` rounds;
 in each round every method trains ``warmup + steps`` optimizer steps, in an order that reverses every round. A
@@ -100,7 +100,7 @@ def time_run(
     """Train ``method`` for ``WARMUP + steps`` steps at ``shape`` through the real trainer; its timing row."""
     from agl_trl.experiments import train_lora
     from agl_trl.models import load_pretrained
-    from benchmarks.lab.peers import method_training
+    from benchmarks.lab.registry import method_training
 
     batch, tokens = shape
     model, tokenizer = load_pretrained(shared.aligned_dir)
@@ -194,12 +194,13 @@ def table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, candidates: Sequence[tuple[str, float | None]] = ()) -> int:
+    """The command line; ``candidates``: the methods timed when ``--methods`` is not given (the driver passes the
+    fold protocol's, :data:`benchmarks.lab.peers_folds.CANDIDATES`)."""
     import argparse
     import sys
 
     from benchmarks.lab.peers_config import build_config
-    from benchmarks.lab.peers_folds import CANDIDATES
     from benchmarks.lab.records import training_precision
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         shapes = [parse_shape(s) for s in args.shapes.split(",") if s.strip()]
-        methods = CANDIDATES
+        methods = list(candidates)
         if args.methods:
             methods = []
             for item in args.methods.split(","):
