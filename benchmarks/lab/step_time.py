@@ -177,6 +177,8 @@ def run_step_time(
 def table(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The ratios as Markdown lines, one per (method, strength), one column per shape."""
     found = ratios(rows)
+    if not found:
+        return ["(no timing rows yet: python benchmarks/trainer_step_time.py)"]
     shapes = sorted({r.shape for r in found})
     lines = [
         "| method | " + " | ".join(f"{b} x {t}: ratio (range, rounds)" for b, t in shapes) + " |",

@@ -67,6 +67,9 @@ def test_bad_shapes_and_steps_are_refused() -> None:
     with pytest.raises(ValueError, match="multiple of 10"):
         st.run_step_time(None, Path("unused"), [("plain", None)], steps=15)
     assert st.main(["--shapes", "big", "--report"]) == 2
+    assert st.table([timing("plain", None, (8, 256), 0, 1.0)]) == [
+        "(no timing rows yet: python benchmarks/trainer_step_time.py)"
+    ]
 
 
 @pytest.mark.slow
