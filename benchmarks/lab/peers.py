@@ -164,8 +164,8 @@ def train_run(
     key = run_key(cfg, method, strength)
     if record_file.is_file():
         cached = read_json(record_file)
-        if cached.get("run_key") == key:
-            return cached
+        if cached.get("run_key") == key:  # the adapter is where the record is now (run folders move, links resolve)
+            return {**cached, "adapter": str(directory / "adapter")}
         stale = directory.with_name(f"{directory.name}.stale-{cached.get('run_key') or 'unkeyed'}")
         shutil.rmtree(stale, ignore_errors=True)
         directory.rename(stale)  # kept beside it, never deleted: trained with other settings or code

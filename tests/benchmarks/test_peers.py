@@ -443,3 +443,16 @@ def test_setup_id_is_the_aligned_weights_hash(tmp_path: Path) -> None:
     assert len(first) == 12 and setup.setup_id == first
     (setup.aligned_dir / "model.safetensors").write_bytes(b"other weights")
     assert setup.setup_id != first
+
+
+def test_a_cached_training_names_its_adapter_where_the_record_is_now(tmp_path: Path) -> None:
+    """Run folders move (the fold rows moved into per-precision folders) and trainings are shared by links: a cached
+    record written elsewhere still points to the adapter beside it, not to the path it was written with."""
+    cfg = peers_config.build_config("tiny", None, None, [])
+    directory = peers.train_dir(tmp_path / "moved", "plain", None, 0)
+    directory.mkdir(parents=True)
+    key = peers_config.run_key(cfg, "plain", None)
+    record = {"run_key": key, "adapter": "runs/old-place/train/plain/none/seed0/adapter", "train_seconds": 1.0}
+    (directory / peers.TRAIN_RECORD).write_text(json.dumps(record))
+    cached = peers.train_run(cfg, None, tmp_path / "moved", "plain", None, 0, progress=False)
+    assert cached["adapter"] == str(directory / "adapter") and cached["train_seconds"] == 1.0
