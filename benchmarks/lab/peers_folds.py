@@ -343,8 +343,7 @@ def run_folds(
         for fold in FOLDS:
             if not _run_fold(root, fold, candidates, plain_source, threads, budget, progress, record):
                 return
-            cfg = build_config("full", None, None, fold_config_overrides(fold))
-            plain_source = plain_source or train_dir(root / fold, "plain", None, cfg.sweep_seed)
+            plain_source = plain_source or train_dir(root / fold, "plain", None, SWEEP_SEED)
 
 
 def _run_fold(
