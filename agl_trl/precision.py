@@ -145,6 +145,12 @@ def hardware_summary(bf16: bool | None = None, threads: int | None = None) -> di
     }
 
 
+def load_average() -> tuple[float, float, float] | None:
+    """The machine's 1, 5 and 15 minute load averages (None where the OS has none): recorded beside a timing, so a
+    row timed while other jobs shared the cores can be told apart."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def describe(summary: dict[str, Any]) -> str:
     """One log line of :func:`hardware_summary`."""
     flags = ", ".join(summary["cpu_fast_bf16_flags"]) or "none"
@@ -174,6 +180,7 @@ __all__ = [
     "default_threads",
     "describe",
     "fast_bf16_cpu_flags",
+    "load_average",
     "hardware_summary",
     "resolve_bf16",
     "use_bf16",

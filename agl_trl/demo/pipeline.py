@@ -12,7 +12,6 @@ data, aligned model, its answers, its Fisher), then, as cached stages under ``<o
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -32,7 +31,7 @@ from agl_trl.experiments import (
     train_lora,
 )
 from agl_trl.experiments.shipped import DEFAULT_SETUP
-from agl_trl.precision import check_precision, describe, hardware_summary, use_bf16
+from agl_trl.precision import check_precision, describe, hardware_summary, load_average, use_bf16
 
 MODELS = ("aligned", "lora", "agl")
 
@@ -76,7 +75,7 @@ def _run(
     from agl_trl.models import load_pretrained
 
     started = time.perf_counter()
-    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_start = load_average()
     c = cfg
     bf16 = use_bf16(precision, on_cpu=True)
     hardware = hardware_summary(bf16)
@@ -134,7 +133,7 @@ def _run(
         **hardware,
         "setup": setup.setup_id,
         "load_average_start": load_start,
-        "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "load_average_end": load_average(),
     }
     return write_demo_report(
         out, c, drift_results, gen_info, kl_info, setup.fisher_info, runner.records, environment,

@@ -24,7 +24,6 @@ into docs/peers.md and its plots.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -44,6 +43,7 @@ from benchmarks.lab.peers_config import (
     parse_point,
     run_key,
 )
+from benchmarks.lab.records import RESULTS_DIR, sync_results, training_precision
 from benchmarks.lab.registry import (
     ABLATIONS,
     ALL_METHODS,
@@ -59,6 +59,7 @@ from benchmarks.lab.registry import (
 )
 
 RESULTS_FILE = "peers.jsonl"
+RECORD_DIR = RESULTS_DIR / "peers_runs"  # ``--record``: the committed copies of run folders' results, per precision
 STALE_FILE = "peers.stale.jsonl"  # rows whose run key no longer matches (an older revision of a method's settings)
 TRAIN_RECORD = "train.json"
 RUN_KEY = ("split", "method", "strength", "seed")
@@ -317,10 +318,6 @@ def reference_row(shared: Shared, split: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _load_average() -> tuple[float, float, float] | None:
-    return os.getloadavg() if hasattr(os, "getloadavg") else None
-
-
 def run_benchmark(
     cfg: BenchConfig,
     out: str | Path,
@@ -331,6 +328,7 @@ def run_benchmark(
     max_runs: int | None = None,
     points: Sequence[Point] = (),
     train_hook: TrainHook | None = None,
+    record: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run every missing step of the protocol and append its rows to ``<out>/peers.jsonl``; returns all rows.
 
@@ -338,13 +336,20 @@ def run_benchmark(
     (split, method, strength, seed) runs, done first (e.g. an ablation's validation point at more seeds; a training
     is shared by every split, so a point whose training exists only needs its measurement). A file made with other
     settings (another config key) is refused with a ``ValueError``. ``train_hook``: extra measurements during each new
-    training (:data:`TrainHook`).
+    training (:data:`TrainHook`). ``record``: a committed copy of the results file (``<record>/<out name>.jsonl``),
+    kept in step before the run and after each new row, so that a fresh checkout resumes (:func:`sync_results`).
     """
     from agl_trl.experiments import ResultsLog, auto_threads
-    from agl_trl.precision import hardware_summary, use_bf16
+    from agl_trl.precision import hardware_summary, load_average, use_bf16
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def keep() -> None:
+        if record is not None:
+            sync_results(out.parent, record, [out.name], RESULTS_FILE)
+
+    keep()
     results = ResultsLog(out / RESULTS_FILE, config_key(cfg))
     rows = results.check()
     stale = [r for r in rows if r.get("run_key") != run_key(cfg, r["method"], r.get("strength"))]
@@ -381,11 +386,12 @@ def run_benchmark(
             row = evaluate_run(cfg, shared, out, split, method, strength, seed, record, progress=False)
             row.update(
                 run_seconds=round(time.perf_counter() - started, 2), mode=cfg.mode, setup_id=shared.setup_id,
-                environment={**environment, "load_average": _load_average()},
+                environment={**environment, "load_average": load_average()},
             )  # fmt: skip
             row["run_key"] = run_key(cfg, method, strength)
             results.append([row])  # stamped with the config key; a row lands whole or not at all
             rows.append(row)
+            keep()
             budget[0] -= 1
             return row
 
@@ -435,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment setting (task.steps=40), peer setting (peers.kl_batch_size=8), a method's grid "
         "(peers.grid.l2=[0.01,0.1]) or the selection rule's task tolerance (peers.max_task_drop=0.03); repeatable",
     )  # fmt: skip
+    parser.add_argument(
+        "--record", action="store_true",
+        help="keep the rows in step with docs/results/peers_runs/<precision>/<out name>.jsonl (a fresh checkout resumes)",
+    )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="also write the report (docs/peers.md + plots)")
     parser.add_argument("--report-dir", default="docs", help="where --report writes peers.md and its plots")
     parser.add_argument("--no-progress", action="store_true")
@@ -462,7 +472,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     try:
         rows = run_benchmark(
             cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads,
-            max_runs=args.max_runs, points=points,
+            max_runs=args.max_runs, points=points, record=RECORD_DIR / training_precision() if args.record else None,
         )  # fmt: skip
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)

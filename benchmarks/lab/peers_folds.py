@@ -23,7 +23,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +185,30 @@ def choose_by_folds(
         f"earlier candidate) among those with the task within {100 * max_task_drop:g} pts of plain LoRA and step time "
         f"<= {cost_limit:g}x"
     )
-    untimed = [f"{s.method} {_strength(s.strength)}" for s in scores if s.step_ratio is None]
+    untimed = [s for s in scores if s.step_ratio is None]
     if untimed:
-        why += f"; PROVISIONAL: no step time for {', '.join(untimed)} (benchmarks/trainer_step_time.py)"
+        names = ", ".join(f"{s.method} {_strength(s.strength)}" for s in untimed)
+        if _choice_depends_on(scores, untimed, plain_task, max_task_drop, cost_limit, margin):
+            why += f"; PROVISIONAL: no step time for {names} (benchmarks/trainer_step_time.py)"
+        else:
+            why += f"; final: the untimed ({names}) cannot change it at any cost"
     return chosen, why
+
+
+def _choice_depends_on(
+    scores: Sequence[FoldScore], untimed: Sequence[FoldScore], plain_task: float, *limits: float
+) -> bool:
+    """Whether the choice differs for some subset of ``untimed`` over the cost limit (every subset is tried)."""
+    import itertools
+
+    choices = set()
+    for n in range(len(untimed) + 1):
+        for subset in itertools.combinations(untimed, n):
+            trial = [replace(s, step_ratio=math.inf) if s in subset else s for s in scores]
+            trial = [replace(s, step_ratio=1.0) if s.step_ratio is None else s for s in trial]
+            chosen, _ = choose_by_folds(trial, plain_task, *limits)
+            choices.add(None if chosen is None else (chosen.method, chosen.strength))
+    return len(choices) > 1
 
 
 def choose_peer_by_folds(

@@ -136,7 +136,7 @@ def run_step_time(
     """Every missing (shape, round, method) row of the protocol above, appended to ``<root>/trainer/rows.jsonl``;
     returns all rows. ``record``: the committed copy kept in step (:func:`sync_results`); ``loader``: the
     base model's loader (the tiny test model; default SmolLM2)."""
-    from agl_trl.precision import hardware_summary, use_bf16
+    from agl_trl.precision import hardware_summary, load_average, use_bf16
     from benchmarks.lab.peers import prepare_shared
 
     if steps <= 0 or steps % 10:
@@ -162,7 +162,7 @@ def run_step_time(
                         shared = prepare_shared(cfg, root, loader, progress)
                     print(f"step time: {shape[0]}x{shape[1]} round {index} {method} {strength}", flush=True)
                     row = time_run(cfg, shared, run_dir / "scratch", method, strength, tuple(shape), steps)
-                    row |= {"round": index, "environment": environment}
+                    row |= {"round": index, "environment": {**environment, "load_average": load_average()}}
                     run_dir.mkdir(parents=True, exist_ok=True)
                     with path.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(row) + "\n")

@@ -204,6 +204,25 @@ def test_benchmark_scripts_run_from_the_repo_root(script: str) -> None:
     assert "usage:" in done.stdout
 
 
+def test_peers_record_keeps_rows_and_a_fresh_run_folder_resumes_from_it(tmp_path: Path) -> None:
+    import shutil
+
+    from agl_trl.models import tiny_llama
+
+    cfg = peers.build_config("tiny", 2, ["plain"], [])
+    out, record = tmp_path / "runs" / "peers-x", tmp_path / "record"
+    point = [peers_config.parse_point("test:plain:none:100")]
+    rows = peers.run_benchmark(
+        cfg, out, loader=lambda: tiny_llama(vocab_size=512, seed=0), progress=False, max_runs=1, points=point,
+        record=record,
+    )  # fmt: skip
+    kept = (record / "peers-x.jsonl").read_text().splitlines()
+    assert len(kept) == len(rows) == 3  # the two aligned reference rows and the one new row
+    shutil.rmtree(out)  # a fresh checkout: the run folder is gone, the committed record is not
+    again = peers.run_benchmark(cfg, out, loader=None, progress=False, max_runs=0, record=record)
+    assert [r["run_key"] for r in again] == [json.loads(line)["run_key"] for line in kept]
+
+
 @pytest.mark.slow
 def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> None:
     from agl_trl.models import tiny_llama

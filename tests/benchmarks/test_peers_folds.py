@@ -148,3 +148,20 @@ def test_a_dangling_link_to_plain_loras_training_is_replaced(tmp_path, monkeypat
     assert len(asked) == 2 * len(pf.FOLDS)
     assert all(a[0] == "plain" and sorted(a[1:]) == rule for a in asked[: len(pf.FOLDS)])
     assert all(a == ["plain", *pf.REPORTED_ONLY] for a in asked[len(pf.FOLDS) :])
+
+
+def test_a_verdict_is_provisional_only_while_an_untimed_candidate_could_change_it():
+    from dataclasses import replace
+
+    rows = fold_rows(
+        first={"fa": ("1100", "1100", 0.8, 1.0), "fb": ("1100", "1100", 0.8, 1.0)},  # worst 0.5
+        better={"fa": ("1110", "1110", 0.8, 1.0), "fb": ("1110", "1110", 0.8, 1.0)},  # worst 0.25
+    )
+    scores, plain_task, _ = pf.score_folds(rows, [("first", 0.1), ("better", 0.1)], FOLDS, GROUPS)
+    first, better = scores
+    # the worse candidate untimed: at any cost the better one is chosen
+    chosen, why = pf.choose_by_folds([replace(first, step_ratio=None), better], plain_task)
+    assert chosen.method == "better" and "final" in why and "PROVISIONAL" not in why
+    # the chosen one untimed: over the limit it would lose the choice
+    chosen, why = pf.choose_by_folds([first, replace(better, step_ratio=None)], plain_task)
+    assert chosen.method == "better" and "PROVISIONAL" in why
