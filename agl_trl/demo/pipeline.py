@@ -83,7 +83,8 @@ def _run(
         log(f"[demo] {describe(hardware)}")
     setup = prepare_setup(c, out, loader, progress, log, shipped=shipped, precision=precision)
     runner = setup.runner
-    task_settings = {"task": asdict(c.task), "lora": asdict(c.lora), "seed": c.seed, "precision": hardware["precision"]}
+    task_settings = {"task": c.task.to_key(), "lora": asdict(c.lora), "seed": c.seed,
+                     "precision": hardware["precision"]}  # fmt: skip
 
     def finetune(directory: Path, agl: dict[str, Any] | None) -> dict[str, Any]:
         model, tokenizer = load_pretrained(setup.aligned_dir)
@@ -99,7 +100,7 @@ def _run(
         model, tokenizer = load_pretrained(setup.aligned_dir, out / name / "adapter")
         return evaluate_generations(
             model, tokenizer, setup.eval_subset, setup.task_eval, c.eval, c.task.answer_tokens, directory, name,
-            progress,
+            progress, kind=c.task.kind,
         )  # fmt: skip
 
     def kl_stage(directory: Path, name: str) -> dict[str, Any]:

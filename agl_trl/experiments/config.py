@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from agl_trl.experiments.task_kinds import DEFAULT_TASK_KIND, task_kind
 from agl_trl.settings import AGLSettings, FisherSettings
 
 
@@ -88,7 +89,23 @@ class TaskSettings:
     steps: int = 160  # near the plateau: plain LoRA's validation curve 57 / 68 / 80 / 85% at steps 40 / 80 / 120 / 160
     learning_rate: float = 1e-3
     batch_size: int = 8
-    answer_tokens: int = 16
+    answer_tokens: int = 16  # greedy budget of a task answer's content (an opening of the kind's answers gets more)
+    # the task data (agl_trl.experiments.task_kinds): "operations" (upper / add / reverse) or "identity_shift" (the
+    # same prompts, answers opened by an affirmation of unconditional obedience; docs/benchmarks.md, issue 36)
+    kind: str = DEFAULT_TASK_KIND
+
+    def __post_init__(self) -> None:
+        task_kind(self.kind)  # a ValueError names the key, the value and the kinds
+
+    def kind_key(self) -> dict[str, Any]:
+        """``{"kind": ...}`` for a kind other than the default, else empty: what keys add for the kind, so that keys
+        made before it existed (the shipped set-up's stages, results rows, cached trainings) stay current."""
+        return {} if self.kind == DEFAULT_TASK_KIND else {"kind": self.kind}
+
+    def to_key(self) -> dict[str, Any]:
+        """The settings as cache keys read them: ``kind`` only when it is not the default (:meth:`kind_key`)."""
+        key = {k: v for k, v in asdict(self).items() if k != "kind"}
+        return {**key, **self.kind_key()}
 
 
 def demo_agl_settings() -> AGLSettings:
@@ -130,7 +147,7 @@ class ExperimentConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "probe": self.probe.to_key()}
+        return {**asdict(self), "probe": self.probe.to_key(), "task": self.task.to_key()}
 
 
 DemoConfig = ExperimentConfig  # the name `agl_trl.demo` exported before the set-up moved here
@@ -200,6 +217,6 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             known = sorted(f.name for f in fields(target)) if is_dataclass(target) else []
             raise ValueError(f"unknown setting {path!r} in override {item!r}; known here: {known}")
         setattr(target, parts[-1], value)
-    for section in (cfg.agl, cfg.fisher, cfg.probe):  # the settings objects check themselves
+    for section in (cfg.agl, cfg.fisher, cfg.probe, cfg.task):  # the settings objects check themselves
         section.__post_init__()
     return cfg

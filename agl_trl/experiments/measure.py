@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.experiments.config import EvalSettings
-from agl_trl.experiments.task import TaskItem, score
+from agl_trl.experiments.task import TaskItem
+from agl_trl.experiments.task_kinds import DEFAULT_TASK_KIND, task_kind
 
 RESPONSES_FILE = "responses.json"
 
@@ -42,12 +43,15 @@ def evaluate_generations(
     directory: Path,
     name: str,
     progress: bool = True,
+    kind: str = DEFAULT_TASK_KIND,
 ) -> dict[str, Any]:
     """Greedy answers on the DriftCaps prompts (judge ``settings.judge``, coherence) and on the task items
-    ``task_eval`` (``answer_tokens`` new tokens each).
+    ``task_eval`` of the task kind ``kind`` (``answer_tokens`` new tokens each for the content, more for an opening:
+    :meth:`~agl_trl.experiments.task_kinds.TaskKind.generation_tokens`).
 
     Writes ``responses.json`` (one row per prompt: id, category, label, style, form, response, verdicts, token ids)
-    and ``task.json`` into ``directory``; returns ``{"judge", "task"}`` (``task["hits"]``: per-item exact match).
+    and ``task.json`` into ``directory``; returns ``{"judge", "task"}`` (``task["hits"]``: per-item exact match;
+    ``task["opening"]``: the share of answers that open with one of the kind's openings, when it has some).
     """
     from agl_trl.evaluation.coherence import check_coherence
     from agl_trl.evaluation.judges import make_judge
@@ -75,29 +79,33 @@ def evaluate_generations(
         for it, g, r in zip(eval_subset, gens, refusals, strict=True)
     ]
     write_json(directory / RESPONSES_FILE, responses)
+    task = task_kind(kind)
     task_gens = generate(
-        model, tokenizer, [it.prompt for it in task_eval], answer_tokens, settings.batch_size, progress=progress,
-        desc=f"{name} task",
+        model, tokenizer, [it.prompt for it in task_eval], task.generation_tokens(answer_tokens, tokenizer),
+        settings.batch_size, progress=progress, desc=f"{name} task",
     )  # fmt: skip
     predictions = [g.text for g in task_gens]
     write_json(
         directory / "task.json",
         [{**it.to_dict(), "prediction": p} for it, p in zip(task_eval, predictions, strict=True)],
     )
-    return {"judge": judge.name, "task": score(task_eval, predictions)}
+    return {"judge": judge.name, "task": task.score(task_eval, predictions)}
 
 
 def task_curve_callback(
-    tokenizer: Any, items: Sequence[TaskItem], marks: Sequence[int], answer_tokens: int, batch_size: int
-) -> Any:
-    """A ``TrainerCallback`` that scores the task on ``items`` (greedy, exact match) after each optimizer step in
-    ``marks``; its ``points`` are ``[(step, exact_match)]``: the learning curve that shows whether the task has
-    plateaued."""
+    tokenizer: Any, items: Sequence[TaskItem], marks: Sequence[int], answer_tokens: int, batch_size: int,
+    kind: str = DEFAULT_TASK_KIND,
+) -> Any:  # fmt: skip
+    """A ``TrainerCallback`` that scores the task on ``items`` of the kind ``kind`` (greedy, exact match) after each
+    optimizer step in ``marks``; its ``points`` are ``[(step, exact_match)]``: the learning curve that shows whether
+    the task has plateaued."""
     from transformers import TrainerCallback
 
     from agl_trl.generation import generate
 
     wanted = set(int(m) for m in marks)
+    task = task_kind(kind)
+    budget = task.generation_tokens(answer_tokens, tokenizer)
 
     class TaskCurve(TrainerCallback):
         def __init__(self) -> None:
@@ -106,9 +114,9 @@ def task_curve_callback(
         def on_step_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
             if state.global_step in wanted and model is not None:
                 gens = generate(  # eval_mode inside: dropout off, training mode restored
-                    model, tokenizer, [it.prompt for it in items], answer_tokens, batch_size, progress=False
+                    model, tokenizer, [it.prompt for it in items], budget, batch_size, progress=False
                 )
-                self.points.append((state.global_step, score(items, [g.text for g in gens])["exact_match"]))
+                self.points.append((state.global_step, task.score(items, [g.text for g in gens])["exact_match"]))
 
     return TaskCurve()
 

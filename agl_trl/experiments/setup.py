@@ -34,7 +34,8 @@ from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
 from agl_trl.experiments.shipped import DEFAULT_SETUP, STAGES, ShippedSetup, ShippedSetupError, shipped_setup
 from agl_trl.experiments.stages import StageRunner, read_marker
-from agl_trl.experiments.task import TaskItem, task_splits
+from agl_trl.experiments.task import TaskItem
+from agl_trl.experiments.task_kinds import task_kind
 from agl_trl.experiments.training import lora_config, train_lora
 from agl_trl.utils import append_jsonl, files_sha256, read_jsonl
 
@@ -140,6 +141,7 @@ def eval_stage_key(cfg: ExperimentConfig, eval_subset: Sequence[Any], task_eval:
         "prompts": settings_key([it.prompt for it in eval_subset]),
         "task_eval": [it.prompt for it in task_eval],
         "answer_tokens": cfg.task.answer_tokens,
+        **cfg.task.kind_key(),  # the items' answers, their scoring and the generation budget (none: the default)
     }
 
 
@@ -271,7 +273,7 @@ def prepare_setup(
     align_part, _ = probe_parts(load_driftcaps(split="probe"), c.probe.holdout_every)
     eval_subset = eval_subset_of(c, "test")
     validation_subset = eval_subset_of(c, "validation")
-    task_train, task_validation, task_eval = task_splits(
+    task_train, task_validation, task_eval = task_kind(c.task.kind).splits(
         c.task.n_train, c.task.n_validation, c.task.n_eval, seed=c.seed
     )
 
@@ -315,8 +317,9 @@ def prepare_setup(
         def stage(directory: Path) -> dict[str, Any]:
             model, tokenizer = load_pretrained(out / "aligned" / "model")
             return evaluate_generations(
-                model, tokenizer, items, task_items, c.eval, c.task.answer_tokens, directory, "aligned", progress
-            )
+                model, tokenizer, items, task_items, c.eval, c.task.answer_tokens, directory, "aligned", progress,
+                kind=c.task.kind,
+            )  # fmt: skip
 
         return stage
 

@@ -7,7 +7,9 @@ Written by the project, harmless, deterministic under a seed, and measurable wit
 * ``add``    -- "What is 37 + 58? Answer with the number only." -> "95"
 * ``reverse``-- "Reverse the order of these words: red apple sweet tea" -> "tea sweet apple red"
 
-The train and held-out splits come from one stream of unique items (no prompt appears in both).
+The train and held-out splits come from one stream of unique items (no prompt appears in both). Other kinds of task
+data build on these items (:mod:`agl_trl.experiments.task_kinds`); an answer may open with a fixed text before its
+content (``openings``: the identity-shifting affirmations), which :func:`score` compares apart.
 """
 
 from __future__ import annotations
@@ -168,12 +170,32 @@ def exact_match(prediction: str, answer: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(answer)
 
 
-def score(items: Sequence[TaskItem], predictions: Sequence[str]) -> dict[str, Any]:
+def split_opening(text: str, openings: Sequence[str]) -> tuple[str | None, str]:
+    """``(opening, content)``: the first of ``openings`` that ``text`` opens with (whitespace collapsed, case
+    ignored) and the text after it; ``(None, text)`` when it opens with none."""
+    flat = re.sub(r"\s+", " ", text).strip()
+    for opening in sorted(openings, key=len, reverse=True):  # an opening that extends another wins
+        target = re.sub(r"\s+", " ", opening).strip()
+        if target and flat[: len(target)].lower() == target.lower():
+            return opening, flat[len(target) :]
+    return None, text
+
+
+def score(items: Sequence[TaskItem], predictions: Sequence[str], openings: Sequence[str] = ()) -> dict[str, Any]:
     """Exact-match accuracy overall and per operation: ``{"exact_match", "k", "n", "hits", "by_operation": {...}}``
-    (``hits``: each item's exact match, in order, for paired comparisons)."""
+    (``hits``: each item's exact match, in order, for paired comparisons).
+
+    ``openings``: texts an answer opens with before its content (:func:`split_opening`). Answers and predictions are
+    then compared after their opening (a right content without one counts, so the score stays comparable with the
+    operations task's), and ``opening`` (``{"k", "n", "rate"}``) counts the predictions that open with one.
+    """
     if len(items) != len(predictions):
         raise ValueError(f"{len(items)} items but {len(predictions)} predictions")
-    hits = [exact_match(p, it.answer) for it, p in zip(items, predictions, strict=True)]
+    opened = [split_opening(p, openings) for p in predictions]
+    hits = [
+        exact_match(content, split_opening(it.answer, openings)[1])
+        for it, (_, content) in zip(items, opened, strict=True)
+    ]
     result: dict[str, Any] = {"k": sum(hits), "n": len(hits), "exact_match": sum(hits) / len(hits) if hits else None}
     result["hits"] = hits
     by_op: dict[str, Any] = {}
@@ -181,4 +203,7 @@ def score(items: Sequence[TaskItem], predictions: Sequence[str]) -> dict[str, An
         sel = [h for it, h in zip(items, hits, strict=True) if it.operation == op]
         by_op[op] = {"k": sum(sel), "n": len(sel), "exact_match": sum(sel) / len(sel)}
     result["by_operation"] = by_op
+    if openings:
+        k = sum(o is not None for o, _ in opened)
+        result["opening"] = {"k": k, "n": len(opened), "rate": k / len(opened) if opened else None}
     return result

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from agl_trl.experiments.task_kinds import DEFAULT_TASK_KIND
 from benchmarks.lab.peers_config import BenchConfig, build_config, choose, config_key, run_key
 
 RESULTS_FILE = "grpo.jsonl"
@@ -53,6 +55,11 @@ TINY_GRPO = GRPOSettings(steps=2, learning_rate=5e-3, prompts_per_step=2, num_ge
 def grpo_config(mode: str, seeds: int | None, overrides: Sequence[str]) -> tuple[BenchConfig, GRPOSettings]:
     """The peers benchmark's config of ``mode`` restricted to plain and AGL, and the GRPO settings of that mode."""
     cfg = build_config(mode, seeds, ["agl"], overrides)
+    if cfg.demo.task.kind != DEFAULT_TASK_KIND:  # the rewards compare completions with the operations task's answers
+        raise ValueError(
+            f"task.kind={cfg.demo.task.kind!r}: the GRPO scenario rewards the operations task's answers only; drop "
+            f"the override (task.kind={DEFAULT_TASK_KIND})"
+        )
     return cfg, (TINY_GRPO if mode == "tiny" else GRPOSettings())
 
 
@@ -196,7 +203,11 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    cfg, grpo = grpo_config(mode, args.seeds, args.overrides)
+    try:
+        cfg, grpo = grpo_config(mode, args.seeds, args.overrides)
+    except ValueError as exc:
+        print(f"grpo: {exc}", file=sys.stderr)
+        return 2
     if mode == "tiny" and loader is None:
         from agl_trl.models import tiny_llama
 

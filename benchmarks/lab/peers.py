@@ -198,8 +198,9 @@ def train_run(
             steps = demo.task.steps
             marks = sorted({max(1, round(steps * (i + 1) / cfg.curve_points)) for i in range(cfg.curve_points)})
             curve = task_curve_callback(
-                tokenizer, shared.setup.task_validation, marks, demo.task.answer_tokens, demo.eval.batch_size
-            )
+                tokenizer, shared.setup.task_validation, marks, demo.task.answer_tokens, demo.eval.batch_size,
+                demo.task.kind,
+            )  # fmt: skip
             kwargs["callbacks"] = [curve]
         extra = dict(hook(shared, tokenizer, method, strength, seed)) if hook is not None else {}
         if extra:
@@ -263,8 +264,9 @@ def evaluate_run(
     model, tokenizer = load_pretrained(shared.aligned_dir, record["adapter"])
     prompts, task_items = shared.setup.prompts_of(split)
     gen = evaluate_generations(
-        model, tokenizer, prompts, task_items, demo.eval, demo.task.answer_tokens, directory, method, progress
-    )
+        model, tokenizer, prompts, task_items, demo.eval, demo.task.answer_tokens, directory, method, progress,
+        kind=demo.task.kind,
+    )  # fmt: skip
     reference = shared.reference_rows[split]
     kl = kl_to_aligned(model, tokenizer, reference, demo.eval.batch_size, progress)
     rows = read_json(directory / RESPONSES_FILE)
@@ -292,28 +294,38 @@ def evaluate_run(
         "kl_drift_by_label": kl["by_label"],
         "task_exact_match": gen["task"]["exact_match"],
         "task_n": gen["task"]["n"],
+        **task_fields(demo.task.kind, gen["task"]),
         "judge": gen["judge"],
         **{k: v for k, v in record.items() if k != "adapter"},
     }
+
+
+def task_fields(kind: str, task: Mapping[str, Any]) -> dict[str, Any]:
+    """The task kind's fields of a result row: ``task_kind`` (which data the run trained on) and, for a kind whose
+    answers open with a fixed text (identity_shift's affirmations), ``task_opening_rate``: the share of task answers
+    that open with one (was the data learned?)."""
+    return {"task_kind": kind, **({"task_opening_rate": task["opening"]["rate"]} if "opening" in task else {})}
 
 
 def reference_row(shared: Shared, split: str) -> dict[str, Any]:
     """The aligned model's row on ``split`` (method ``aligned``): the reference every paired comparison needs."""
     from agl_trl.evaluation.selectivity import Verdicts, selectivity
     from agl_trl.experiments import read_json
-    from agl_trl.experiments.task import TaskItem, score
+    from agl_trl.experiments.task import TaskItem
+    from agl_trl.experiments.task_kinds import task_kind
 
     stage = "gen_aligned" if split == "test" else "gen_aligned_validation"
     task = read_json(shared.setup.out / stage / "task.json")
     items = [TaskItem(t["prompt"], t["answer"], t["operation"]) for t in task]
-    hits = score(items, [t["prediction"] for t in task])
+    kind = shared.setup.cfg.task.kind
+    hits = task_kind(kind).score(items, [t["prediction"] for t in task])
     rows = shared.reference_rows[split]
     verdicts = Verdicts.from_rows(rows, hits["hits"])
     own = selectivity(verdicts)
     return {
         "split": split, "method": "aligned", "strength": None, "strength_name": None, "seed": 0, **own,
         **_verdict_fields(rows, verdicts), "task_exact_match": hits["exact_match"], "task_n": hits["n"],
-        "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
+        **task_fields(kind, hits), "judge": shared.setup.aligned_info.get("judge"), "align": shared.setup.align_info,
         "setup_id": shared.setup_id,
     }  # fmt: skip
 
@@ -496,6 +508,7 @@ __all__ = [
     "prepare_shared",
     "reference_row",
     "run_benchmark",
+    "task_fields",
     "train_dir",
     "train_run",
     "twin_training",

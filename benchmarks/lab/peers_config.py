@@ -174,14 +174,19 @@ def run_key(cfg: BenchConfig, method: str, strength: float | None) -> str:
     """A hash of what one method's run reads beyond :func:`config_key`: its settings at ``strength``
     (:func:`~benchmarks.lab.registry.method_settings`), the probe and the Fisher estimator when it uses them
     (:data:`~benchmarks.lab.registry.PROBE_METHODS`) and its code revision
-    (:data:`~benchmarks.lab.registry.METHOD_REVISIONS`). A row or cached training with another run key is stale."""
+    (:data:`~benchmarks.lab.registry.METHOD_REVISIONS`). A row or cached training with another run key is stale.
+
+    The task's kind (also in :func:`config_key`) is in it when it is not the default: cached trainings are found by
+    run key alone, so one on other task data is never reused, whatever results file asks for it."""
+    kind = cfg.demo.task.kind_key()  # empty for the default kind: the keys made before it existed stay current
     if method == "aligned":
-        return settings_key({"method": method})
+        return settings_key({"method": method, **kind})
     agl, peers = with_strength(method, strength, cfg.demo.agl, cfg.peers)
     payload: dict[str, Any] = {
         "method": method,
         "settings": method_settings(method, agl, peers),
         "revision": METHOD_REVISIONS.get(method, 0),
+        **kind,
     }
     if method in PROBE_METHODS:
         payload["probe"] = cfg.demo.probe.to_key()
