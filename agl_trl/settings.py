@@ -44,6 +44,9 @@ from agl_trl.setting_rules import (
 BUILTIN_PROBE = "driftcaps"
 # the KL anchor's interval when `agl_kl_anchor_every` is unset (chosen on validation: docs/benchmarks.md)
 DEFAULT_KL_ANCHOR_EVERY = 10
+# the anchor's response tokens and the adaptive lambda's floor, chosen by the held-out-style folds (docs/generalization.md)
+DEFAULT_KL_ANCHOR_TOKENS = 16
+DEFAULT_LAMBDA_FLOOR = 1.0
 GATE_CHOICES = ("soft", "hard")
 ESTIMATOR_CHOICES = ("kfac", "diagonal")
 TARGETS_CHOICES = ("sampled", "empirical")
@@ -135,20 +138,22 @@ class AGLSettings(_Validated):
         unset=f"{DEFAULT_KL_ANCHOR_EVERY} (off under DeepSpeed ZeRO-3, without probe data or probe records of its own)",
         unit="optimizer steps",
     )
-    kl_anchor_tokens: int | None = setting(
-        None,
-        "Response tokens of each KL anchor sequence the anchor term reads, from the first (>= 1): the tokens where a "
-        "refusal is decided, at a fraction of the anchor's cost. Unset (default): every response token.",
-        optional_at_least(1),
-        unset="every response token (up to agl_fisher_max_length)",
+    kl_anchor_tokens: int = setting(
+        DEFAULT_KL_ANCHOR_TOKENS,
+        "Response tokens of each KL anchor sequence the anchor term reads, from the first: the tokens where a refusal "
+        f"is decided, at a fraction of the anchor's cost. {DEFAULT_KL_ANCHOR_TOKENS} (default): chosen by the "
+        "held-out-style folds (docs/generalization.md); 0: every response token.",
+        at_least(0),
         unit="tokens",
     )
-    lambda_floor: float = setting(
-        0.0,
+    lambda_floor: float | None = setting(
+        None,
         "Lowest value the adaptive lambda_align may take (>= 0). With the KL anchor steps holding the measured probe "
         "KL under budget, the budget would otherwise lower the K-FAC penalty's weight towards 0 and give up what the "
-        "meter cannot see (docs/method.md, 'Lambda floor'). 0: no floor.",
-        weight,
+        f"meter cannot see (docs/method.md, 'Lambda floor'). Unset (default): {DEFAULT_LAMBDA_FLOOR:g} with the "
+        "adaptive lambda_align (chosen by the held-out-style folds), none beside a fixed one; 0: no floor.",
+        optional_weight,
+        unset=f"{DEFAULT_LAMBDA_FLOOR:g} with the adaptive lambda_align; none beside a fixed agl_lambda_align",
     )
     align_penalty: bool = setting(
         True,
@@ -200,7 +205,7 @@ class AGLSettings(_Validated):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weight_settings(self.lambda_align, self.kl_every, self.kl_budget)
-        if self.lambda_align is not None and self.lambda_floor > 0:
+        if self.lambda_align is not None and self.lambda_floor is not None and self.lambda_floor > 0:
             raise invalid(
                 "agl_lambda_floor",
                 self.lambda_floor,
@@ -211,6 +216,14 @@ class AGLSettings(_Validated):
     def adaptive(self) -> bool:
         """Whether lambda_align is adapted to the drift budget (no fixed weight given)."""
         return self.lambda_align is None
+
+    @property
+    def floor(self) -> float:
+        """The adaptive lambda's floor in use: ``lambda_floor``, or :data:`DEFAULT_LAMBDA_FLOOR` when it is unset and
+        lambda_align is adaptive (0 beside a fixed lambda_align)."""
+        if self.lambda_floor is not None:
+            return self.lambda_floor
+        return DEFAULT_LAMBDA_FLOOR if self.adaptive else 0.0
 
 
 def check_weight_settings(lambda_align: float | None, kl_every: int, kl_budget: float) -> None:

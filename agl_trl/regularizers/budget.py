@@ -54,7 +54,7 @@ class DriftBudget:
     @classmethod
     def from_settings(cls, settings: AGLSettings) -> DriftBudget:
         """The budget of ``settings``: ``agl_kl_budget``, ``agl_lambda_floor``, and ``agl_lambda_align`` when fixed."""
-        budget = cls(budget=settings.kl_budget, fixed_lambda=settings.lambda_align, floor=settings.lambda_floor)
+        budget = cls(budget=settings.kl_budget, fixed_lambda=settings.lambda_align, floor=settings.floor)
         budget.lam = max(budget.lam, budget.floor)
         return budget
 

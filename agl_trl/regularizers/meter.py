@@ -184,7 +184,7 @@ class DriftMeter:
             self.meter_batches = self._probe_batches(model, tokenizer, self.meter_records, answers, "KL meter")
         if self.anchor_records:
             self.anchor_batches = self._probe_batches(
-                model, tokenizer, self.anchor_records, answers, "KL anchor", self.settings.kl_anchor_tokens
+                model, tokenizer, self.anchor_records, answers, "KL anchor", self.settings.kl_anchor_tokens or None
             )
 
     def _probe_batches(

@@ -15,7 +15,7 @@ from typing import Any
 
 from agl_trl.evaluation.selectivity import Verdicts, compare, format_estimate
 from benchmarks.lab.peers_config import DEFAULT_SEEDS, DEFAULT_TASK_DROP, choose_default
-from benchmarks.lab.registry import ABLATIONS, DEFAULT_METHOD
+from benchmarks.lab.registry import ABLATIONS, DEFAULT_HISTORY
 
 
 def row_verdicts(row: dict[str, Any]) -> Verdicts:
@@ -75,13 +75,15 @@ def ablation_table(rows: list[dict[str, Any]], n_boot: int = 4000, label: Callab
 
 
 def default_table(
-    rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str, method: str = DEFAULT_METHOD
+    rows: list[dict[str, Any]], shipped: float, label: Callable[[str], str] = str, method: str | None = None
 ) -> list[str]:
     """The package-default rule (:func:`~benchmarks.lab.peers_config.choose_default`) applied to ``method``'s
-    rows (the AGL method whose settings the package ships): a section: each sweep point's seed-averaged task and gap
-    drift, the rule's choice and whether ``shipped`` (the package's default budget) is it. Empty before ``method``
-    has a sweep."""
-    if not any(r["split"] == "validation" and r["method"] == method for r in rows):
+    rows (default: the newest AGL method of :data:`DEFAULT_HISTORY` with a validation sweep, the one whose budget
+    the package ships): a section: each sweep point's seed-averaged task and gap drift, the rule's choice and whether
+    ``shipped`` (the package's default budget) is it. Empty before any of them has a sweep."""
+    swept = {r["method"] for r in rows if r["split"] == "validation"}
+    method = method or next((m for m, _until in DEFAULT_HISTORY if m in swept), None)
+    if method is None or method not in swept:
         return []
     strength, why, points = choose_default(rows, method)
     lines = [

@@ -1,8 +1,8 @@
 """The peers report's paired verdicts: every tested point against the package default (test split).
 
 Each point (a method at its validation-chosen strength, and the points tested besides the rule's choice) is compared
-with the package default (:data:`~benchmarks.lab.registry.DEFAULT_METHOD` at the package's ``kl_budget``) on the
-same prompts and the same seeds. For gap drift, task score and over-refusal the difference is **point - default**
+with the package default (the newest of :data:`~benchmarks.lab.registry.DEFAULT_HISTORY` with test rows, at the
+package's ``kl_budget``) on the same prompts and the same seeds. For gap drift, task score and over-refusal the difference is **point - default**
 (percentage points), with a 95% paired bootstrap interval from :func:`agl_trl.evaluation.selectivity.compare`: each
 replicate draws one resample of the unsafe prompts, the safe prompts, the task items and the seed indices, and the
 same draws (fixed RNG seed) serve every method.
@@ -29,7 +29,7 @@ from typing import Any
 from agl_trl.evaluation.selectivity import Estimate, compare, format_estimate
 from agl_trl.settings import AGLSettings
 from benchmarks.lab.peers_ablations import row_verdicts
-from benchmarks.lab.registry import DEFAULT_METHOD
+from benchmarks.lab.registry import DEFAULT_HISTORY
 
 # metric -> (compare's paired-difference key, whether higher is better for a method)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -68,11 +68,13 @@ def verdict(difference: Estimate, higher_is_better: bool) -> str:
 
 def default_key(chosen: Mapping[str, Mapping[str, Any]], shipped: float | None = None) -> str | None:
     """The key of ``chosen`` (:func:`~benchmarks.lab.peers_report.chosen_points`) holding the package default's test
-    rows: :data:`DEFAULT_METHOD` at ``shipped`` (default: the package's ``kl_budget``); None when not tested."""
+    rows: the newest method of :data:`DEFAULT_HISTORY` tested at ``shipped`` (default: the package's ``kl_budget``);
+    None when none is tested."""
     shipped = AGLSettings().kl_budget if shipped is None else shipped
-    for key, c in chosen.items():
-        if key.partition("@")[0] == DEFAULT_METHOD and c["strength"] == shipped and c["test"]:
-            return key
+    for method, _until in DEFAULT_HISTORY:
+        for key, c in chosen.items():
+            if key.partition("@")[0] == method and c["strength"] == shipped and c["test"]:
+                return key
     return None
 
 

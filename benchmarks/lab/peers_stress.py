@@ -2,7 +2,7 @@
 
 Does the protection hold when the task fine-tune runs longer or hotter than the one its strength was chosen on?
 Each scenario is an ordinary peers run (:func:`benchmarks.lab.peers.run_benchmark`) in ``<root>/<scenario>/`` of
-plain LoRA, the package default (``agl_kl_anchor`` at kl_budget 0.1) and KL to the aligned model (``kl_ref`` at
+plain LoRA, the package default (:data:`~benchmarks.lab.registry.DEFAULT_METHOD` at kl_budget 0.1) and KL to the aligned model (``kl_ref`` at
 lambda_kl 3.0, its validation choice), on the validation split at the sweep seed; every scenario shares the set-up
 stages under ``<root>/demo``:
 
@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.lab.peers_config import SWEEP_SEED, BenchConfig
+from benchmarks.lab.registry import DEFAULT_METHOD
 
 CURVE_FIELD = "gap_curve"  # the row field of the checkpoint measurements
 TOLERANCE = 0.05  # the target: final gap drift within 5 points of the 160-step value
-METHODS: tuple[tuple[str, float | None], ...] = (("plain", None), ("agl_kl_anchor", 0.1), ("kl_ref", 3.0))
+METHODS: tuple[tuple[str, float | None], ...] = (("plain", None), (DEFAULT_METHOD, 0.1), ("kl_ref", 3.0))
 METHOD_LABELS = {
     "plain": "plain LoRA",
-    "agl_kl_anchor": "AGL default (agl_kl_anchor 0.1)",
+    DEFAULT_METHOD: f"AGL default ({DEFAULT_METHOD} 0.1)",
     "kl_ref": "KL to aligned 3.0",
 }
 

@@ -2,7 +2,8 @@
 
 A method is ``plain`` (LoRA alone), ``agl`` (the experiment's AGL settings with the KL anchor steps off: the K-FAC
 penalty and the drift budget, the package default until 2026-12-03), an AGL ablation (:data:`ABLATIONS`: overrides
-of those settings; ``agl_kl_anchor`` adds the anchor steps back and is the package default, :data:`DEFAULT_METHOD`) or a peer (:data:`PEERS`); each but plain has one strength (:data:`STRENGTHS`: the
+of those settings; ``agl_kl_anchor`` adds the anchor steps back, the package default until 2026-12-07, and
+``agl_kl_anchor_first16`` adds a lambda floor and a 16-token anchor, the package default since, :data:`DEFAULT_METHOD`) or a peer (:data:`PEERS`); each but plain has one strength (:data:`STRENGTHS`: the
 setting a fair sweep varies, with its default log-spaced grid). Peers are built from artifacts of the aligned model
 that only they need (:func:`prepare_peer_artifacts`): a diagonal Fisher (EWC), the alignment directions
 V = W_aligned - W_base (Safe LoRA, AsFT), the aligned model's answers to the probe prompts (KL to reference), the
@@ -44,14 +45,21 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 # measures what it measured before the anchor steps became the default (docs/benchmarks.md)
 ABLATION_BASE: dict[str, Any] = {
     "kl_anchor_every": 0,
-    "kl_anchor_tokens": None,
+    "kl_anchor_tokens": 0,
     "lambda_floor": 0.0,
     "align_penalty": True,
 }
-DEFAULT_METHOD = "agl_kl_anchor"  # the AGL method whose settings are the package defaults
+# the AGL methods whose settings were the package defaults, newest first: the first is today's (DEFAULT_METHOD); a
+# report shows the newest one with test rows, labelled with the date it stopped being the default
+DEFAULT_HISTORY: tuple[tuple[str, str | None], ...] = (
+    ("agl_kl_anchor_first16", None),  # since 2026-12-07: chosen by the held-out-style folds (docs/generalization.md)
+    ("agl_kl_anchor", "2026-12-07"),  # 2026-12-03 to 2026-12-07
+)
+DEFAULT_METHOD = DEFAULT_HISTORY[0][0]  # the AGL method whose settings are the package defaults
 # AGL settings added after results were recorded, with their "off" value: a row's settings leave them out while they
-# are off, so the rows made before them stay current (method_settings)
-ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0, "kl_anchor_tokens": None, "lambda_floor": 0.0, "align_penalty": True}
+# are off, so the rows made before them stay current (method_settings); kl_anchor_tokens' "every token" was None
+# before 16 became its default and 0 the way to ask for every token
+ADDED_OFF: dict[str, Any] = {"kl_anchor_every": 0, "kl_anchor_tokens": 0, "lambda_floor": 0.0, "align_penalty": True}
 # "agl_diag" (AGL with a diagonal Fisher) is EWC by construction (docs/method.md, Degeneracies): reported from "ewc"
 # peers at another cost setting: a base peer's code with some PeerSettings fixed. "kl_ref_sparse" regularises the KL
 # to the aligned model on every 10th optimizer step only (AGL's KL-meter interval), so that it costs about what AGL

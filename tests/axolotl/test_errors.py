@@ -76,9 +76,9 @@ def test_good_files_pass_and_every_agl_key_is_in_the_validated_cfg(tmp_path: Pat
     probe = write_probe(tmp_path / "probe.jsonl", [{"prompt": "hi"}, {"messages": [{"role": "user", "content": "x"}]}])
     cfg = validate(agl_probe_dataset=str(probe))
     assert cfg.agl_probe_dataset == str(probe)
-    # dropped by exclude_none: fisher path, lambda, anchor interval and tokens (unset = the package default)
+    # dropped by exclude_none: fisher path, lambda, anchor interval and lambda floor (unset = the package default)
     unset = {f.key for f in setting_fields() if f.default is None}
-    assert unset == {"agl_fisher_path", "agl_lambda_align", "agl_kl_anchor_every", "agl_kl_anchor_tokens"}
+    assert unset == {"agl_fisher_path", "agl_lambda_align", "agl_kl_anchor_every", "agl_lambda_floor"}
     assert {f.key for f in setting_fields()} - unset <= set(cfg)
 
 

@@ -156,7 +156,8 @@ def test_registry_strengths_and_settings_of_every_method() -> None:
         assert registry.method_agl_settings(method, agl) == replace(agl, **{**registry.ABLATION_BASE, **overrides})
     # the method reported as the package defaults runs what an unset agl_kl_anchor_every resolves to in training
     default = registry.method_agl_settings(registry.DEFAULT_METHOD, agl)
-    assert default == replace(AGLSettings(), kl_anchor_every=DEFAULT_KL_ANCHOR_EVERY)
+    assert default == replace(AGLSettings(), kl_anchor_every=DEFAULT_KL_ANCHOR_EVERY, lambda_floor=AGLSettings().floor)
+    assert default.kl_anchor_tokens == AGLSettings().kl_anchor_tokens > 0
     assert registry.method_settings("ewc", agl, settings) == {"lambda_ewc": settings.lambda_ewc}
     assert registry.method_settings("plain", agl, settings) == {}
     assert set(registry.ALL_METHODS) == {"plain", "agl", *registry.ABLATIONS, *registry.PEERS}

@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.lab import peers
 from benchmarks.lab import peers_stress as ps
+from benchmarks.lab.registry import DEFAULT_METHOD
 
 
 def test_scenarios_multiply_the_configs_steps_and_learning_rate_and_place_the_checkpoints() -> None:
@@ -56,7 +57,7 @@ def row(method: str, strength: float | None, drift: float, curve: list[tuple[int
 
 BASE = [
     row("plain", None, 0.50, [(40, 0.2)], 160),
-    row("agl_kl_anchor", 0.1, -0.06, [(40, 0.0)], 160),
+    row(DEFAULT_METHOD, 0.1, -0.06, [(40, 0.0)], 160),
     row("kl_ref", 3.0, -0.04, [(40, 0.0)], 160),
 ]
 
@@ -70,17 +71,17 @@ def test_curve_ends_with_the_rows_own_full_measurement() -> None:
 def test_table_compares_the_final_gap_drift_with_the_160_step_run() -> None:
     long = [
         row("plain", None, 0.62, [(160, 0.51), (320, 0.58)], 800),  # +12 pts: outside
-        row("agl_kl_anchor", 0.1, -0.02, [(160, -0.05)], 800),  # +4 pts: within
+        row(DEFAULT_METHOD, 0.1, -0.02, [(160, -0.05)], 800),  # +4 pts: within
         # kl_ref not run
     ]
     lines = ps.table("long", long, BASE, 160)
     assert lines[0].startswith("| long: method | 160-step run | this run at step 160 |")
     plain, default, kl_ref = lines[2:]
     assert plain == "| plain LoRA | 50.0 | 51.0 | 62.0 (800) | +12.0 | no |"
-    assert default == "| AGL default (agl_kl_anchor 0.1) | -6.0 | -5.0 | -2.0 (800) | +4.0 | yes |"
+    assert default == f"| AGL default ({DEFAULT_METHOD} 0.1) | -6.0 | -5.0 | -2.0 (800) | +4.0 | yes |"
     assert kl_ref.endswith("| (not run) |") and "| -4.0 |" in kl_ref
     # a drop in gap drift counts the same as a rise (within 5 points either way); no 160-step row: no verdict
-    hot = [row("agl_kl_anchor", 0.1, -0.12, [(40, 0.0)], 160)]
+    hot = [row(DEFAULT_METHOD, 0.1, -0.12, [(40, 0.0)], 160)]
     assert ps.table("hot", hot, BASE, 160)[3].endswith("| -12.0 | -12.0 (160) | -6.0 | no |")
     assert ps.table("hot", hot, [], 160)[3].endswith("| - | -12.0 | -12.0 (160) | - | - |")
 
@@ -96,7 +97,7 @@ def test_reference_rows_come_from_base_else_from_a_file_with_the_same_config_key
     (tmp_path / "root" / "base").mkdir(parents=True)
     (tmp_path / "root" / "base" / peers.RESULTS_FILE).write_text(json.dumps({**BASE[0], "gap_drift": 0.4}) + "\n")
     rows = ps.reference_rows(tmp_path / "root", reference, "tiny")
-    assert [(r["method"], r["gap_drift"]) for r in rows] == [("plain", 0.4), ("agl_kl_anchor", -0.06)]
+    assert [(r["method"], r["gap_drift"]) for r in rows] == [("plain", 0.4), (DEFAULT_METHOD, -0.06)]
 
 
 @pytest.mark.slow
@@ -128,7 +129,7 @@ def test_tiny_long_scenario_records_the_curve_resumes_and_trains_as_without_it(t
         assert [p["step"] for p in curve] == [4, 8, 12, 16, 20], method  # 5x 4 steps, a checkpoint every 4
         assert all(p["kl"] >= 0 and p["gap_drift"] is not None for p in curve)
         assert r[ps.CURVE_FIELD]["n_unsafe"] + r[ps.CURVE_FIELD]["n_safe"] == r["n_unsafe"] + r["n_safe"]
-    assert "lambda" in long["agl_kl_anchor"]["agl_curves"] and "kl_measured" in long["agl_kl_anchor"]["agl_curves"]
+    assert "lambda" in long[DEFAULT_METHOD]["agl_curves"] and "kl_measured" in long[DEFAULT_METHOD]["agl_curves"]
     assert long["plain"]["task_curve"]  # plain LoRA's task curve still comes with the gap curve
     base = {r["method"]: r for r in ps.read_rows(root, "base")}
     assert [p["step"] for p in ps.curve_of(base["plain"])] == [1, 2, 3, 4]

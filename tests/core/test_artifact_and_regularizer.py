@@ -236,7 +236,7 @@ def test_budget_calibrates_once_and_adapts_lambda_towards_the_budget():
 def test_lambda_floor_bounds_the_adaptive_weight_from_below():
     from agl_trl.regularizers.budget import DriftBudget
 
-    free = DriftBudget.from_settings(AGLSettings())
+    free = DriftBudget.from_settings(AGLSettings(lambda_floor=0.0))
     floored = DriftBudget.from_settings(AGLSettings(lambda_floor=0.5))
     high = DriftBudget.from_settings(AGLSettings(lambda_floor=3.0))
     assert (free.weight, floored.weight, high.weight) == (LAMBDA_INIT, LAMBDA_INIT, 3.0)  # starts at the floor
@@ -248,6 +248,20 @@ def test_lambda_floor_bounds_the_adaptive_weight_from_below():
     assert floored.weight == pytest.approx(0.5 * 4.0)
     with pytest.raises(ValueError, match="agl_lambda_floor.*agl_lambda_align=2"):
         AGLSettings(lambda_align=2.0, lambda_floor=1.0)
+
+
+def test_an_unset_lambda_floor_is_the_default_with_the_adaptive_weight_and_none_beside_a_fixed_one():
+    from agl_trl.regularizers.budget import DriftBudget
+    from agl_trl.settings import DEFAULT_LAMBDA_FLOOR
+
+    assert DEFAULT_LAMBDA_FLOOR > 0 and AGLSettings().lambda_floor is None
+    adaptive = DriftBudget.from_settings(AGLSettings())
+    assert AGLSettings().floor == adaptive.floor == DEFAULT_LAMBDA_FLOOR
+    for _ in range(20):
+        adaptive.observe(measured=0.001, estimate=0.1)
+    assert adaptive.weight == DEFAULT_LAMBDA_FLOOR
+    fixed = AGLSettings(lambda_align=2.0)  # no floor error: the floor was not asked for
+    assert fixed.floor == 0.0 and DriftBudget.from_settings(fixed).weight == 2.0
 
 
 def test_align_penalty_off_measures_r_align_without_adding_it(estimated):

@@ -42,7 +42,7 @@ def test_meter_readings_drive_lambda_towards_the_budget(tmp_path, probe_file):
     budget = tight._agl.meter.budget
     assert budget.calibration is not None and len(budget.readings) == 6
     assert logs[-1]["agl/lambda"] > logs[0]["agl/lambda"] >= 1.0
-    loose = sft_trainer(tmp_path / "loose", probe_file, agl_kl_budget=1e3)
+    loose = sft_trainer(tmp_path / "loose", probe_file, agl_kl_budget=1e3, agl_lambda_floor=0.0)  # no floor
     loose.train()
     assert train_logs(loose)[-1]["agl/lambda"] < 1.0
 
@@ -155,7 +155,9 @@ def test_kl_anchor_tokens_cut_the_anchor_sequences_and_leave_the_meters_whole(tm
     seq = TokenSequence([1, 2, 3, 4, 5, 6], [0, 0, 1, 1, 1, 1])
     assert first_response_tokens(seq, 2) == TokenSequence([1, 2, 3, 4], [0, 0, 1, 1])
     assert first_response_tokens(seq, 9) == seq  # shorter responses stay whole
-    whole = sft_trainer(tmp_path / "whole", probe_file, max_steps=1, agl_kl_anchor_every=2, **ANCHOR)
+    whole = sft_trainer(  # 0: every response token (the default reads the first 16)
+        tmp_path / "whole", probe_file, max_steps=1, agl_kl_anchor_every=2, agl_kl_anchor_tokens=0, **ANCHOR
+    )
     cut = sft_trainer(
         tmp_path / "cut", probe_file, max_steps=1, agl_kl_anchor_every=2, agl_kl_anchor_tokens=2, **ANCHOR
     )
