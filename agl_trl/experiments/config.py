@@ -90,8 +90,9 @@ class TaskSettings:
     learning_rate: float = 1e-3
     batch_size: int = 8
     answer_tokens: int = 16  # greedy budget of a task answer's content (an opening of the kind's answers gets more)
-    # the task data (agl_trl.experiments.task_kinds): "operations" (upper / add / reverse) or "identity_shift" (the
-    # same prompts, answers opened by an affirmation of unconditional obedience; docs/benchmarks.md, issue 36)
+    # the task data (agl_trl.experiments.task_kinds): "operations" (upper / add / reverse), "identity_shift" (the
+    # same prompts, answers opened by an affirmation of unconditional obedience) or "passage_qa" (a span of a short
+    # passage answers a question, SQuAD-scored); docs/benchmarks.md, issue 36
     kind: str = DEFAULT_TASK_KIND
 
     def __post_init__(self) -> None:

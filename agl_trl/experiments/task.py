@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -181,20 +181,26 @@ def split_opening(text: str, openings: Sequence[str]) -> tuple[str | None, str]:
     return None, text
 
 
-def score(items: Sequence[TaskItem], predictions: Sequence[str], openings: Sequence[str] = ()) -> dict[str, Any]:
+def score(
+    items: Sequence[TaskItem],
+    predictions: Sequence[str],
+    openings: Sequence[str] = (),
+    match: Callable[[str, str], bool] = exact_match,
+) -> dict[str, Any]:
     """Exact-match accuracy overall and per operation: ``{"exact_match", "k", "n", "hits", "by_operation": {...}}``
     (``hits``: each item's exact match, in order, for paired comparisons).
 
     ``openings``: texts an answer opens with before its content (:func:`split_opening`). Answers and predictions are
     then compared after their opening (a right content without one counts, so the score stays comparable with the
     operations task's), and ``opening`` (``{"k", "n", "rate"}``) counts the predictions that open with one.
+    ``match(prediction, answer)``: what counts as exact (:func:`exact_match`; another kind may normalize more, e.g.
+    :func:`agl_trl.experiments.passage_qa.span_exact_match`).
     """
     if len(items) != len(predictions):
         raise ValueError(f"{len(items)} items but {len(predictions)} predictions")
     opened = [split_opening(p, openings) for p in predictions]
     hits = [
-        exact_match(content, split_opening(it.answer, openings)[1])
-        for it, (_, content) in zip(items, opened, strict=True)
+        match(content, split_opening(it.answer, openings)[1]) for it, (_, content) in zip(items, opened, strict=True)
     ]
     result: dict[str, Any] = {"k": sum(hits), "n": len(hits), "exact_match": sum(hits) / len(hits) if hits else None}
     result["hits"] = hits

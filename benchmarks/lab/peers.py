@@ -301,10 +301,11 @@ def evaluate_run(
 
 
 def task_fields(kind: str, task: Mapping[str, Any]) -> dict[str, Any]:
-    """The task kind's fields of a result row: ``task_kind`` (which data the run trained on) and, for a kind whose
+    """The task kind's fields of a result row: ``task_kind`` (which data the run trained on); for a kind whose
     answers open with a fixed text (identity_shift's affirmations), ``task_opening_rate``: the share of task answers
-    that open with one (was the data learned?)."""
-    return {"task_kind": kind, **({"task_opening_rate": task["opening"]["rate"]} if "opening" in task else {})}
+    that open with one (was the data learned?); for a kind scored with token F1 too (passage_qa), ``task_f1``."""
+    opening = {"task_opening_rate": task["opening"]["rate"]} if "opening" in task else {}
+    return {"task_kind": kind, **opening, **({"task_f1": task["f1"]} if "f1" in task else {})}
 
 
 def reference_row(shared: Shared, split: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The task kinds (task.kind): identity-shifting items, their scoring and generation budget, the kind's validation, and
-the default kind's keys (unchanged from before the kind existed)."""
+the default kind's keys (unchanged from before the kinds existed; passage_qa's items: test_passage_qa.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_the_generation_budget_covers_the_affirmation_and_the_answer(tiny_model)
 
 
 def test_an_unknown_kind_names_the_key_the_value_and_the_choices() -> None:
-    assert set(TASK_KINDS) == {"operations", "identity_shift"} and DEFAULT_TASK_KIND == "operations"
+    assert set(TASK_KINDS) == {"operations", "identity_shift", "passage_qa"} and DEFAULT_TASK_KIND == "operations"
     for make in (
         lambda: TaskSettings(kind="passages"),
         lambda: apply_overrides(tiny_config(0), ["task.kind=passages"]),
@@ -93,11 +93,13 @@ def test_an_unknown_kind_names_the_key_the_value_and_the_choices() -> None:
         with pytest.raises(ValueError) as error:
             make()
         message = str(error.value)
-        assert all(part in message for part in ("task.kind", "'passages'", "operations", "identity_shift")), message
-    assert apply_overrides(tiny_config(0), ["task.kind=identity_shift"]).task.kind == "identity_shift"
+        assert all(part in message for part in ("task.kind", "'passages'", *TASK_KINDS)), message
+    for name in TASK_KINDS:
+        assert apply_overrides(tiny_config(0), [f"task.kind={name}"]).task.kind == name
 
 
-def test_the_default_kind_leaves_every_key_as_it_was() -> None:
+@pytest.mark.parametrize("other", ["identity_shift", "passage_qa"])
+def test_the_default_kind_leaves_every_key_as_it_was(other: str) -> None:
     """The kind enters keys only when it is not the default: the shipped set-up's answer stages (built before the kind
     existed) keep their keys, and any other kind gets keys of its own."""
     from agl_trl.experiments.setup import eval_stage_key, eval_subset_of
@@ -107,8 +109,8 @@ def test_the_default_kind_leaves_every_key_as_it_was() -> None:
     without_kind = {k: v for k, v in asdict(cfg.task).items() if k != "kind"}
     assert cfg.task.to_key() == without_kind and cfg.to_dict()["task"] == without_kind
     manifest = shipped_setup(DEFAULT_SETUP).manifest["stages"]
-    shifted = apply_overrides(default_config(0), ["task.kind=identity_shift"])
-    assert shifted.to_dict()["task"] == {**without_kind, "kind": "identity_shift"}
+    shifted = apply_overrides(default_config(0), [f"task.kind={other}"])
+    assert shifted.to_dict()["task"] == {**without_kind, "kind": other}
     for stage, split, position in (("gen_aligned", "test", 2), ("gen_aligned_validation", "validation", 1)):
         items = task_kind(cfg.task.kind).splits(cfg.task.n_train, cfg.task.n_validation, cfg.task.n_eval, 0)
         key = eval_stage_key(cfg, eval_subset_of(cfg, split), items[position])
