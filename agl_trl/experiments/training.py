@@ -11,6 +11,7 @@ import shutil
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -251,15 +252,34 @@ def train_lora(
     trainer = trainer_cls(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora)
     )
+    check_rows_kept(len(rows), len(trainer.train_dataset), kwargs["max_length"])
     if penalty is not None:
         enable_penalty(trainer, penalty)
     return trainer.model, train_timed(trainer, timer, callbacks, out_dir)
+
+
+def check_rows_kept(n_rows: int, n_kept: int, max_length: int) -> None:
+    """TRL drops a row whose answer has no token within ``max_length`` (a prompt too long for the tokenizer): an
+    error when every row is dropped, a warning when some are, naming the fix, instead of TRL's ``num_samples=0`` or
+    a silently smaller task."""
+    if n_kept == n_rows:
+        return
+    fix = (
+        f"their prompts are too long for max_length={max_length} with this tokenizer; pass "
+        "training_overrides={'max_length': N} with a larger N, or shorten the task's prompts"
+    )
+    if n_kept == 0:
+        raise ValueError(f"train_lora: none of the {n_rows} task rows has an answer token left: {fix}")
+    warnings.warn(
+        f"train_lora: {n_rows - n_kept} of {n_rows} task rows dropped (no answer token left): {fix}", stacklevel=2
+    )
 
 
 __all__ = [
     "PeakRSS",
     "agl_fields",
     "auto_threads",
+    "check_rows_kept",
     "experiment_training_args",
     "lora_config",
     "step_timer",
