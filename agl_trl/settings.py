@@ -13,8 +13,8 @@ dict). The front ends declare each key with its type and take the rest from :fun
 ``agl_trl.config.AGLArgs`` (the ``agl_*`` fields of the TRL configs, via :func:`agl_trl.config.agl_field`) and
 ``agl_trl.integrations.axolotl.args.AGLAxolotlArgs`` (the Axolotl keys); both validate through this module, so a rule
 written here holds in every front end with the same message. The rules themselves and the error they raise live in
-:mod:`agl_trl.setting_rules` (re-exported here); :func:`settings_table` is docs/trainers.md's table, and
-:mod:`agl_trl.settings_docs` writes docs/settings.md, the full reference, from :func:`setting_fields`.
+:mod:`agl_trl.setting_rules` (re-exported here); :mod:`agl_trl.settings_docs` writes docs/trainers.md's table
+and docs/settings.md, the full reference, from :func:`setting_fields`.
 """
 
 from __future__ import annotations
@@ -219,8 +219,7 @@ class AGLSettings(_Validated):
 
     @property
     def floor(self) -> float:
-        """The adaptive lambda's floor in use: ``lambda_floor``, or :data:`DEFAULT_LAMBDA_FLOOR` when it is unset and
-        lambda_align is adaptive (0 beside a fixed lambda_align)."""
+        """The floor in use: ``lambda_floor``; unset, :data:`DEFAULT_LAMBDA_FLOOR` if adaptive, else 0."""
         if self.lambda_floor is not None:
             return self.lambda_floor
         return DEFAULT_LAMBDA_FLOOR if self.adaptive else 0.0
@@ -473,15 +472,6 @@ def _read(source: Any, key: str) -> Any:
     return source.get(key) if isinstance(source, dict) else getattr(source, key, None)
 
 
-def settings_table() -> str:
-    """The Markdown table of every ``agl_*`` key (default, meaning) that docs/trainers.md shows (a test keeps the
-    page equal to it; regenerate with ``python -c "from agl_trl.settings import settings_table as t; print(t())"``)."""
-    rows = ["| field | default | meaning |", "|---|---|---|"]
-    for spec in setting_fields():
-        rows.append(f"| `{spec.key}` | {spec.markdown_default} | {spec.markdown_help} |")
-    return "\n".join(rows) + "\n"
-
-
 __all__ = [
     "AGLSettings",
     "AGLUserError",
@@ -489,6 +479,8 @@ __all__ = [
     "ArtifactSettings",
     "BUILTIN_PROBE",
     "DEFAULT_KL_ANCHOR_EVERY",
+    "DEFAULT_KL_ANCHOR_TOKENS",
+    "DEFAULT_LAMBDA_FLOOR",
     "ESTIMATOR_CHOICES",
     "FisherSettings",
     "GATE_CHOICES",
@@ -504,6 +496,5 @@ __all__ = [
     "check_weight_settings",
     "invalid",
     "setting_fields",
-    "settings_table",
     "unknown_key_message",
 ]

@@ -92,4 +92,14 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     main()
 
-__all__ = ["PAGE", "main", "settings_reference", "type_name", "updated_page"]
+
+def settings_table() -> str:
+    """The Markdown table of every ``agl_*`` key (default, meaning) that docs/trainers.md shows (a test keeps the
+    page equal to it; regenerate with ``python -c "from agl_trl.settings_docs import settings_table as t; print(t())"``)."""
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for spec in setting_fields():
+        rows.append(f"| `{spec.key}` | {spec.markdown_default} | {spec.markdown_help} |")
+    return "\n".join(rows) + "\n"
+
+
+__all__ = ["PAGE", "main", "settings_reference", "settings_table", "type_name", "updated_page"]

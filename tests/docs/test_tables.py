@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agl_trl.kinds import kinds_table
-from agl_trl.settings import SETTING_KEYS, settings_table
-from agl_trl.settings_docs import main, settings_reference, updated_page
+from agl_trl.settings import SETTING_KEYS
+from agl_trl.settings_docs import main, settings_reference, settings_table, updated_page
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGE = DOCS / "trainers.md"
