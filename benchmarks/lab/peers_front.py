@@ -34,9 +34,10 @@ def _aligned(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 
 def results_table(
     rows: Sequence[Mapping[str, Any]], est: Mapping[str, Mapping[str, Estimate]], key: str, label: Callable[[str], str],
-    n_boot: int,
+    n_boot: int, others: Sequence[str] = (),
 ) -> list[str]:  # fmt: skip
-    """Aligned model, plain LoRA and the default (``key``): refusal, over-refusal, gap drift and task."""
+    """Aligned model, plain LoRA, the default (``key``) and ``others`` (keys of ``est``): refusal, over-refusal, gap
+    drift and task."""
     reference = _aligned(rows)
     ref = compare({"aligned": [row_verdicts(reference)]}, row_verdicts(reference), n_boot=n_boot, seed=0)["aligned"]
     lines = [
@@ -44,7 +45,7 @@ def results_table(
         "|---|---|---|---|---|",
         f"| aligned model | {format_estimate(ref['refusal_unsafe'])} | {format_estimate(ref['over_refusal'])} | 0 | - |",
     ]
-    for name in ("plain", key):
+    for name in ("plain", key, *others):
         e = est[name]
         title = f"**{label(name)}**" if name == key else label(name)
         lines.append(

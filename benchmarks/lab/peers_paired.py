@@ -91,12 +91,14 @@ def check_paired(default: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[st
 
 
 def paired_against_default(
-    rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]], n_boot: int = 4000, seed: int = 0
-) -> tuple[str | None, dict[str, Paired | NotPaired]]:
-    """The default's key in ``chosen`` and, per other tested point, its :class:`Paired` differences (or the
-    :class:`NotPaired` reason); ``(None, {})`` without an aligned test row or the default's test rows."""
+    rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]], n_boot: int = 4000, seed: int = 0,
+    key: str | None = None,
+) -> tuple[str | None, dict[str, Paired | NotPaired]]:  # fmt: skip
+    """The default's key in ``chosen`` (``key``, else :func:`default_key`) and, per other tested point, its
+    :class:`Paired` differences (or the :class:`NotPaired` reason); ``(None, {})`` without an aligned test row or
+    the default's test rows."""
     reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
-    key = default_key(chosen)
+    key = key if key is not None and chosen.get(key, {}).get("test") else default_key(chosen)
     if reference is None or key is None:
         return None, {}
     default = sorted(chosen[key]["test"], key=lambda r: r["seed"])
@@ -161,12 +163,12 @@ def _cells(p: Paired | NotPaired) -> list[str]:
 
 def paired_section(
     rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Mapping[str, Any]], label: Callable[[str], str] = str,
-    n_boot: int = 4000,
+    n_boot: int = 4000, title: str = "## Paired against the package default (test split)", key: str | None = None,
 ) -> list[str]:  # fmt: skip
-    """The report's "Paired against the default" section (empty before the default has test rows)."""
-    title = "## Paired against the package default (test split)"
+    """The report's "Paired against the default" section under ``title`` (empty before the default has test
+    rows); ``key``: the default's key in ``chosen`` (else :func:`default_key`)."""
     try:
-        key, paired = paired_against_default(rows, chosen, n_boot)
+        key, paired = paired_against_default(rows, chosen, n_boot, key=key)
     except NotPaired as exc:
         return [title, "", f"Not paired: {exc}.", ""]
     if key is None:
@@ -196,26 +198,29 @@ def paired_section(
     return lines
 
 
-def replace_readme_block(text: str, block: str) -> str:
-    """``text`` with the part between :data:`README_START` and :data:`README_END` replaced by ``block``; a
-    ``ValueError`` when the markers are missing."""
-    pattern = re.compile(re.escape(README_START) + r"\n.*?" + re.escape(README_END), re.S)
+def replace_readme_block(text: str, block: str, markers: tuple[str, str] = (README_START, README_END)) -> str:
+    """``text`` with the part between ``markers`` (default: :data:`README_START` and :data:`README_END`) replaced by
+    ``block``; a ``ValueError`` when the markers are missing."""
+    start, end = markers
+    pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"README has no {README_START} ... {README_END} block")
-    return pattern.sub(lambda _: f"{README_START}\n{block}{README_END}", text, count=1)
+        raise ValueError(f"README has no {start} ... {end} block")
+    return pattern.sub(lambda _: f"{start}\n{block}{end}", text, count=1)
 
 
-def readme_block_of(text: str) -> str:
-    """The generated block in a README's ``text`` (markers excluded); a ``ValueError`` when missing."""
-    match = re.search(re.escape(README_START) + r"\n(.*?)" + re.escape(README_END), text, re.S)
+def readme_block_of(text: str, markers: tuple[str, str] = (README_START, README_END)) -> str:
+    """The generated block between ``markers`` in a page's ``text`` (markers excluded); a ``ValueError`` when
+    missing."""
+    start, end = markers
+    match = re.search(re.escape(start) + r"\n(.*?)" + re.escape(end), text, re.S)
     if match is None:
-        raise ValueError(f"README has no {README_START} ... {README_END} block")
+        raise ValueError(f"README has no {start} ... {end} block")
     return match.group(1)
 
 
-def update_readme(path: Path, block: str) -> None:
-    """Write ``block`` into the README at ``path`` between the markers."""
-    path.write_text(replace_readme_block(path.read_text(encoding="utf-8"), block), encoding="utf-8")
+def update_readme(path: Path, block: str, markers: tuple[str, str] = (README_START, README_END)) -> None:
+    """Write ``block`` into the page at ``path`` between ``markers``."""
+    path.write_text(replace_readme_block(path.read_text(encoding="utf-8"), block, markers), encoding="utf-8")
 
 
 __all__ = [
