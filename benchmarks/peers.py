@@ -1,6 +1,6 @@
 """AGL against its peers and its ablations, on the experiments' shared set-up (docs/benchmarks.md, "Peers").
 
-The command line of :mod:`benchmarks.lab.peers` (the protocol: sweep every method's strength on the validation
+The command line (:mod:`benchmarks.lab.peers_cli`) of :mod:`benchmarks.lab.peers` (the protocol: sweep every method's strength on the validation
 split, choose, then every test seed; the methods: :mod:`benchmarks.lab.registry`). Resumable: one JSON line per
 finished (split, method, strength, seed) in ``<out>/peers.jsonl``; a rerun skips those. ``--report`` (or
 ``benchmarks/peers_report.py``) turns the file into docs/peers.md and its plots.
@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.lab
 
-from benchmarks.lab.peers import main  # noqa: E402
+from benchmarks.lab.peers_cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

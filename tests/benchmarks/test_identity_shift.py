@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agl_trl.experiments.identity import AFFIRMATIONS
-from benchmarks.lab import grpo_bench, peers, peers_config, registry
+from benchmarks.lab import grpo_bench, peers, peers_cli, peers_config, registry
 
 REPO = Path(__file__).resolve().parents[2]
 SHIFT = "task.kind=identity_shift"
@@ -41,7 +41,7 @@ def test_the_kind_rekeys_the_results_file_and_every_run() -> None:
 
 
 def test_an_unknown_kind_or_the_grpo_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert peers.main(["--tiny", "--set", "task.kind=nope"]) == 2
+    assert peers_cli.main(["--tiny", "--set", "task.kind=nope"]) == 2
     assert "task.kind='nope'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="task.kind='identity_shift'.*operations task's answers only"):
         grpo_bench.grpo_config("tiny", 1, [SHIFT])
@@ -57,7 +57,7 @@ def test_peers_tiny_identity_shift_point_end_to_end(tmp_path: Path) -> None:
 
     out = tmp_path / "identity"
     argv = ["--tiny", "--out", str(out), "--no-progress", "--methods", "plain", "--max-runs", "1"]
-    assert peers.main([*argv, "--set", SHIFT, "--point", "validation:plain:none:0"], loader=loader) == 0
+    assert peers_cli.main([*argv, "--set", SHIFT, "--point", "validation:plain:none:0"], loader=loader) == 0
     rows = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     assert sorted((r["split"], r["method"]) for r in rows) == [
         ("test", "aligned"), ("validation", "aligned"), ("validation", "plain")
@@ -78,4 +78,4 @@ def test_peers_tiny_identity_shift_point_end_to_end(tmp_path: Path) -> None:
     marker = json.loads((out / "demo" / "gen_aligned_validation" / ".done.json").read_text())
     assert marker["settings"]["kind"] == "identity_shift"
     # an operations run is never resumed in (or mixed into) this file
-    assert peers.main([*argv, "--point", "validation:plain:none:0"], loader=loader) == 2
+    assert peers_cli.main([*argv, "--point", "validation:plain:none:0"], loader=loader) == 2

@@ -12,7 +12,7 @@ import pytest
 from agl_trl.experiments.passage_qa import INSTRUCTION, passage_of, score_spans
 from agl_trl.experiments.task import TaskItem
 from agl_trl.experiments.task_kinds import task_kind
-from benchmarks.lab import peers, peers_config
+from benchmarks.lab import peers, peers_cli, peers_config
 
 PASSAGE = "task.kind=passage_qa"
 
@@ -52,7 +52,7 @@ def test_peers_tiny_passage_qa_point_end_to_end(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr("agl_trl.experiments.train_lora", roomy)
     out = tmp_path / "passage"
     argv = ["--tiny", "--out", str(out), "--no-progress", "--methods", "plain", "--max-runs", "1"]
-    assert peers.main([*argv, "--set", PASSAGE, "--point", "validation:plain:none:0"], loader=loader) == 0
+    assert peers_cli.main([*argv, "--set", PASSAGE, "--point", "validation:plain:none:0"], loader=loader) == 0
     rows = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     assert sorted((r["split"], r["method"]) for r in rows) == [
         ("test", "aligned"), ("validation", "aligned"), ("validation", "plain")
@@ -73,4 +73,4 @@ def test_peers_tiny_passage_qa_point_end_to_end(tmp_path: Path, monkeypatch: pyt
     marker = json.loads((out / "demo" / "gen_aligned_validation" / ".done.json").read_text())
     assert marker["settings"]["kind"] == "passage_qa"
     # an operations run is never resumed in (or mixed into) this file
-    assert peers.main([*argv, "--point", "validation:plain:none:0"], loader=loader) == 2
+    assert peers_cli.main([*argv, "--point", "validation:plain:none:0"], loader=loader) == 2

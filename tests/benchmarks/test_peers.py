@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.lab import peers, peers_ablations, peers_config, peers_report, registry
+from benchmarks.lab import peers, peers_ablations, peers_cli, peers_config, peers_report, registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def test_report_uses_test_rows_at_the_validation_chosen_point(tmp_path: Path) ->
 
 
 def test_config_modes_methods_grids_and_overrides() -> None:
-    full, quick = peers.build_config("full", None, None, []), peers.build_config("quick", None, None, [])
+    full, quick = peers_config.build_config("full", None, None, []), peers_config.build_config("quick", None, None, [])
     assert full.methods[0] == "plain" and set(full.methods) == set(peers_config.PROTOCOL_METHODS)
     assert all(len(full.grid(m)) >= 4 for m in full.methods if m != "plain")
     for m in full.methods:  # log-spaced: neighbours a factor 2 to 10 apart (Safe LoRA's share too)
@@ -94,22 +94,22 @@ def test_config_modes_methods_grids_and_overrides() -> None:
         if m != "plain":
             assert all(1.9 < b / a < 10.5 for a, b in zip(g, g[1:], strict=False)), m
     assert full.grid("plain") == [None] and full.seeds == [100, 101, 102]  # fresh: no validation seed (0-2)
-    assert len(quick.grid("agl")) == 2 and peers.build_config("tiny", 1, None, []).seeds == [100]
+    assert len(quick.grid("agl")) == 2 and peers_config.build_config("tiny", 1, None, []).seeds == [100]
     assert not set(full.seeds) & set(peers_config.DEFAULT_SEEDS) and full.sweep_seed not in full.seeds
-    cfg = peers.build_config("tiny", 1, ["agl"], ["peers.grid.agl=[5, 50]", "peers.max_task_drop=0.1"])
+    cfg = peers_config.build_config("tiny", 1, ["agl"], ["peers.grid.agl=[5, 50]", "peers.max_task_drop=0.1"])
     assert cfg.methods == ["plain", "agl"] and cfg.grid("agl") == [5.0, 50.0] and cfg.max_task_drop == 0.1
-    assert peers_config.config_key(cfg) == peers_config.config_key(peers.build_config("tiny", 2, None, []))
+    assert peers_config.config_key(cfg) == peers_config.config_key(peers_config.build_config("tiny", 2, None, []))
     for bad, match in ((["nope"], "unknown methods"), (None, "unknown peers setting")):
         with pytest.raises(ValueError, match=match):
-            peers.build_config("tiny", 1, bad, [] if bad else ["peers.nope=1"])
-    assert peers.build_config("tiny", 1, None, ["peers.lambda_l2=0.5"]).peers.lambda_l2 == 0.5
+            peers_config.build_config("tiny", 1, bad, [] if bad else ["peers.nope=1"])
+    assert peers_config.build_config("tiny", 1, None, ["peers.lambda_l2=0.5"]).peers.lambda_l2 == 0.5
     assert peers_config.method_order(["safe_lora", "agl", "plain"]) == ["plain", "safe_lora", "agl"]
 
 
 def test_run_keys_follow_what_each_method_reads() -> None:
     """A change to AGL's settings, the probe or the Fisher estimator re-keys only the methods that read them; a
     change to the task or the safety stage re-keys the whole file."""
-    base = peers.build_config("tiny", 1, None, [])
+    base = peers_config.build_config("tiny", 1, None, [])
     keys = {m: peers_config.run_key(base, m, g) for m in registry.ALL_METHODS for g in [base.grid(m)[0]]}
     assert len(set(keys.values())) == len(keys)  # one key per method
     assert peers_config.run_key(base, "l2", 0.01) != peers_config.run_key(base, "l2", 0.03)  # the strength counts
@@ -118,12 +118,12 @@ def test_run_keys_follow_what_each_method_reads() -> None:
         ("fisher.max_new_tokens=7", registry.PROBE_METHODS),
         ("probe.n=6", registry.PROBE_METHODS),
     ):
-        cfg = peers.build_config("tiny", 1, None, [override])
+        cfg = peers_config.build_config("tiny", 1, None, [override])
         assert peers_config.config_key(cfg) == peers_config.config_key(base), override
         changed = {m for m in keys if peers_config.run_key(cfg, m, cfg.grid(m)[0]) != keys[m]}
         assert changed == set(touched), override
     for override in ("task.steps=3", "align.steps=3", "probe.holdout_every=3", "eval.judge=other"):
-        cfg = peers.build_config("tiny", 1, None, [override])
+        cfg = peers_config.build_config("tiny", 1, None, [override])
         assert peers_config.config_key(cfg) != peers_config.config_key(base), override
 
 
@@ -143,7 +143,7 @@ def test_results_log_retires_stale_rows_without_losing_them(tmp_path: Path) -> N
 def test_registry_strengths_and_settings_of_every_method() -> None:
     from agl_trl.settings import DEFAULT_KL_ANCHOR_EVERY, AGLSettings
 
-    agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
+    agl, settings = peers_config.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings()
     assert agl == AGLSettings()  # the experiment's AGL settings are the package defaults
     # "agl" and the ablations start with the anchor steps off; an AGL setting added after rows were recorded is left
     # out while off (so those rows stay current), kept when on
@@ -178,7 +178,7 @@ def test_a_peer_variant_runs_its_base_peer_with_its_overrides(recipe_model: Path
     penalty it trains with are kl_ref's with ``every`` = 10 (and its own run key), nothing else changed."""
     from agl_trl.baselines import KLToReferencePenalty
 
-    agl, settings = peers.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings(lambda_kl=3.0)
+    agl, settings = peers_config.build_config("tiny", 1, None, []).demo.agl, registry.PeerSettings(lambda_kl=3.0)
     base, overridden = registry.peer_base("kl_ref_sparse", settings)
     assert (base, overridden) == ("kl_ref", replace(settings, kl_every=10))
     assert registry.peer_base("kl_ref", settings) == ("kl_ref", settings)
@@ -210,7 +210,7 @@ def test_peers_record_keeps_rows_and_a_fresh_run_folder_resumes_from_it(tmp_path
 
     from agl_trl.models import tiny_llama
 
-    cfg = peers.build_config("tiny", 2, ["plain"], [])
+    cfg = peers_config.build_config("tiny", 2, ["plain"], [])
     out, record = tmp_path / "runs" / "peers-x", tmp_path / "record"
     point = [peers_config.parse_point("test:plain:none:100")]
     rows = peers.run_benchmark(
@@ -237,12 +237,12 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     out, report = tmp_path / "peers", tmp_path / "report"
     argv = ["--tiny", "--seeds", "2", "--out", str(out), "--no-progress", "--report", "--report-dir", str(report)]
     # a budgeted slice first: stops after 3 new rows, the rest resumes
-    assert peers.main([*argv, "--max-runs", "3"], loader=loader) == 0
+    assert peers_cli.main([*argv, "--max-runs", "3"], loader=loader) == 0
     first = (out / peers.RESULTS_FILE).read_text().splitlines()
     assert sum(json.loads(line)["method"] != "aligned" for line in first) == 3
-    assert peers.main(argv, loader=loader) == 0
+    assert peers_cli.main(argv, loader=loader) == 0
     rows = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
-    cfg = peers.build_config("tiny", 2, None, [])
+    cfg = peers_config.build_config("tiny", 2, None, [])
     val = {(r["method"], r["strength"]) for r in rows if r["split"] == "validation"}
     assert val == {("aligned", None), ("plain", None)} | {(m, v) for m in cfg.methods[1:] for v in cfg.grid(m)}
     test = [r for r in rows if r["split"] == "test" and r["method"] != "aligned"]
@@ -272,13 +272,13 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
 
     # rerun: nothing is missing, the base model is not even loaded
     calls.clear()
-    assert peers.main(argv, loader=loader) == 0
+    assert peers_cli.main(argv, loader=loader) == 0
     assert not calls
     assert len((out / peers.RESULTS_FILE).read_text().splitlines()) == len(rows)
     # settings every run depends on are refused into the same file (like is compared with like) ...
-    assert peers.main([*argv, "--set", "task.learning_rate=0.5"], loader=loader) == 2
+    assert peers_cli.main([*argv, "--set", "task.learning_rate=0.5"], loader=loader) == 2
     # ... while a change to one method re-runs only that method's rows; the old ones are moved aside, not lost
-    assert peers.main([*argv, "--set", "agl.lambda_task=0.5"], loader=loader) == 0
+    assert peers_cli.main([*argv, "--set", "agl.lambda_task=0.5"], loader=loader) == 0
     stale = [json.loads(line) for line in (out / peers.STALE_FILE).read_text().splitlines()]
     assert stale and {r["method"] for r in stale} == {"agl"}
     after = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
@@ -291,7 +291,7 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     extra = [f"validation:agl_collision:{agl_point}:{s}" for s in (0, 1)]
     extra += [f"validation:agl:{agl_point}:1", "validation:plain:none:1"]
     changed = [*argv, "--set", "agl.lambda_task=0.5"]  # the settings the rows above were made with
-    assert peers.main([*changed, *[a for p in extra for a in ("--point", p)]], loader=loader) == 0
+    assert peers_cli.main([*changed, *[a for p in extra for a in ("--point", p)]], loader=loader) == 0
     grown = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     assert len(grown) == len(after) + 4
     new_dirs = set(sorted((out / "train").glob("*/*/seed*"))) - set(trained)
@@ -306,7 +306,7 @@ def test_peers_tiny_protocol_end_to_end_resumes_and_reports(tmp_path: Path) -> N
     assert "AGL's ablations at several validation seeds" in text and "seeds 0, 1" in text
     # a default change that makes AGL equal an ablation: AGL's rows re-run, its trainings where the ablation has the
     # same settings and seed are copied, not trained again, and measure the same
-    assert peers.main([*changed, "--set", "agl.lambda_collision=0.1"], loader=loader) == 0
+    assert peers_cli.main([*changed, "--set", "agl.lambda_collision=0.1"], loader=loader) == 0
     final = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
     copied = json.loads((peers.train_dir(out, "agl", agl_point, 0) / peers.TRAIN_RECORD).read_text())
     assert copied["copied_from"] == str(peers.train_dir(out, "agl_collision", agl_point, 0))
@@ -327,7 +327,7 @@ def test_extra_points_parse_or_name_what_is_wrong() -> None:
     ):  # fmt: skip
         with pytest.raises(ValueError, match=says):
             peers_config.parse_point(bad)
-    assert peers.main(["--tiny", "--point", "validation:agl"]) == 2
+    assert peers_cli.main(["--tiny", "--point", "validation:agl"]) == 2
 
 
 def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_sweeps() -> None:
