@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import json
 
-    from benchmarks.lab.peers_report import LABELS
+    from benchmarks.lab.registry import LABELS
 
     parser = argparse.ArgumentParser(description="Issue 34's targets on fresh-seed test rows.")
     parser.add_argument("rows", nargs="?", default=FRESH_ROWS, help=f"a peers results file (default {FRESH_ROWS})")

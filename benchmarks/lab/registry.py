@@ -376,12 +376,39 @@ def prepare_peer_artifacts(
     return artifacts
 
 
+# every method's label in reports and pages (the previous default's names the date it stopped being the default)
+LABELS = {
+    "aligned": "aligned model (reference)",
+    "plain": "plain LoRA",
+    "agl": "AGL, K-FAC penalty only",
+    "agl_align_only": "AGL: lambda_align only",
+    "agl_no_rt": "AGL: no R_T",
+    "agl_no_collision": "AGL: no collision terms",
+    "agl_collision": "AGL: with the collision terms (lambda_collision 0.1)",
+    "agl_riem_only": "AGL: E_riem only (mu = 1)",
+    "agl_geo_only": "AGL: E_geo only (mu = 0)",
+    "agl_hard_gate": "AGL: hard gate",
+    "agl_kl_anchor": "AGL + KL anchor every 10th step (the package default until 2026-12-07)",
+    "agl_kl_anchor_first16": "AGL + lambda floor 1 + KL anchor on the first 16 tokens (the package default)",
+    "ewc": "EWC (diagonal Fisher)",
+    "l2": "L2-SP on dW",
+    "kl_ref": "KL to aligned (probe)",
+    "kl_ref_sparse": "KL to aligned, every 10th step",
+    "safe_lora": "Safe LoRA (post-hoc)",
+    "asft": "AsFT-style",
+    "sbr": "SBR representation anchor",
+    "mix": "safety data mixing",
+    "lisa": "Lisa-style (alternating + proximal)",
+}
+
+
 __all__ = [
     "ABLATIONS",
     "ABLATION_BASE",
     "ALL_METHODS",
     "DEFAULT_METHOD",
     "KL_REFERENCE_FILE",
+    "LABELS",
     "METHOD_REVISIONS",
     "PEERS",
     "PROBE_METHODS",

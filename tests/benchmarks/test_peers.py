@@ -414,7 +414,7 @@ def test_points_tested_besides_the_rules_choice_are_shown_and_labelled(method: s
     chosen = peers_report.chosen_points(rows, 0.05)
     assert chosen[method]["strength"] == 0.01 and [r["seed"] for r in chosen[f"{method}@0.1"]["test"]] == [0, 1]
     table, est = peers_report.test_table(rows, chosen)
-    name = peers_report.LABELS[method]
+    name = registry.LABELS[method]
     default = "the package default; " if method == registry.DEFAULT_METHOD else ""  # only the shipped method's
     assert (
         f"{method}@0.1" in est

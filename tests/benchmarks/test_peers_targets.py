@@ -65,8 +65,7 @@ def test_readme_and_generalization_fresh_blocks_are_generated_from_the_committed
     from agl_trl.settings import AGLSettings
     from agl_trl.utils import read_jsonl
     from benchmarks.lab.peers_paired import readme_block_of
-    from benchmarks.lab.peers_report import LABELS
-    from benchmarks.lab.registry import DEFAULT_METHOD
+    from benchmarks.lab.registry import DEFAULT_METHOD, LABELS
 
     repo = Path(__file__).resolve().parents[2]
     rows = read_jsonl(repo / pt.FRESH_ROWS)
