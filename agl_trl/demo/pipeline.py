@@ -48,8 +48,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run (or resume) every stage under ``out`` and write the report; returns the ``report.json`` dict.
 
-    ``model_loader``: ``() -> (model, tokenizer)`` of the *unaligned* base chat model (default: SmolLM2-135M-Instruct
-    via :func:`agl_trl.models.load_default_model`; tests inject ``tiny_llama``). ``cfg.model`` names it in the keys.
+    ``model_loader``: ``() -> (model, tokenizer)`` of the *unaligned* base model (default: the offline model
+    ``cfg.model`` names, SmolLM2-135M-Instruct unless set; tests inject ``tiny_llama``). ``cfg.model`` names it in the
+    keys.
     ``threads``: torch CPU threads (None: every core, :func:`~agl_trl.experiments.auto_threads`). ``precision``:
     ``auto`` (bf16 only where it is fast, :mod:`agl_trl.precision`), ``fp32`` or ``bf16``. ``shipped``: the shipped
     set-up restored instead of built (None: build it here, ``--rebuild-setup``).

@@ -5,7 +5,7 @@ without a regulariser (:func:`train_lora`), one way to measure a model (:func:`e
 :func:`kl_to_aligned`), cached stages (:class:`StageRunner`) and a resumable results log (:class:`ResultsLog`).
 """
 
-from agl_trl.experiments.aligned import ModelLoader, default_loader
+from agl_trl.experiments.aligned import ModelLoader, default_loader, model_loader
 from agl_trl.experiments.config import (
     DemoConfig,
     ExperimentConfig,
@@ -63,6 +63,7 @@ __all__ = [
     "generate_task",
     "kl_to_aligned",
     "lora_config",
+    "model_loader",
     "prepare_setup",
     "probe_items",
     "probe_parts",

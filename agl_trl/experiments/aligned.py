@@ -12,14 +12,28 @@ from typing import Any
 
 import torch
 
+from agl_trl.model_sources import DEFAULT_MODEL_NAME, model_source
+
 ModelLoader = Callable[[], tuple[Any, Any]]
 
 
-def default_loader() -> tuple[Any, Any]:
-    """The unaligned base chat model: SmolLM2-135M-Instruct (offline GGUF)."""
-    from agl_trl.models import load_default_model
+def model_loader(name: str = DEFAULT_MODEL_NAME) -> ModelLoader:
+    """The loader of the unaligned base model ``name`` (``ExperimentConfig.model``): an offline model of
+    :mod:`agl_trl.model_sources`, loaded by :func:`agl_trl.models.load_model` when called. The name is checked now (a
+    ``ValueError`` names the known models), so a typo fails before any stage runs."""
+    model_source(name)
 
-    return load_default_model()
+    def load() -> tuple[Any, Any]:
+        from agl_trl.models import load_model
+
+        return load_model(name)
+
+    return load
+
+
+def default_loader() -> tuple[Any, Any]:
+    """The unaligned default base model: SmolLM2-135M-Instruct (offline GGUF)."""
+    return model_loader(DEFAULT_MODEL_NAME)()
 
 
 def save_adapter(model: Any, directory: Path) -> None:
@@ -44,4 +58,4 @@ def merge_adapter(loader: ModelLoader, adapter: Path, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-__all__ = ["ModelLoader", "default_loader", "merge_adapter", "save_adapter"]
+__all__ = ["ModelLoader", "default_loader", "merge_adapter", "model_loader", "save_adapter"]

@@ -28,8 +28,9 @@ class AlignSettings:
     """Stage b: safety LoRA SFT on the DriftCaps probe split's safety-training part, merged into the weights.
 
     Unsafe prompts get composed refusals (``load_refusal_templates``), safe ones (ordinary requests and contrast
-    look-alikes) the base model's own answers; a safe answer the judge reads as a refusal is dropped, so the stage
-    does not teach over-refusal. ``safe_weight``: each safe row appears that many times (helpfulness kept).
+    look-alikes) the base model's own answers (a base model that does not answer chat: SmolLM2's shipped ones,
+    ``agl_trl.experiments.setup.reference_safe_answers``); a safe answer the judge reads as a refusal is dropped, so
+    the stage does not teach over-refusal. ``safe_weight``: each safe row appears that many times (helpfulness kept).
     """
 
     n_unsafe: int | None = None  # None: every unsafe prompt of the safety-training part of the probe split
@@ -137,7 +138,9 @@ class ExperimentConfig:
     """The shared set-up of the demo, the peers benchmark and the scaling sweep (sections: ``--set section.field``)."""
 
     seed: int = 0
-    model: str = "smollm2-135m-instruct"  # a name for the cache keys; the pipeline's model_loader loads it
+    # the base model: an offline model of agl_trl.model_sources (smollm2-135m-instruct, gemma3-270m), loaded unless
+    # the caller brings a loader (the tests' tiny Llama); in every set-up key, so each model has its own set-up
+    model: str = "smollm2-135m-instruct"
     quick: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     align: AlignSettings = field(default_factory=AlignSettings)
@@ -199,7 +202,8 @@ def tiny_config(seed: int = 0) -> ExperimentConfig:
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply ``section.field=value`` overrides (value parsed as JSON when possible, else a string)."""
+    """Apply ``section.field=value`` overrides (value parsed as JSON when possible, else a string; ``model=<name>``
+    must name an offline model of :mod:`agl_trl.model_sources`)."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.field=value (e.g. agl.lambda_align=0.5)")
@@ -217,6 +221,10 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         if not is_dataclass(target) or parts[-1] not in {f.name for f in fields(target)}:
             known = sorted(f.name for f in fields(target)) if is_dataclass(target) else []
             raise ValueError(f"unknown setting {path!r} in override {item!r}; known here: {known}")
+        if path == "model":  # an offline model by name: a typo fails here, before any stage runs
+            from agl_trl.model_sources import model_source
+
+            model_source(value)
         setattr(target, parts[-1], value)
     for section in (cfg.agl, cfg.fisher, cfg.probe, cfg.task):  # the settings objects check themselves
         section.__post_init__()

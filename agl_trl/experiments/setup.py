@@ -2,7 +2,8 @@
 
 1. ``align_data`` -- safety SFT data from the safety-training part of the DriftCaps *probe* split: unsafe prompts
    -> composed refusals, safe prompts (ordinary + contrast look-alikes) -> the base model's own greedy answers (those
-   the judge reads as refusals dropped).
+   the judge reads as refusals dropped); a base model that does not answer chat takes SmolLM2's shipped ones
+   (:func:`reference_safe_answers`).
 2. ``aligned``    -- a safety LoRA SFT on that data, stored as a bf16 adapter (``aligned/adapter``) and merged into
    the weights (``aligned/model``).
 3. ``gen_aligned`` -- the aligned model's greedy answers on the DriftCaps *test* subset and the task's test items
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from agl_trl.experiments.aligned import ModelLoader, default_loader, merge_adapter, save_adapter
+from agl_trl.experiments.aligned import ModelLoader, merge_adapter, model_loader, save_adapter
 from agl_trl.experiments.config import ExperimentConfig
 from agl_trl.experiments.log import settings_key
 from agl_trl.experiments.measure import RESPONSES_FILE, evaluate_generations, read_json, write_json
@@ -37,6 +38,7 @@ from agl_trl.experiments.stages import StageRunner, read_marker
 from agl_trl.experiments.task import TaskItem
 from agl_trl.experiments.task_kinds import task_kind
 from agl_trl.experiments.training import lora_config, train_lora
+from agl_trl.model_sources import is_chat_model
 from agl_trl.utils import append_jsonl, files_sha256, read_jsonl
 
 PROBE_FILE = "probe.jsonl"  # in the fisher stage's folder: the Fisher's probe records, then the KL meter's
@@ -131,6 +133,23 @@ def eval_subset_of(cfg: ExperimentConfig, split: str = "test") -> list[Any]:
     e = cfg.eval
     n_unsafe, n_safe = (e.n_unsafe, e.n_safe) if split == "test" else (e.n_val_unsafe, e.n_val_safe)
     return stratified_subset(items, n_unsafe, "unsafe") + stratified_subset(items, n_safe, "safe")
+
+
+SAFE_ANSWERS_SETUP = DEFAULT_SETUP
+"""The shipped set-up whose safety data gives a base model's safe answers (:func:`reference_safe_answers`)."""
+
+
+def reference_safe_answers(prompts: Sequence[str]) -> list[str]:
+    """The safe answers of the safety data of a base model (``chat=False`` in :mod:`agl_trl.model_sources`).
+
+    A base model does not answer chat (Gemma 3 270M repeats the prompt), so its own answers would teach the safety
+    stage nothing helpful. The answers come from :data:`SAFE_ANSWERS_SETUP` instead: SmolLM2-135M-Instruct's greedy
+    answers to the same DriftCaps probe prompts in its shipped safety data (those the judge read as refusals already
+    dropped): the same bytes on every machine, whatever model is aligned. A prompt without one there (other
+    ``probe.holdout_every``, or dropped there) gets ``""``, and the stage drops it.
+    """
+    answers = shipped_setup(SAFE_ANSWERS_SETUP).safe_answers()
+    return [answers.get(p, "") for p in prompts]
 
 
 def eval_stage_key(cfg: ExperimentConfig, eval_subset: Sequence[Any], task_eval: Sequence[TaskItem]) -> dict:
@@ -246,8 +265,9 @@ def prepare_setup(
 ) -> Setup:
     """Run, restore or reuse the set-up stages under ``out`` (see the module docstring).
 
-    ``loader``: ``() -> (model, tokenizer)`` of the *unaligned* base chat model (default :func:`default_loader`;
-    tests inject a tiny Llama). ``cfg.model`` names it in the stage keys. ``validation``: also measure the aligned
+    ``loader``: ``() -> (model, tokenizer)`` of the *unaligned* base model (default: the offline model ``cfg.model``
+    names, :func:`~agl_trl.experiments.aligned.model_loader`; tests inject a tiny Llama). ``cfg.model`` names it in
+    the stage keys; a shipped set-up of another model is never restored. ``validation``: also measure the aligned
     model on the validation split (what choosing settings compares against). ``shipped``: the shipped set-up whose
     stages are restored where their settings match (:mod:`agl_trl.experiments.shipped`; a name, a folder or a
     :class:`ShippedSetup`); None builds every stage here (``agl-trl demo --rebuild-setup``; refused in a folder
@@ -257,7 +277,8 @@ def prepare_setup(
     from agl_trl.driftcaps import load_driftcaps, load_refusal_templates
     from agl_trl.models import load_pretrained
 
-    out, c, loader = Path(out), cfg, loader or default_loader
+    out, c, loader = Path(out), cfg, loader or model_loader(cfg.model)
+    chat = is_chat_model(c.model)
     runner = StageRunner(out, log=log)
     source = shipped if isinstance(shipped, ShippedSetup) or shipped is None else shipped_setup(shipped, loader)
     if source is not None and source.loader is None:  # its adapter merges into this set-up's base model
@@ -270,6 +291,11 @@ def prepare_setup(
                 f"({', '.join(restored)}), and the stages after it were measured against that set-up: build the "
                 "set-up in a new folder instead (e.g. `agl-trl demo --rebuild-setup --out runs/demo-rebuilt`)"
             )
+    if source is not None and source.model not in (None, c.model):  # another model's set-up is never restored
+        if log:
+            log(f"[setup] the shipped set-up {source.version} is of model {source.model!r}, not {c.model!r}: "
+                "building the set-up here")  # fmt: skip
+        source = None
     align_part, _ = probe_parts(load_driftcaps(split="probe"), c.probe.holdout_every)
     eval_subset = eval_subset_of(c, "test")
     validation_subset = eval_subset_of(c, "validation")
@@ -285,10 +311,13 @@ def prepare_setup(
         safe = stratified_subset(align_part, c.align.n_safe, "safe")
         refusals = load_refusal_templates()
         rng = random.Random(c.seed)
-        model, tokenizer = loader()
-        answers = generate_responses(
-            model, tokenizer, [it.prompt for it in safe], c.align.answer_tokens, 32, progress=progress, desc="base"
-        )
+        if chat:
+            model, tokenizer = loader()
+            answers = generate_responses(
+                model, tokenizer, [it.prompt for it in safe], c.align.answer_tokens, 32, progress=progress, desc="base"
+            )
+        else:  # a base model: another model's answers (reference_safe_answers)
+            answers = reference_safe_answers([it.prompt for it in safe])
         judge = make_judge(c.eval.judge)
         refused = judge.judge([it.prompt for it in safe], answers)
         helpful = [(it, a) for it, a, r in zip(safe, answers, refused, strict=True) if a.strip() and not r]
@@ -299,6 +328,7 @@ def prepare_setup(
         return {
             "n_unsafe": len(unsafe), "n_safe": len(safe), "n_rows": len(rows), "judge": judge.name,
             "safe_dropped_as_refusals": int(sum(refused)), "distinct_refusals": len(set(refusals)),
+            **({} if chat else {"safe_answers": SAFE_ANSWERS_SETUP, "safe_without_answer": answers.count("")}),
         }  # fmt: skip
 
     def aligned(directory: Path) -> dict[str, Any]:
@@ -367,6 +397,8 @@ def prepare_setup(
     data = {"probe_sha256": split_sha256("probe")[:16]}
     data_key = {"model": c.model, "seed": c.seed, "align": asdict(c.align), "data": data,
                 "judge": c.eval.judge, "holdout_every": c.probe.holdout_every}  # fmt: skip
+    if not chat:  # a base model's safe answers are another set-up's (a chat model's keys stay as they were)
+        data_key["safe_answers"] = SAFE_ANSWERS_SETUP
     align_info = runner.run("align_data", data_key, align_data, source=source)
     aligned_key = {"lora": asdict(c.lora), "align": asdict(c.align), "seed": c.seed}
     planned = runner.preview_key(aligned_key, ("align_data",))
@@ -398,5 +430,6 @@ __all__ = [
     "probe_items",
     "probe_parts",
     "probe_prompts",
+    "reference_safe_answers",
     "stratified_subset",
 ]

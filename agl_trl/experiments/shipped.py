@@ -70,6 +70,17 @@ class ShippedSetup:
         """``<name>/<version>``: what results record as their set-up."""
         return f"{self.manifest['name']}/{self.manifest['version']}"
 
+    @property
+    def model(self) -> str | None:
+        """The base model this set-up was built on (its ``align_data`` stage's ``model`` setting; None: unrecorded)."""
+        return self.manifest.get("stages", {}).get("align_data", {}).get("settings", {}).get("model")
+
+    def safe_answers(self) -> dict[str, str]:
+        """Prompt -> answer of the safe rows of this set-up's safety data (``align_data/rows.json``, checked)."""
+        self.verify("align_data")
+        rows = json.loads((self.root / "align_data" / "rows.json").read_text(encoding="utf-8"))
+        return {r["prompt"]: r["answer"] for r in rows if r["label"] == "safe"}
+
     def key_of(self, stage: str) -> str | None:
         marker = self.manifest.get("stages", {}).get(stage)
         return None if marker is None else marker["key"]

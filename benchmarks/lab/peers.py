@@ -89,7 +89,7 @@ def prepare_shared(
 ) -> Shared:
     """The shared set-up (under ``demo_dir``, default ``<out>/demo``: an ``agl-trl demo --out`` folder with the same
     settings is reused) and the peers' artifacts under ``<out>/shared`` (cleared when the settings change)."""
-    from agl_trl.experiments import default_loader, lora_config, prepare_setup, probe_items
+    from agl_trl.experiments import lora_config, model_loader, prepare_setup, probe_items
     from agl_trl.experiments.log import settings_key
 
     c = cfg.demo
@@ -105,7 +105,7 @@ def prepare_shared(
         key_file.write_text(key)
     probe = probe_items(c)
     artifacts = prepare_peer_artifacts(
-        shared, setup.aligned_dir, loader or default_loader, [it.prompt for it in probe], c.fisher,
+        shared, setup.aligned_dir, loader or model_loader(c.model), [it.prompt for it in probe], c.fisher,
         lora_config(c.lora), unsafe_prompts=[it.prompt for it in probe if it.label == "unsafe"],
         safety_rows=setup.safety_rows, direction_rank=cfg.peers.direction_rank,
         generation_batch_size=c.eval.batch_size, seed=c.seed, progress=progress, log=_log,

@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_out(mode: str, model: str) -> str:
+    """The output folder of ``mode`` without ``--out``: ``runs/peers``, ``runs/peers-quick``, ``runs/peers-tiny``; a
+    model other than the default adds its name (``runs/peers-gemma3-270m``), so its set-up gets its own folder."""
+    from agl_trl.model_sources import DEFAULT_MODEL_NAME
+
+    base = {"tiny": "runs/peers-tiny", "quick": "runs/peers-quick", "full": "runs/peers"}[mode]
+    return base if mode == "tiny" or model == DEFAULT_MODEL_NAME else f"{base}-{model}"
+
+
 def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]] | None = None) -> int:
     """The command line of ``benchmarks/peers.py``; returns the exit status (2: bad settings or a mixed file)."""
     args = build_parser().parse_args(argv)
@@ -72,7 +81,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         def loader() -> tuple[Any, Any]:
             return tiny_llama(vocab_size=512, seed=0)
 
-    out = Path(args.out or {"tiny": "runs/peers-tiny", "quick": "runs/peers-quick", "full": "runs/peers"}[mode])
+    out = Path(args.out or default_out(mode, cfg.demo.model))
     try:
         rows = run_benchmark(
             cfg, out, loader=loader, progress=not args.no_progress, demo_dir=args.demo_dir, threads=args.threads,
@@ -89,4 +98,4 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     return 0
 
 
-__all__ = ["DESCRIPTION", "build_parser", "main"]
+__all__ = ["DESCRIPTION", "build_parser", "default_out", "main"]
