@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agl_trl.experiments.task_kinds import DEFAULT_TASK_KIND
-from benchmarks.lab.peers_config import BenchConfig, build_config, choose, config_key, run_key
+from benchmarks.lab.peers_config import BenchConfig, build_config, choose, config_key, run_key, tiny_loader
 
 RESULTS_FILE = "grpo.jsonl"
 RUN_KEY = ("split", "method", "strength", "seed")
@@ -209,10 +209,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         print(f"grpo: {exc}", file=sys.stderr)
         return 2
     if mode == "tiny" and loader is None:
-        from agl_trl.models import tiny_llama
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
+        loader = tiny_loader
 
     out = Path(args.out or {"tiny": "runs/grpo-tiny", "quick": "runs/grpo-quick", "full": "runs/grpo"}[mode])
     started = time.perf_counter()

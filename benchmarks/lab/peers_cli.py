@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.lab.peers import RECORD_DIR, RESULTS_FILE, run_benchmark
-from benchmarks.lab.peers_config import build_config, parse_point
+from benchmarks.lab.peers_config import build_config, parse_point, tiny_loader
 from benchmarks.lab.records import training_precision
 from benchmarks.lab.registry import ALL_METHODS
 
@@ -76,10 +76,7 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
         print(f"peers: {exc}", file=sys.stderr)
         return 2
     if mode == "tiny" and loader is None:
-        from agl_trl.models import tiny_llama
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
+        loader = tiny_loader
 
     out = Path(args.out or default_out(mode, cfg.demo.model))
     try:

@@ -263,7 +263,15 @@ def choose_default(
     return best["strength"], why, points
 
 
+def tiny_loader() -> tuple[Any, Any]:
+    """The ``--tiny`` smoke runs' model: a random tiny Llama and its tokenizer (no SmolLM2)."""
+    from agl_trl.models import tiny_llama
+
+    return tiny_llama(vocab_size=512, seed=0)
+
+
 __all__ = [
+    "tiny_loader",
     "DEFAULT_SEEDS",
     "DEFAULT_TASK_DROP",
     "MAX_TASK_DROP",

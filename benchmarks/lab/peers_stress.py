@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.lab.peers_config import SWEEP_SEED, BenchConfig
+from benchmarks.lab.peers_config import SWEEP_SEED, BenchConfig, tiny_loader
 from benchmarks.lab.registry import DEFAULT_METHOD
 
 CURVE_FIELD = "gap_curve"  # the row field of the checkpoint measurements
@@ -384,10 +384,7 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
         print(f"stress: unknown scenarios {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
         return 2
     if mode == "tiny" and loader is None:
-        from agl_trl.models import tiny_llama
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
+        loader = tiny_loader
 
     if not args.report:
         try:

@@ -237,12 +237,9 @@ def run_sweep_for(args: argparse.Namespace) -> Path:
     """Measure into ``<out>/runs.jsonl`` (the sweep's settings beside it in ``sweep.json``)."""
     loader = None
     if args.sweep_size == "tiny":
-        from agl_trl.models import tiny_llama
+        from benchmarks.lab.peers_config import tiny_loader as loader
 
         cfg = tiny_sweep_config(args.seeds)
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
     else:
         cfg = quick_sweep_config(args.seeds)
     out = Path(args.out)

@@ -233,10 +233,7 @@ def main(argv: Sequence[str] | None = None, candidates: Sequence[tuple[str, floa
     root, record = Path(args.out) / precision, None if args.tiny else RECORD_DIR / precision
     loader = None
     if args.tiny:
-        from agl_trl.models import tiny_llama
-
-        def loader() -> tuple[Any, Any]:
-            return tiny_llama(vocab_size=512, seed=0)
+        from benchmarks.lab.peers_config import tiny_loader as loader
 
     if not args.report:
         import torch
