@@ -319,10 +319,14 @@ def report(
 def run_stress(
     root: Path, scenarios: Sequence[str], *, mode: str = "full", overrides: Sequence[str] = (),
     threads: int | None = None, max_runs: int | None = None, checkpoint_prompts: int | None = None,
-    progress: bool = True, loader: Any = None,
+    progress: bool = True, loader: Any = None, methods: Sequence[str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
-    """Every missing row of ``scenarios``, scenario by scenario (plain LoRA, the default, KL to aligned); returns
-    scenario -> its rows. ``max_runs``: stop after that many new rows in all."""
+    """Every missing row of ``scenarios``, scenario by scenario (plain LoRA, the default, KL to aligned, or the
+    ``methods`` of those in that order); returns scenario -> its rows. ``max_runs``: stop after that many new rows in
+    all."""
+    unknown = sorted(set(methods or ()) - {m for m, _ in METHODS})
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; the scenarios train {[m for m, _ in METHODS]}")
     from benchmarks.lab.peers import run_benchmark
     from benchmarks.lab.records import RESULTS_DIR, sync_results, training_precision
 
@@ -338,7 +342,11 @@ def run_stress(
     for name in scenarios:
         cfg = scenario_config(name, mode, overrides)
         before = done(name)
-        points = [("validation", method, strength, cfg.sweep_seed) for method, strength in METHODS]
+        points = [
+            ("validation", method, strength, cfg.sweep_seed)
+            for method, strength in METHODS
+            if methods is None or method in methods
+        ]
         try:
             out[name] = run_benchmark(
                 cfg, root / name, loader=loader, progress=progress, demo_dir=root / "demo", threads=threads,
@@ -359,6 +367,7 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
     parser.add_argument("--out", default=None, help="root folder (one sub-folder per scenario; default runs/stress)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {list(SCENARIOS)}")
     parser.add_argument("--tiny", action="store_true", help="smoke run on a random tiny Llama (no SmolLM2)")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the methods trained (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="experiment setting for every scenario (as benchmarks/peers.py --set)")  # fmt: skip
     parser.add_argument("--checkpoint-prompts", type=int, default=None,
@@ -390,7 +399,8 @@ def main(argv: Sequence[str] | None = None, loader: Any = None) -> int:
         try:
             run_stress(root, scenarios, mode=mode, overrides=args.overrides, threads=args.threads,
                        max_runs=args.max_runs, checkpoint_prompts=args.checkpoint_prompts,
-                       progress=not args.no_progress, loader=loader)  # fmt: skip
+                       progress=not args.no_progress, loader=loader,
+                       methods=[m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None)  # fmt: skip
         except ValueError as exc:
             print(f"stress: {exc}", file=sys.stderr)
             return 2

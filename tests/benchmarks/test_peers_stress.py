@@ -116,8 +116,12 @@ def test_tiny_long_scenario_records_the_curve_resumes_and_trains_as_without_it(t
     root = tmp_path / "stress"
     argv = ["--tiny", "--out", str(root), "--no-progress", "--threads", "1", "--scenarios", "base,long"]
     argv += ["--set", "task.steps=4", "--img-dir", str(tmp_path / "img")]
-    assert ps.main([*argv, "--max-runs", "2"], loader=loader) == 0  # a budgeted slice: 2 rows, the rest resumes
-    assert sum(r["method"] != "aligned" for r in ps.read_rows(root, "base")) == 2
+    assert ps.main([*argv, "--methods", "nope"], loader=loader) == 2 and not calls  # refused before any load
+    # a budgeted slice of a subset of the methods: 2 rows, the rest resumes
+    assert ps.main([*argv, "--methods", f"kl_ref,{DEFAULT_METHOD}", "--max-runs", "2"], loader=loader) == 0
+    assert sorted(r["method"] for r in ps.read_rows(root, "base") if r["method"] != "aligned") == sorted(
+        ["kl_ref", DEFAULT_METHOD]
+    )
     assert not ps.read_rows(root, "long")
     assert ps.main(argv, loader=loader) == 0
     long = {r["method"]: r for r in ps.read_rows(root, "long")}
