@@ -96,9 +96,12 @@ def paired_against_default(
 ) -> tuple[str | None, dict[str, Paired | NotPaired]]:  # fmt: skip
     """The default's key in ``chosen`` (``key``, else :func:`default_key`) and, per other tested point, its
     :class:`Paired` differences (or the :class:`NotPaired` reason); ``(None, {})`` without an aligned test row or
-    the default's test rows."""
+    the default's test rows (a named ``key`` never falls back to another method)."""
     reference = next((r for r in rows if r["split"] == "test" and r["method"] == "aligned"), None)
-    key = key if key is not None and chosen.get(key, {}).get("test") else default_key(chosen)
+    if key is None:
+        key = default_key(chosen)
+    elif not chosen.get(key, {}).get("test"):  # the named default without test rows: nothing to pair with
+        key = None
     if reference is None or key is None:
         return None, {}
     default = sorted(chosen[key]["test"], key=lambda r: r["seed"])

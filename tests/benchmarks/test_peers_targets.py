@@ -73,3 +73,13 @@ def test_readme_and_generalization_fresh_blocks_are_generated_from_the_committed
     for page in pt.FRESH_PAGES:
         committed = readme_block_of((repo / page).read_text(encoding="utf-8"), pt.FRESH_MARKERS)
         assert committed == block, f"{page}'s fresh-seed block is stale: python benchmarks/peers_targets.py --write"
+
+
+def test_a_named_default_without_rows_is_never_replaced_by_another_method() -> None:
+    from benchmarks.lab.peers_paired import paired_against_default
+
+    rows = _fresh_rows()
+    chosen, _ = pt.fresh_points(rows, ("agl_x", 0.1))
+    assert paired_against_default(rows, chosen, n_boot=50, key="absent") == (None, {})
+    key, paired = paired_against_default(rows, chosen, n_boot=50, key="agl_x")
+    assert key == "agl_x" and set(paired) == {"plain", "kl_ref"}
