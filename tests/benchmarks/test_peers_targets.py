@@ -80,6 +80,12 @@ def test_a_named_default_without_rows_is_never_replaced_by_another_method() -> N
 
     rows = _fresh_rows()
     chosen, _ = pt.fresh_points(rows, ("agl_x", 0.1))
+    # a method of the package's default history with test rows: what an unnamed default would fall back to
+    chosen["agl_kl_anchor"] = {
+        "strength": 0.1,
+        "test": [{**r, "method": "agl_kl_anchor"} for r in chosen["agl_x"]["test"]],
+    }
+    assert paired_against_default(rows, chosen, n_boot=50)[0] == "agl_kl_anchor"
     assert paired_against_default(rows, chosen, n_boot=50, key="absent") == (None, {})
     key, paired = paired_against_default(rows, chosen, n_boot=50, key="agl_x")
-    assert key == "agl_x" and set(paired) == {"plain", "kl_ref"}
+    assert key == "agl_x" and set(paired) == {"plain", "kl_ref", "agl_kl_anchor"}
