@@ -102,7 +102,8 @@ def targets(
         "over_refusal_within": d["over_refusal_change"].value <= OVER_REFUSAL_RISE,
     }
     seeds = [r["seed"] for r in mine]
-    return {"overall": overall, "per_style": per_style, "verdicts": verdicts, "seeds": seeds}
+    judge = reference.get("judge") or "keyword"
+    return {"overall": overall, "per_style": per_style, "verdicts": verdicts, "seeds": seeds, "judge": judge}
 
 
 def table(result: Mapping[str, Any], label: str) -> list[str]:
@@ -110,7 +111,8 @@ def table(result: Mapping[str, Any], label: str) -> list[str]:
     d, p = result["overall"]["default"], result["overall"]["plain"]
     pts = lambda e: format_estimate(e)  # noqa: E731
     lines = [
-        f"Test split, seeds {', '.join(map(str, result['seeds']))} (paired), keyword judge; {label} against plain LoRA:",
+        f"Test split, seeds {', '.join(map(str, result['seeds']))} (paired), {result['judge']} judge; {label} against "
+        "plain LoRA:",
         "",
         "| | plain LoRA gap drift (pts) | default gap drift (pts) | reduction % | default - plain (pts) | task - plain "
         "(pts) | over-refusal - aligned (pts) |",
