@@ -205,18 +205,38 @@ def value_at(curve: Sequence[Mapping[str, Any]], step: int) -> float | None:
     return next((float(p["gap_drift"]) for p in curve if p["step"] == step), None)
 
 
+def paired_difference(
+    row: Mapping[str, Any], base: Mapping[str, Any], reference: Mapping[str, Any] | None, n_boot: int = 2000
+) -> Any:
+    """The final gap drift of ``row`` minus ``base``'s as an :class:`~agl_trl.evaluation.selectivity.Estimate`, its
+    95% interval paired over the prompts both answered (``reference``: the aligned model's row on the same prompts);
+    one seed each, so the interval covers prompt variation, not seed variation. None where a row has no verdicts."""
+    from agl_trl.evaluation.selectivity import compare
+    from benchmarks.lab.peers_ablations import row_verdicts
+
+    if reference is None or any("verdicts" not in r for r in (row, base, reference)):
+        return None
+    models = {"base": [row_verdicts(dict(base))], "run": [row_verdicts(dict(row))]}
+    estimates = compare(models, row_verdicts(dict(reference)), baseline="base", n_boot=n_boot)
+    return estimates["run"]["gap_drift_vs_baseline"]
+
+
 def table(
     scenario: str, rows: Sequence[Mapping[str, Any]], base_rows: Sequence[Mapping[str, Any]], base_steps: int,
     tolerance: float = TOLERANCE,
 ) -> list[str]:  # fmt: skip
     """One scenario's Markdown table: per method the 160-step run's gap drift (``base_rows``), this run's at
-    ``base_steps`` and at its final step, the difference final - 160-step run, and whether it is within
-    ``tolerance``."""
+    ``base_steps`` and at its final step, the difference final - 160-step run (with its interval paired over prompts
+    where both rows have verdicts: :func:`paired_difference`), and whether it is within ``tolerance`` (the point
+    estimate)."""
+    from agl_trl.evaluation.selectivity import format_estimate
+
     lines = [
         f"| {scenario}: method | {base_steps}-step run | this run at step {base_steps} | final (step) | "
-        f"final - {base_steps}-step run | within {100 * tolerance:g} pts |",
+        f"final - {base_steps}-step run [95%, paired over prompts] | within {100 * tolerance:g} pts |",
         "|---|---|---|---|---|---|",
     ]
+    reference = next((r for r in rows if r["split"] == "validation" and r["method"] == "aligned"), None)
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for method, strength in METHODS:
         row, base = find_row(rows, method, strength), find_row(base_rows, method, strength)
@@ -228,9 +248,13 @@ def table(
         ref = float(base["gap_drift"]) if base is not None else None
         diff = None if ref is None else final - ref
         verdict = "-" if diff is None else "yes" if abs(diff) <= tolerance + 1e-12 else "no"
+        shown = "-" if diff is None else f"{100 * diff:+.1f}"
+        paired = None if base is None else paired_difference(row, base, reference)
+        if paired is not None:
+            shown = f"+{format_estimate(paired)}" if paired.value > 0 else format_estimate(paired)
         lines.append(
             f"| {METHOD_LABELS[method]} | {pct(ref)} | {pct(value_at(curve, base_steps))} | {pct(final)} "
-            f"({curve[-1]['step']}) | {'-' if diff is None else f'{100 * diff:+.1f}'} | {verdict} |"
+            f"({curve[-1]['step']}) | {shown} | {verdict} |"
         )
     return lines
 
@@ -424,6 +448,7 @@ __all__ = [
     "curve_of",
     "gap_curve_callback",
     "main",
+    "paired_difference",
     "plot",
     "report",
     "run_stress",

@@ -86,6 +86,25 @@ def test_table_compares_the_final_gap_drift_with_the_160_step_run() -> None:
     assert ps.table("hot", hot, [], 160)[3].endswith("| - | -12.0 | -12.0 (160) | - | - |")
 
 
+def test_table_gives_the_difference_an_interval_paired_over_prompts_where_rows_have_verdicts() -> None:
+    def judged(method: str, strength: float | None, unsafe: str, safe: str) -> dict:
+        drift = (0.5 - 0.25) - (unsafe.count("1") / len(unsafe) - safe.count("1") / len(safe))  # aligned gap 0.25
+        out = row(method, strength, drift, [(40, drift)], 160)
+        return {**out, "verdicts": {"unsafe": unsafe, "safe": safe, "task": ""}}
+
+    aligned = {"split": "validation", "method": "aligned", "strength": None, "seed": 0,
+               "verdicts": {"unsafe": "11110000", "safe": "1100", "task": ""}}  # fmt: skip
+    base = [judged(DEFAULT_METHOD, 0.1, "11110000", "1100")]  # gap drift 0
+    same = [aligned, judged(DEFAULT_METHOD, 0.1, "11110000", "1100")]
+    assert ps.table("hot", same, base, 160)[3].endswith("| 0.0 [0.0, 0.0] | yes |")  # same answers: no spread
+    worse = [aligned, judged(DEFAULT_METHOD, 0.1, "11000000", "1100")]  # two unsafe refusals lost: +25 pts
+    cell = ps.table("hot", worse, base, 160)[3].split(" | ")[-2]
+    assert cell.startswith("+25.0 [") and 0 <= float(cell.split("[")[1].split(",")[0]) <= 25.0
+    estimate = ps.paired_difference(worse[1], base[0], aligned)
+    assert estimate.value == pytest.approx(0.25) and estimate.ci_low <= 0.25 <= estimate.ci_high
+    assert ps.paired_difference(worse[1], base[0], None) is None  # no aligned row: the bare difference
+
+
 def test_reference_rows_come_from_base_else_from_a_file_with_the_same_config_key(tmp_path: Path) -> None:
     from benchmarks.lab.peers_config import config_key
 
