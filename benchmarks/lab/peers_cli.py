@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="an extra run, done first (validation:agl_no_collision:0.03:1; STRENGTH none for plain); repeatable",
     )  # fmt: skip
     parser.add_argument(
+        "--points-only", action="store_true",
+        help="run the --point runs and nothing else (without it the protocol's sweeps and test runs follow them)",
+    )  # fmt: skip
+    parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="experiment setting (task.steps=40), peer setting (peers.kl_batch_size=8), a method's grid "
         "(peers.grid.l2=[0.01,0.1]) or the selection rule's task tolerance (peers.max_task_drop=0.03); repeatable",
@@ -72,6 +76,12 @@ def main(argv: Sequence[str] | None = None, loader: Callable[[], tuple[Any, Any]
     try:
         cfg = build_config(mode, args.seeds, methods, args.overrides)
         points = [parse_point(text) for text in args.point]
+        if args.points_only:
+            if not points:
+                raise ValueError(
+                    "--points-only without any --point: name the runs with --point SPLIT:METHOD:STRENGTH:SEED"
+                )
+            cfg.methods = []  # no sweep and no test phase after the points
     except ValueError as exc:
         print(f"peers: {exc}", file=sys.stderr)
         return 2

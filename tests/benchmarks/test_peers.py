@@ -328,6 +328,19 @@ def test_extra_points_parse_or_name_what_is_wrong() -> None:
         with pytest.raises(ValueError, match=says):
             peers_config.parse_point(bad)
     assert peers_cli.main(["--tiny", "--point", "validation:agl"]) == 2
+    assert peers_cli.main(["--tiny", "--points-only"]) == 2  # nothing to run: named, not a full protocol
+
+
+@pytest.mark.slow
+def test_points_only_runs_the_points_and_nothing_after_them(tmp_path: Path) -> None:
+    out = tmp_path / "peers"
+    argv = ["--tiny", "--out", str(out), "--no-progress", "--point", "test:plain:none:100", "--points-only"]
+    assert peers_cli.main(argv) == 0
+    rows = [json.loads(line) for line in (out / peers.RESULTS_FILE).read_text().splitlines()]
+    # the aligned references and the one point; without --points-only the sweeps would follow
+    assert sorted((r["split"], r["method"], r["seed"]) for r in rows) == [
+        ("test", "aligned", 0), ("test", "plain", 100), ("validation", "aligned", 0),
+    ]  # fmt: skip
 
 
 def test_ablations_at_several_seeds_are_paired_with_agl_and_kept_out_of_the_sweeps() -> None:
