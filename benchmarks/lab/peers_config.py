@@ -271,23 +271,23 @@ def tiny_loader() -> tuple[Any, Any]:
 
 
 __all__ = [
-    "tiny_loader",
     "DEFAULT_SEEDS",
     "DEFAULT_TASK_DROP",
     "MAX_TASK_DROP",
     "PROTOCOL_METHODS",
     "QUICK_METHODS",
-    "Point",
     "SWEEP_SEED",
     "TEST_SEED_BASE",
     "BenchConfig",
+    "Point",
     "build_config",
     "choose",
     "choose_default",
     "config_key",
+    "fresh_test_seeds",
     "gap_drift_of",
     "method_order",
     "parse_point",
     "run_key",
-    "fresh_test_seeds",
+    "tiny_loader",
 ]

@@ -33,9 +33,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.lab.peers_config import SWEEP_SEED, BenchConfig, tiny_loader
+
+if TYPE_CHECKING:
+    from agl_trl.evaluation.selectivity import Estimate
 from benchmarks.lab.registry import DEFAULT_METHOD
 
 CURVE_FIELD = "gap_curve"  # the row field of the checkpoint measurements
@@ -207,7 +210,7 @@ def value_at(curve: Sequence[Mapping[str, Any]], step: int) -> float | None:
 
 def paired_difference(
     row: Mapping[str, Any], base: Mapping[str, Any], reference: Mapping[str, Any] | None, n_boot: int = 2000
-) -> Any:
+) -> Estimate | None:
     """The final gap drift of ``row`` minus ``base``'s as an :class:`~agl_trl.evaluation.selectivity.Estimate`, its
     95% interval paired over the prompts both answered (``reference``: the aligned model's row on the same prompts);
     one seed each, so the interval covers prompt variation, not seed variation. None where a row has no verdicts."""
